@@ -1,0 +1,1 @@
+"""torchebm.core"""
