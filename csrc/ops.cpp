@@ -1,8 +1,12 @@
-// Every torchebm op schema, in one place. Back ends register their kernels with
-// TORCH_LIBRARY_IMPL in csrc/cpu/ and csrc/cuda/; Python fake kernels live in
+// Every torchebm op schema, in one place (contracts in docs/kernels.md). Back ends register
+// their kernels with TORCH_LIBRARY_IMPL in csrc/cpu/ and csrc/cuda/; Python fake kernels live in
 // python/torchebm/kernels/ops.py.
 #include <Python.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <c10/core/TensorOptions.h>
 #include <torch/library.h>
+
+#include <optional>
 
 extern "C" {
 // `import torchebm._C` loads this library, and with it the op registrations below.
@@ -13,9 +17,81 @@ PyObject* PyInit__C(void) {
 }
 
 TORCH_LIBRARY(torchebm, m) {
-  // x' = clamp(x - a * clip(grad) + b * xi). `noise` gives xi; when it is None, xi is drawn
-  // in-kernel from Philox4x32-10 keyed by `seed` with counter (element index, step).
+  // ---- random numbers: Philox4x32-10, key = seed, counter = (group, step, stream) ----------
+  // Standard normals (stream 0) / uniforms in (0, 1) (stream 1) of the given size.
+  m.def(
+      "philox_normal(int[] size, int seed, int step, ScalarType? dtype=None, "
+      "Device? device=None) -> Tensor");
+  m.def(
+      "philox_uniform(int[] size, int seed, int step, ScalarType? dtype=None, "
+      "Device? device=None) -> Tensor");
+
+  // ---- per-step ops ------------------------------------------------------------------------
+  // x' = clamp(x - a * clip(grad) + b * xi); xi = noise, or stream 0 at (seed, step).
   m.def(
       "langevin_update(Tensor x, Tensor grad, Tensor? noise, float a, float b, "
       "float? clamp_min, float? clamp_max, float? grad_clip, int seed, int step) -> Tensor");
+  // p' = p - kick * grad; x' = x + drift * inv_mass * p'. Returns (x', p').
+  m.def(
+      "leapfrog_kick_drift(Tensor x, Tensor p, Tensor grad, float kick, float drift, "
+      "Tensor? inv_mass) -> (Tensor, Tensor)");
+  // Row i takes x_proposed[i] iff log(u_i) < log_accept_ratio[i]; u = uniform or stream 1.
+  // Returns (x_out, accepted).
+  m.def(
+      "metropolis_select(Tensor log_accept_ratio, Tensor x, Tensor x_proposed, Tensor? uniform, "
+      "int seed, int step) -> (Tensor, Tensor)");
+  // MALA acceptance of y = x - a grad_x + b xi fused with the selection.
+  // Returns (x_out, grad_out, energy_out, accepted).
+  m.def(
+      "mala_select(Tensor x, Tensor y, Tensor grad_x, Tensor grad_y, Tensor energy_x, "
+      "Tensor energy_y, float a, float b, Tensor? uniform, int seed, int step) -> "
+      "(Tensor, Tensor, Tensor, Tensor)");
+  // Closed-form (energy [B], grad [B, d]) of a built-in analytic model.
+  m.def(
+      "analytic_energy_grad(str energy, Tensor x, float[] params, Tensor? mean, "
+      "Tensor? precision) -> (Tensor, Tensor)");
+
+  // ---- whole-chain ops for the analytic models ---------------------------------------------
+  // Returns (x, trajectory, energy_mean).
+  m.def(
+      "langevin_chain(str energy, Tensor x0, Tensor a, Tensor b, float[] params, Tensor? mean, "
+      "Tensor? precision, float? clamp_min, float? clamp_max, float? grad_clip, int seed, "
+      "int thin, bool record_trajectory, bool record_energy) -> (Tensor, Tensor, Tensor)");
+  // Returns (x, trajectory, energy_mean, acceptance_rate).
+  m.def(
+      "mala_chain(str energy, Tensor x0, Tensor a, Tensor b, float[] params, Tensor? mean, "
+      "Tensor? precision, int seed, int thin, bool record_trajectory, bool record_energy) -> "
+      "(Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "hmc_chain(str energy, Tensor x0, Tensor step_size, int n_leapfrog, Tensor? inv_mass, "
+      "float[] params, Tensor? mean, Tensor? precision, int seed, int thin, "
+      "bool record_trajectory, bool record_energy) -> (Tensor, Tensor, Tensor, Tensor)");
+}
+
+namespace {
+
+// The factory ops take no tensor, so the dispatcher cannot see a device: route them to the
+// back end of `device` (CPU when absent), as torch's own factories do.
+template <const char* kName>
+at::Tensor factory_backend_select(c10::IntArrayRef size, int64_t seed, int64_t step,
+                                  std::optional<c10::ScalarType> dtype,
+                                  std::optional<c10::Device> device) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow(kName, "")
+                       .typed<at::Tensor(c10::IntArrayRef, int64_t, int64_t,
+                                         std::optional<c10::ScalarType>,
+                                         std::optional<c10::Device>)>();
+  const c10::Device dev = device.value_or(c10::Device(c10::kCPU));
+  const c10::DispatchKeySet ks(c10::computeDispatchKey(dtype, c10::kStrided, dev));
+  return op.redispatch(ks, size, seed, step, dtype, device);
+}
+
+constexpr char kPhiloxNormal[] = "torchebm::philox_normal";
+constexpr char kPhiloxUniform[] = "torchebm::philox_uniform";
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(torchebm, BackendSelect, m) {
+  m.impl("philox_normal", &factory_backend_select<kPhiloxNormal>);
+  m.impl("philox_uniform", &factory_backend_select<kPhiloxUniform>);
 }

@@ -1,44 +1,58 @@
 // CPU kernel of the fused Langevin update (schema in csrc/ops.cpp).
-#include <ATen/Parallel.h>
-#include <torch/library.h>
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <cmath>
 #include <optional>
+
+#include "elementwise_blocks.h"
+#include "philox_fill.h"
+#include "torchebm/checks.h"
 
 namespace torchebm::cpu {
 namespace {
+
+// Elements per work item (a multiple of the Philox block): values never depend on the split.
+constexpr int64_t kWorkElems = 4096;
 
 at::Tensor langevin_update(const at::Tensor& x, const at::Tensor& grad,
                            const std::optional<at::Tensor>& noise, double a, double b,
                            std::optional<double> clamp_min, std::optional<double> clamp_max,
                            std::optional<double> grad_clip, int64_t seed, int64_t step) {
-  TORCH_CHECK(x.sizes() == grad.sizes(), "langevin_update: grad must have the shape of x ",
-              x.sizes(), ", got ", grad.sizes());
-  TORCH_CHECK(x.scalar_type() == grad.scalar_type(), "langevin_update: grad dtype ",
-              grad.scalar_type(), " differs from x dtype ", x.scalar_type());
-  TORCH_CHECK(noise.has_value(), "langevin_update: in-kernel noise is not built yet; pass noise");
-  TORCH_CHECK(noise->sizes() == x.sizes() && noise->scalar_type() == x.scalar_type(),
-              "langevin_update: noise must match x in shape and dtype");
-  (void)seed;
-  (void)step;
-  at::Tensor xc = x.contiguous(), gc = grad.contiguous(), nc = noise->contiguous();
-  at::Tensor out = at::empty_like(xc);
+  constexpr const char* op = "langevin_update";
+  checks::floating(x, op, "x");
+  checks::like(grad, x, op, "grad", "x");
+  if (noise) checks::like(*noise, x, op, "noise", "x");
+  checks::finite(a, op, "a");
+  checks::finite(b, op, "b");
+  checks::clamp_bounds(clamp_min, clamp_max, op);
+  checks::grad_clip(grad_clip, op);
+  const uint32_t st = checks::step(step, op);
+
+  const at::Tensor xc = x.contiguous(), gc = grad.contiguous();
+  const at::Tensor nc = noise ? noise->contiguous() : at::Tensor();
+  at::Tensor out = at::empty(x.sizes(), x.options());
   const int64_t n = xc.numel();
-  AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "langevin_update", [&] {
-    const scalar_t *px = xc.const_data_ptr<scalar_t>(), *pg = gc.const_data_ptr<scalar_t>(),
-                   *pn = nc.const_data_ptr<scalar_t>();
+  AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), op, [&] {
+    const scalar_t* px = xc.const_data_ptr<scalar_t>();
+    const scalar_t* pg = gc.const_data_ptr<scalar_t>();
+    const scalar_t* pn = noise ? nc.const_data_ptr<scalar_t>() : nullptr;
     scalar_t* po = out.mutable_data_ptr<scalar_t>();
-    const scalar_t sa = a, sb = b;
-    const bool clip = grad_clip.has_value();
-    const scalar_t c = clip ? static_cast<scalar_t>(*grad_clip) : scalar_t(0);
-    const scalar_t lo = clamp_min ? static_cast<scalar_t>(*clamp_min) : -INFINITY;
-    const scalar_t hi = clamp_max ? static_cast<scalar_t>(*clamp_max) : INFINITY;
-    at::parallel_for(0, n, 4096, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        scalar_t g = pg[i];
-        if (clip) g = std::min(std::max(g, -c), c);
-        scalar_t v = px[i] - sa * g + sb * pn[i];
-        po[i] = std::min(std::max(v, lo), hi);
+    const LangevinCoef<scalar_t> k{
+        static_cast<scalar_t>(a), static_cast<scalar_t>(b),
+        clamp_min ? static_cast<scalar_t>(*clamp_min) : -INFINITY,
+        clamp_max ? static_cast<scalar_t>(*clamp_max) : INFINITY,
+        grad_clip ? static_cast<scalar_t>(*grad_clip) : scalar_t(0), grad_clip.has_value()};
+    const int64_t n_work = (n + kWorkElems - 1) / kWorkElems;
+    at::parallel_for(0, n_work, 1, [&](int64_t w0, int64_t w1) {
+      alignas(64) scalar_t xi[kWorkElems];
+      for (int64_t w = w0; w < w1; ++w) {
+        const int64_t lo = w * kWorkElems, hi = std::min(n, lo + kWorkElems);
+        const scalar_t* noise_ptr = pn ? pn + lo : xi;
+        if (!pn) fill_normal(xi, lo, hi, static_cast<uint64_t>(seed), st, kNormalStream);
+        langevin_block(po + lo, px + lo, pg + lo, noise_ptr, hi - lo, k);
       }
     });
   });

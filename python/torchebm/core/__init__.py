@@ -1,1 +1,82 @@
-"""torchebm.core"""
+"""torchebm.core: models, schedulers and the base classes of samplers and losses.
+
+Old names from TorchEBM's earlier documentation are the same objects as the new ones:
+``BaseEnergyFunction`` is ``BaseModel``, ``GaussianEnergy`` is ``GaussianModel``, and so on;
+``CompositeEnergy`` is ``CompositeModel`` taking ``energy_functions=``.
+"""
+
+from torchebm.core.analytic_models import (
+    AckleyEnergy,
+    AckleyModel,
+    AnalyticModel,
+    BoothModel,
+    DoubleWellEnergy,
+    DoubleWellModel,
+    GaussianEnergy,
+    GaussianModel,
+    HarmonicEnergy,
+    HarmonicModel,
+    HimmelblauModel,
+    RastriginEnergy,
+    RastriginModel,
+    RosenbrockEnergy,
+    RosenbrockModel,
+    StyblinskiTangModel,
+)
+from torchebm.core.base_model import BaseEnergyFunction, BaseModel
+from torchebm.core.base_loss import BaseContrastiveDivergence, BaseLoss
+from torchebm.core.base_module import TorchEBMModule, warn_once
+from torchebm.core.base_sampler import BaseSampler
+from torchebm.core.base_scheduler import (
+    BaseScheduler,
+    ConstantScheduler,
+    CosineScheduler,
+    ExponentialDecayScheduler,
+    LinearScheduler,
+    MultiStepScheduler,
+    WarmupScheduler,
+)
+from torchebm.core.composite_model import CompositeEnergy, CompositeModel
+from torchebm.core.neural_models import MLP, EnergyModel
+from torchebm.core.schedulable import Schedulable
+
+__all__ = [
+    "TorchEBMModule",
+    "warn_once",
+    "Schedulable",
+    "BaseSampler",
+    "BaseLoss",
+    "BaseContrastiveDivergence",
+    # models
+    "BaseModel",
+    "AnalyticModel",
+    "GaussianModel",
+    "DoubleWellModel",
+    "HarmonicModel",
+    "RosenbrockModel",
+    "AckleyModel",
+    "RastriginModel",
+    "HimmelblauModel",
+    "BoothModel",
+    "StyblinskiTangModel",
+    "CompositeModel",
+    "EnergyModel",
+    "MLP",
+    # old model names
+    "BaseEnergyFunction",
+    "GaussianEnergy",
+    "DoubleWellEnergy",
+    "HarmonicEnergy",
+    "RosenbrockEnergy",
+    "AckleyEnergy",
+    "RastriginEnergy",
+    "CompositeEnergy",
+    # schedulers
+    "BaseScheduler",
+    "ConstantScheduler",
+    "LinearScheduler",
+    "CosineScheduler",
+    "ExponentialDecayScheduler",
+    "MultiStepScheduler",
+    "WarmupScheduler",
+]

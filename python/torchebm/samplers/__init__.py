@@ -1,1 +1,16 @@
-"""torchebm.samplers"""
+"""torchebm.samplers: MCMC samplers for energy-based models.
+
+- :class:`LangevinDynamics`: unadjusted Langevin dynamics / SGLD.
+- :class:`HamiltonianMonteCarlo`: HMC with a leapfrog integrator (scalar or diagonal mass).
+- :class:`MetropolisAdjustedLangevin` (alias ``MALA``): Langevin proposals with an MH correction.
+
+Each runs on one of three paths chosen per call (``backend=``, ``sampler.last_path``): a
+whole-chain kernel, per-step fused kernels, or the pure-PyTorch reference; see
+:mod:`torchebm.kernels.dispatch`.
+"""
+
+from torchebm.samplers.hmc import HamiltonianMonteCarlo
+from torchebm.samplers.langevin_dynamics import LangevinDynamics
+from torchebm.samplers.mala import MALA, MetropolisAdjustedLangevin
+
+__all__ = ["LangevinDynamics", "HamiltonianMonteCarlo", "MetropolisAdjustedLangevin", "MALA"]

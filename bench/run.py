@@ -1,0 +1,547 @@
+"""Benchmark orchestrator: ours (fused, reference) against TorchEBM 0.8.9, same machine, same run.
+
+Each (workload, implementation) runs in its own process, in the venv of its package (ours in the
+project's ``.venv``, TorchEBM 0.8.9 in ``.venv-torchebm089``: both import as ``torchebm``), on
+``--threads`` threads, with warm-up and ``--repeats`` timed runs. Ratios are taken between
+medians measured in this same run. Outputs under ``--out``: ``results.json`` (raw times,
+medians, ratios, ESS, machine, versions), ``speedups.png``, ``table.txt``; the table is printed.
+
+    python bench/run.py                       # everything, CPU, 2 threads, 5 repeats
+    python bench/run.py --quick --only doublewell_langevin --impls fused,reference
+    python bench/run.py --device cuda         # the GPU section (skipped without CUDA)
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench import workloads as W  # noqa: E402  (after the path fix; imports torch)
+
+SCHEMA_VERSION = 1
+ALL_IMPLS = ("fused", "reference", "torchebm089", "torchebm089-triton", "fused-cudagraph")
+CPU_IMPLS = ("fused", "reference", "torchebm089")
+BURN_IN_FRACTION = 0.25
+# Peak HBM bandwidth (bytes/s) by device-name substring, most specific first.
+PEAK_BANDWIDTH = (("H100 PCIe", 2.0e12), ("H100", 3.35e12), ("H200", 4.8e12))
+
+ESS_FOOTNOTE = (
+    "ESS/s: an untimed run of the same sampler on the first chains x steps ({sizes}) "
+    "records x[:, 0] at every step; the first {burn:.0%} is dropped as burn-in; {estimator} "
+    "gives the multi-chain ESS of those draws; ESS per draw = ESS / (chains x kept draws); "
+    "ESS/s = ESS per draw x (chains x steps of the timed run) / its median time."
+)
+
+
+# ----------------------------------------------------------------------------------------------
+# Running workers.
+
+
+def _python_for(impl: str, args) -> str:
+    return args.ours_python if impl in W.OURS else args.torchebm089_python
+
+
+def _child_env(impl: str, threads: int) -> dict:
+    env = dict(os.environ)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        env[var] = str(threads)
+    if impl not in W.OURS:
+        env.pop("PYTHONPATH", None)  # ours must not shadow TorchEBM 0.8.9 there
+    return env
+
+
+def run_worker(name: str, impl: str, args, workdir: Path) -> dict:
+    python = _python_for(impl, args)
+    if not Path(python).exists():
+        hint = "run `make bench` to create it" if impl not in W.OURS else "run `make build`"
+        return {"status": "unavailable", "reason": f"no interpreter at {python} ({hint})"}
+    result_file = workdir / f"{name}__{impl}.json"
+    traj_file = args.out / "trajectories" / f"{name}__{impl}.pt"
+    cmd = [
+        python, "-m", "bench.workloads",
+        "--workload", name, "--impl", impl, "--result", str(result_file),
+        "--traj", str(traj_file), "--repeats", str(args.repeats), "--warmup", str(args.warmup),
+        "--threads", str(args.threads), "--device", args.device,
+    ]  # fmt: skip
+    if args.quick:
+        cmd.append("--quick")
+    try:
+        proc = subprocess.run(
+            cmd, cwd=REPO, env=_child_env(impl, args.threads), capture_output=True, text=True,
+            timeout=args.timeout,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return {"status": "error", "reason": f"timed out after {args.timeout} s"}
+    if not result_file.exists():
+        return {
+            "status": "error",
+            "reason": f"worker exited with {proc.returncode} and wrote no result",
+            "stderr_tail": proc.stderr[-3000:],
+        }
+    result = json.loads(result_file.read_text())
+    if proc.stderr.strip():
+        result["stderr_tail"] = proc.stderr[-3000:]
+    return result
+
+
+# ----------------------------------------------------------------------------------------------
+# ESS.
+
+
+def _diagnostics_ess():
+    """``torchebm.diagnostics``' ESS of a [chains, draws] tensor and its name, or (None, None)."""
+    try:
+        import torchebm.diagnostics as diagnostics
+    except ImportError:
+        return None, None
+    for fname in ("effective_sample_size", "ess"):
+        fn = getattr(diagnostics, fname, None)
+        if callable(fn):
+            return fn, f"torchebm.diagnostics.{fname}"
+    return None, None
+
+
+def compute_ess(entry: dict, warnings: list) -> None:
+    """Adds ``ess`` (and ``ess_per_s``) to a worker result that saved a trajectory."""
+    path = entry.get("trajectory_file")
+    if entry.get("status") != "ok" or not path or not Path(path).exists():
+        return
+    import torch
+
+    from bench.ess import multichain_ess
+
+    draws = torch.load(path)  # [chains, steps]
+    kept = draws[:, int(BURN_IN_FRACTION * draws.shape[1]) :]
+    ess_bench = multichain_ess(kept)
+    ess, method = ess_bench, "bench/ess.py (Geyer initial monotone sequence)"
+    fn, fn_name = _diagnostics_ess()
+    ess_diag = None
+    if fn is not None:
+        try:
+            ess_diag = float(torch.as_tensor(fn(kept)).double().sum())
+        except Exception as exc:  # an API mismatch must not lose the bench's own estimate
+            warnings.append(f"{fn_name} failed on a [chains, draws] tensor: {exc}")
+        if ess_diag is not None and math.isfinite(ess_diag) and ess_diag > 0:
+            if abs(math.log(ess_diag / ess_bench)) < math.log(1.25):
+                ess, method = ess_diag, fn_name
+            else:
+                warnings.append(
+                    f"{fn_name} gives ESS {ess_diag:.1f}, bench/ess.py {ess_bench:.1f} on the "
+                    f"same draws (>25% apart): reporting bench/ess.py"
+                )
+    per_draw = ess / kept.numel()
+    entry["ess"] = {
+        "chains": kept.shape[0],
+        "draws_kept": kept.shape[1],
+        "burn_in_fraction": BURN_IN_FRACTION,
+        "ess": ess,
+        "ess_bench": ess_bench,
+        "ess_diagnostics": ess_diag,
+        "method": method,
+        "ess_per_draw": per_draw,
+    }
+    entry["ess_per_s"] = per_draw * entry["work"] / entry["median_s"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Aggregation.
+
+
+def _ratio(results: dict, slow: str, fast: str):
+    a, b = results.get(slow, {}), results.get(fast, {})
+    if a.get("status") == "ok" and b.get("status") == "ok":
+        return a["median_s"] / b["median_s"]
+    return None
+
+
+def summarise(workload: W.Workload, results: dict, args) -> dict:
+    for entry in results.values():
+        if entry.get("status") == "ok":
+            entry["median_s"] = statistics.median(entry["times_s"])
+            entry["throughput_per_s"] = entry["work"] / entry["median_s"]
+    speedup = {
+        "fused_vs_torchebm089": _ratio(results, "torchebm089", "fused"),
+        "fused_vs_reference": _ratio(results, "reference", "fused"),
+    }
+    if "torchebm089-triton" in workload.impls:
+        speedup["fused_vs_torchebm089_triton"] = _ratio(results, "torchebm089-triton", "fused")
+    if "fused-cudagraph" in workload.impls:
+        speedup["cudagraph_vs_fused"] = _ratio(results, "fused", "fused-cudagraph")
+    met = None
+    if workload.targets:
+        checks = [speedup.get(f"fused_{key}") for key in workload.targets]
+        if all(c is not None for c in checks):
+            met = all(c >= workload.targets[k] for c, k in zip(checks, workload.targets))
+    out = {
+        "description": workload.description,
+        "size": workload.quick if args.quick else workload.full,
+        "unit": workload.unit,
+        "targets": workload.targets,
+        "results": results,
+        "speedup": speedup,
+        "met": met,
+    }
+    if workload.name == "gpu_langevin_bandwidth":
+        out["bandwidth"] = _bandwidth(results, args)
+    return out
+
+
+def _peak_bandwidth(device_name: str, override_tbs):
+    if override_tbs:
+        return override_tbs * 1e12, "--peak-bw-tbs"
+    for key, peak in PEAK_BANDWIDTH:
+        if key in (device_name or ""):
+            return peak, f"table entry {key!r}"
+    return None, None
+
+
+def _bandwidth(results: dict, args) -> dict:
+    out = {}
+    for impl, entry in results.items():
+        if entry.get("status") != "ok":
+            continue
+        achieved = W.LANGEVIN_BYTES_PER_ELEMENT * entry["work"] / entry["median_s"]
+        peak, source = _peak_bandwidth(entry.get("cuda_device_name"), args.peak_bw_tbs)
+        out[impl] = {
+            "bytes_per_s": achieved,
+            "peak_bytes_per_s": peak,
+            "peak_source": source,
+            "fraction_of_peak": achieved / peak if peak else None,
+        }
+    return out
+
+
+def machine_info() -> dict:
+    cpu = None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_model": cpu,
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "loadavg_start": list(os.getloadavg()),
+    }
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        info["git_commit"] = commit or None
+        info["git_dirty"] = bool(dirty)
+    except (OSError, subprocess.SubprocessError):
+        info["git_commit"] = None
+    return info
+
+
+# ----------------------------------------------------------------------------------------------
+# Reporting.
+
+
+def _fmt_time(entry: dict) -> str:
+    status = entry.get("status")
+    if status == "ok":
+        s = entry["median_s"]
+        return f"{s * 1e3:.1f} ms" if s < 10 else f"{s:.2f} s"
+    return {"n/a": "n/a", "unavailable": "unavail.", "error": "ERROR"}.get(status, "-")
+
+
+def _fmt_path(entry: dict) -> str:
+    path = entry.get("info", {}).get("last_path")
+    return f" [{path}]" if path else ""
+
+
+def _fmt_ratio(r) -> str:
+    return "-" if r is None else f"{r:.2f}x"
+
+
+def _fmt_rate(x) -> str:
+    if x is None:
+        return "-"
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if x >= scale:
+            return f"{x / scale:.3g}{suffix}"
+    return f"{x:.3g}"
+
+
+def _fmt_target(targets: dict) -> str:
+    parts = []
+    if "vs_torchebm089" in targets:
+        parts.append(f">={targets['vs_torchebm089']:g}x 0.8.9")
+    if "vs_reference" in targets:
+        parts.append(f">={targets['vs_reference']:g}x ref")
+    return ", ".join(parts) or "-"
+
+
+def render_table(report: dict) -> str:
+    header = [
+        "workload", "ours-fused", "ours-reference", "torchebm-0.8.9", "fused/0.8.9",
+        "fused/ref", "target", "met?", "fused rate/s", "ESS/s fused | ref | 0.8.9",
+    ]  # fmt: skip
+    rows = []
+    for name, wl in report["workloads"].items():
+        res = wl["results"]
+        ess = [res.get(i, {}).get("ess_per_s") for i in CPU_IMPLS]
+        rows.append([
+            name,
+            _fmt_time(res.get("fused", {})) + _fmt_path(res.get("fused", {})),
+            _fmt_time(res.get("reference", {})),
+            _fmt_time(res.get("torchebm089", {})),
+            _fmt_ratio(wl["speedup"]["fused_vs_torchebm089"]),
+            _fmt_ratio(wl["speedup"]["fused_vs_reference"]),
+            _fmt_target(wl["targets"]),
+            {True: "yes", False: "NO", None: "-"}[wl["met"]],
+            _fmt_rate(res.get("fused", {}).get("throughput_per_s")) + " " + _unit_short(wl),
+            " | ".join(_fmt_rate(e) for e in ess) if any(e is not None for e in ess) else "-",
+        ])  # fmt: skip
+    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(header, widths)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    return "\n".join(lines + [""] + footnotes(report))
+
+
+def _unit_short(wl: dict) -> str:
+    return {"chain-steps": "steps", "normals": "normals", "elements": "elem"}[wl["unit"]]
+
+
+def footnotes(report: dict) -> list:
+    cfg, machine = report["config"], report["machine"]
+    notes = [
+        f"Medians of {cfg['repeats']} timed runs after {cfg['warmup']} warm-up run(s), "
+        f"{cfg['threads']} threads, device {cfg['device']}"
+        + (", QUICK sizes (smoke test, not the targets' sizes)" if cfg["quick"] else "")
+        + ". Each implementation runs in its own process; ratios are slow median / fast median "
+        "from this same run (fused/0.8.9 = t(0.8.9) / t(fused)).",
+        f"Machine: {machine['cpu_model']} ({machine['cpu_count']} CPUs), load average "
+        f"{machine['loadavg_start'][0]:.2f} at start, {machine['loadavg_end'][0]:.2f} at end"
+        + (" - the machine was busy: timings are noisy." if _busy(machine, cfg) else "."),
+        "[chain] / [fused] after a fused time: the path our sampler reports it took "
+        "(sampler.last_path: whole-chain kernel, or per-step fused ops around the gradient).",
+        "normal_generation: 'fused' is torchebm.kernels.ops.philox_normal; the reference and "
+        "0.8.9 columns are torch.randn in each venv (0.8.9 draws its noise with randn_like).",
+    ]
+    ess_sizes, estimators = [], set()
+    for name, wl in report["workloads"].items():
+        methods = {e["ess"]["method"] for e in wl["results"].values() if "ess" in e}
+        if methods:
+            estimators |= methods
+            ess_sizes.append(f"{name} {wl['size']['ess_chains']} x {wl['size']['ess_steps']}")
+    if ess_sizes:
+        notes.append(
+            ESS_FOOTNOTE.format(
+                sizes=", ".join(ess_sizes), burn=BURN_IN_FRACTION,
+                estimator=" / ".join(sorted(estimators)),
+            )  # fmt: skip
+        )
+    for name, wl in report["workloads"].items():
+        for impl, entry in wl["results"].items():
+            if entry.get("status") in ("n/a", "unavailable", "error"):
+                notes.append(f"{name} / {impl}: {entry['status']}: {entry.get('reason')}")
+        for impl, bw in wl.get("bandwidth", {}).items():
+            frac = bw["fraction_of_peak"]
+            notes.append(
+                f"{name} / {impl}: {bw['bytes_per_s'] / 1e9:.0f} GB/s"
+                + (f" = {frac:.0%} of peak ({bw['peak_source']})" if frac else " (peak unknown)")
+            )
+        for key in ("fused_vs_torchebm089_triton", "cudagraph_vs_fused"):
+            if wl["speedup"].get(key) is not None:
+                notes.append(f"{name}: {key} = {wl['speedup'][key]:.2f}x")
+    notes += report.get("warnings", [])
+    return [f"[{i + 1}] {n}" for i, n in enumerate(notes)]
+
+
+def _busy(machine: dict, cfg: dict) -> bool:
+    load = max(machine["loadavg_start"][0], machine["loadavg_end"][0])
+    return load > max(1.0, (machine["cpu_count"] or 1) - cfg["threads"] + 0.5)
+
+
+def plot(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(report["workloads"])
+    series = [("fused_vs_torchebm089", "fused / TorchEBM 0.8.9", "vs_torchebm089"),
+              ("fused_vs_reference", "fused / our reference", "vs_reference")]  # fmt: skip
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(names) + 2), 4.5))
+    width = 0.38
+    for k, (key, label, target_key) in enumerate(series):
+        xs = [i + (k - 0.5) * width for i in range(len(names))]
+        values = [report["workloads"][n]["speedup"].get(key) for n in names]
+        bars = ax.bar(
+            [x for x, v in zip(xs, values) if v is not None],
+            [v for v in values if v is not None],
+            width, label=label, color=f"C{k}",
+        )  # fmt: skip
+        ax.bar_label(bars, fmt="%.1fx", fontsize=7)
+        for x, n in zip(xs, names):
+            target = report["workloads"][n]["targets"].get(target_key)
+            if target:
+                ax.hlines(target, x - width / 2, x + width / 2, colors="k", linestyles="--")
+    ax.axhline(1.0, color="grey", lw=0.8)
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(names)), names, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("speedup (ratio of medians, log scale)")
+    cfg = report["config"]
+    ax.set_title(
+        f"torchebm-fused speedups, {cfg['device']}, {cfg['threads']} threads"
+        + (" (QUICK sizes)" if cfg["quick"] else "")
+        + "\n-- dashed: target",
+        fontsize=9,
+    )
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--repeats", type=int, default=None, help="timed runs per cell (5; quick: 3)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed warm-up runs per cell")
+    p.add_argument("--quick", action="store_true", help="small sizes: a smoke test, not a measure")
+    p.add_argument("--only", default="", help="comma-separated workload names (default: all)")
+    p.add_argument(
+        "--impls", default=",".join(ALL_IMPLS), help="comma-separated implementations to run"
+    )
+    p.add_argument("--out", type=Path, default=REPO / "bench_out", help="output folder")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu", help="cpu, or cuda for the GPU section")
+    p.add_argument(
+        "--ours-python",
+        default=str(REPO / ".venv/bin/python") if (REPO / ".venv/bin/python").exists()
+        else sys.executable,
+    )  # fmt: skip
+    p.add_argument(
+        "--torchebm089-python",
+        default=str(REPO / ".venv-torchebm089/bin/python"),
+        help="an interpreter with torchebm==0.8.9 (for --device cuda: with a CUDA torch)",
+    )
+    p.add_argument(
+        "--peak-bw-tbs", type=float, default=None,
+        help="peak memory bandwidth, TB/s (default: by device name: H100 3.35, H200 4.8)",
+    )  # fmt: skip
+    p.add_argument("--timeout", type=int, default=1800, help="seconds per worker")
+    p.add_argument("--no-plot", action="store_true")
+    args = p.parse_args(argv)
+    if args.repeats is None:
+        args.repeats = 3 if args.quick else 5
+    if args.repeats < 1:
+        p.error(f"--repeats: expected >= 1, got {args.repeats}")
+    args.impls = [i for i in args.impls.split(",") if i]
+    unknown = [i for i in args.impls if i not in ALL_IMPLS]
+    if unknown:
+        p.error(f"--impls: unknown {unknown}; expected a subset of {list(ALL_IMPLS)}")
+    args.only = [n for n in args.only.split(",") if n]
+    unknown = [n for n in args.only if n not in W.WORKLOADS]
+    if unknown:
+        p.error(f"--only: unknown {unknown}; expected names from {sorted(W.WORKLOADS)}")
+    args.out = args.out.resolve()
+    return args
+
+
+def select_workloads(args) -> list:
+    kind = "cuda" if args.device.startswith("cuda") else "cpu"
+    chosen = [W.WORKLOADS[n] for n in args.only] if args.only else list(W.WORKLOADS.values())
+    runnable = [w for w in chosen if kind in w.devices]
+    skipped = [w.name for w in chosen if kind not in w.devices]
+    if skipped:
+        names = ", ".join(skipped)
+        print(f"skipped (need --device cuda on a CUDA machine): {names}", file=sys.stderr)
+    return runnable
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            print("GPU section skipped: torch here has no CUDA device "
+                  f"(torch {torch.__version__}).", file=sys.stderr)  # fmt: skip
+            return 0
+    (args.out / "trajectories").mkdir(parents=True, exist_ok=True)
+    report = {
+        "schema_version": SCHEMA_VERSION,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "config": {
+            "repeats": args.repeats, "warmup": args.warmup, "quick": args.quick,
+            "threads": args.threads, "device": args.device, "impls": args.impls,
+            "only": args.only, "ours_python": args.ours_python,
+            "torchebm089_python": args.torchebm089_python,
+        },  # fmt: skip
+        "machine": machine_info(),
+        "implementations": {},
+        "workloads": {},
+        "warnings": [],
+    }
+    with tempfile.TemporaryDirectory(prefix="torchebm-bench-") as tmp:
+        for workload in select_workloads(args):
+            results = {}
+            for impl in ALL_IMPLS:
+                if impl not in args.impls:
+                    continue
+                if impl in workload.na:
+                    results[impl] = {"status": "n/a", "reason": workload.na[impl]}
+                    continue
+                if impl not in workload.impls:
+                    continue
+                entry = run_worker(workload.name, impl, args, Path(tmp))
+                results[impl] = entry
+                if "identity" in entry:
+                    report["implementations"].setdefault(impl, entry["identity"])
+                _progress(workload.name, impl, entry)
+            report["workloads"][workload.name] = summarise(workload, results, args)
+            for entry in results.values():
+                compute_ess(entry, report["warnings"])
+    report["machine"]["loadavg_end"] = list(os.getloadavg())
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(report, indent=1, default=str))
+    table = render_table(report)
+    (args.out / "table.txt").write_text(table + "\n")
+    if not args.no_plot and report["workloads"]:
+        plot(report, args.out / "speedups.png")
+    print(table)
+    written = ["results.json", "table.txt"] + ([] if args.no_plot else ["speedups.png"])
+    print(f"\nwrote {', '.join(str(args.out / name) for name in written)}")
+    return 0
+
+
+def _progress(name: str, impl: str, entry: dict) -> None:
+    status = entry.get("status")
+    if status == "ok":
+        med = statistics.median(entry["times_s"])
+        msg = f"ok, median {med * 1e3:.1f} ms over {len(entry['times_s'])} runs"
+    else:
+        msg = f"{status}: {entry.get('reason')}"
+    print(f"[{name} / {impl}] {msg}", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

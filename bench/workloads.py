@@ -1,0 +1,656 @@
+"""The benchmark workloads, one function each, and the worker that runs one in a process.
+
+Importable under either package named ``torchebm`` (ours, distribution ``torchebm-fused``, or
+TorchEBM 0.8.9): this module imports only torch and the standard library at the top, and asks
+``package_identity()`` which one it got. Each workload function is pure: it builds its inputs
+from fixed seeds, runs one warm-up and ``repeats`` timed runs, and returns the times (seconds)
+plus, for the Gaussian workloads, a trajectory of one coordinate for the ESS estimate.
+
+Implementations (``impl``):
+    fused              ours, ``backend="fused"``
+    reference          ours, ``backend="reference"`` (the pure-PyTorch path)
+    torchebm089        TorchEBM 0.8.9's samplers
+    torchebm089-triton TorchEBM 0.8.9's Triton kernels (GPU workloads only)
+    fused-cudagraph    ours, ``backend="fused"`` with ``cuda_graph=True`` (GPU MLP only)
+
+Worker (the orchestrator ``bench/run.py`` spawns one per workload and implementation):
+    python -m bench.workloads --workload NAME --impl IMPL --result OUT.json [--quick] ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.metadata
+import inspect
+import json
+import math
+import os
+import platform
+import sys
+import time
+import traceback
+from typing import Callable, Optional
+
+import torch
+
+OURS = ("fused", "reference", "fused-cudagraph")
+THEIRS = ("torchebm089", "torchebm089-triton")
+SEED = 20240601
+GAUSS_DIM = 32
+
+
+class Unavailable(Exception):
+    """The implementation cannot run this workload here (API not landed, no CUDA, no Triton)."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Which package is this, and which implementation may run on it.
+
+
+def package_identity() -> dict:
+    """Which ``torchebm`` is importable: ours (has ``torchebm.kernels``) or TorchEBM 0.8.9."""
+    import torchebm
+
+    ours = hasattr(torchebm, "kernels")
+    dist = "torchebm-fused" if ours else "torchebm"
+    try:
+        dist_version = importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        dist_version = None
+    info = {
+        "package": "ours" if ours else "torchebm089",
+        "distribution": dist,
+        "distribution_version": dist_version,
+        "torchebm_version": getattr(torchebm, "__version__", None),
+        "torchebm_file": getattr(torchebm, "__file__", None),
+        "torch_version": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "python": sys.version.split()[0],
+        "python_executable": sys.executable,
+        "threads": torch.get_num_threads(),
+    }
+    if ours:
+        kernels = torchebm.kernels
+        info["kernels_available"] = bool(kernels.available())
+        info["kernels_how_loaded"] = kernels.how_loaded()
+        info["cuda_kernels_built"] = bool(kernels.cuda_kernels_built())
+    return info
+
+
+def _check_package(impl: str, identity: dict) -> None:
+    want = "ours" if impl in OURS else "torchebm089"
+    if identity["package"] != want:
+        raise RuntimeError(
+            f"impl={impl!r} needs package {want!r} but this interpreter "
+            f"({identity['python_executable']}) imports {identity['package']!r} "
+            f"from {identity['torchebm_file']}"
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# Sizes. Full sizes are the specification's; quick sizes are for smoke tests only.
+
+
+@dataclasses.dataclass(frozen=True)
+class Workload:
+    name: str
+    fn: Callable
+    description: str
+    full: dict
+    quick: dict
+    impls: tuple  # implementations that can run it
+    targets: dict  # {"vs_torchebm089": x, "vs_reference": y}, any subset
+    devices: tuple = ("cpu", "cuda")
+    na: dict = dataclasses.field(default_factory=dict)  # impl -> why it is n/a
+    unit: str = "chain-steps"  # what ``work`` counts, for throughput
+
+
+def _ess_sizes(chains: int, steps: int) -> dict:
+    return {"ess_chains": chains, "ess_steps": steps}
+
+
+# ----------------------------------------------------------------------------------------------
+# Timing.
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _time_runs(setup: Callable, run: Callable, repeats: int, warmup: int, device: str) -> list:
+    """Warm-up runs, then ``repeats`` timed runs of ``run(setup())``; setup is not timed."""
+    for _ in range(warmup):
+        run(setup())
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        state = setup()
+        _sync(device)
+        t0 = time.perf_counter()
+        run(state)
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+# ----------------------------------------------------------------------------------------------
+# Models and samplers, built the same way under either package.
+
+
+def _generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _initial_state(n: int, d: int, device: str, seed: int = SEED) -> torch.Tensor:
+    return torch.randn(n, d, generator=_generator(seed)).to(device)
+
+
+def gaussian_parameters(dim: int = GAUSS_DIM, seed: int = SEED + 1) -> tuple:
+    """A fixed dense SPD covariance: random rotation, eigenvalues evenly spaced in [0.5, 2]."""
+    g = _generator(seed)
+    q, r = torch.linalg.qr(torch.randn(dim, dim, generator=g, dtype=torch.float64))
+    q = q * torch.sign(torch.diagonal(r))  # a unique, well-spread rotation
+    eigenvalues = torch.linspace(0.5, 2.0, dim, dtype=torch.float64)
+    cov = (q * eigenvalues) @ q.T
+    cov = 0.5 * (cov + cov.T)
+    return torch.zeros(dim, dtype=torch.float32), cov.to(torch.float32)
+
+
+def _import_api(*names: str, module: str):
+    try:
+        mod = __import__(module, fromlist=list(names))
+        return [getattr(mod, n) for n in names]
+    except (ImportError, AttributeError) as exc:
+        raise Unavailable(f"{module} does not provide {', '.join(names)} yet: {exc}") from exc
+
+
+def _accepts(fn: Callable, name: str) -> bool:
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+class _Sampler:
+    """A sampler plus the keyword arguments our API wants at ``sample()`` time.
+
+    Our samplers take ``backend=`` (and on CUDA ``cuda_graph=``) in the constructor or in
+    ``sample()``; the signature decides where it goes. TorchEBM 0.8.9 takes neither.
+    """
+
+    def __init__(self, cls, model, impl: str, device: str, **kwargs):
+        extra = {}
+        if impl in OURS:
+            extra["backend"] = "reference" if impl == "reference" else "fused"
+            if impl == "fused-cudagraph":
+                extra["cuda_graph"] = True
+        if device != "cpu":
+            kwargs["device"] = device
+        ctor_extra = {k: v for k, v in extra.items() if _accepts(cls.__init__, k)}
+        self.sample_extra = {k: v for k, v in extra.items() if k not in ctor_extra}
+        for key in self.sample_extra:
+            if not _accepts(cls.sample, key):
+                raise Unavailable(
+                    f"{cls.__name__} takes no {key}= argument (in __init__ or sample) yet"
+                )
+        self.sampler = cls(model, **kwargs, **ctor_extra)
+
+    def sample(self, x: torch.Tensor, n_steps: int, **kwargs):
+        return self.sampler.sample(x=x, n_steps=n_steps, **kwargs, **self.sample_extra)
+
+    def path_taken(self) -> dict:
+        """Which code path the last ``sample()`` ran (``"chain"``, ``"fused"``, ``"reference"``)
+        and, when it was not the whole-chain kernel, what stood in the way: our samplers'
+        ``last_path`` and ``chain_blocker``. Empty for TorchEBM 0.8.9."""
+        out = {}
+        for attr in ("last_path", "chain_blocker"):
+            value = getattr(self.sampler, attr, None)
+            if value is not None and not callable(value):
+                out[attr] = str(value)
+        return out
+
+
+def _mlp_energy_class():
+    (BaseModel,) = _import_api("BaseModel", module="torchebm.core")
+
+    class MLPEnergy(BaseModel):
+        """E(x) = MLP(x): 2 -> 64 -> 64 -> 1 with SELU, the same module under both packages."""
+
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Sequential(
+                torch.nn.Linear(2, 64),
+                torch.nn.SELU(),
+                torch.nn.Linear(64, 64),
+                torch.nn.SELU(),
+                torch.nn.Linear(64, 1),
+            )
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.net(x).squeeze(-1)
+
+    return MLPEnergy
+
+
+def mlp_weights(seed: int = SEED + 2) -> dict:
+    """The MLP's weights, drawn from a fixed seed outside either package's constructors."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = torch.nn.Sequential(
+            torch.nn.Linear(2, 64),
+            torch.nn.SELU(),
+            torch.nn.Linear(64, 64),
+            torch.nn.SELU(),
+            torch.nn.Linear(64, 1),
+        )
+    return net.state_dict()
+
+
+def _mlp_model(device: str):
+    model = _mlp_energy_class()()
+    model.net.load_state_dict(mlp_weights())
+    return model.to(device)
+
+
+def _checksum(model: torch.nn.Module) -> float:
+    return float(sum(p.detach().double().sum().cpu() for p in model.parameters()))
+
+
+def _trajectory_first_coordinate(
+    sampler: _Sampler, x0: torch.Tensor, size: dict
+) -> torch.Tensor:
+    """Untimed run on ``ess_chains`` chains for ``ess_steps`` steps: x[:, :, 0], [chains, steps]."""
+    x = x0[: size["ess_chains"]].clone()
+    traj = sampler.sample(x, size["ess_steps"], return_trajectory=True)
+    if isinstance(traj, tuple):
+        traj = traj[0]
+    return traj[..., 0].detach().float().cpu()
+
+
+def _chain_workload(
+    impl: str, size: dict, repeats: int, warmup: int, device: str, make, with_ess: bool
+) -> dict:
+    """Shared body of the sampler workloads: ``make()`` -> (sampler, x0, info)."""
+    sampler, x0, info = make()
+    times = _time_runs(
+        setup=lambda: x0.clone(),
+        run=lambda x: sampler.sample(x, size["n_steps"]),
+        repeats=repeats,
+        warmup=warmup,
+        device=device,
+    )
+    info.update(sampler.path_taken())
+    out = {"times_s": times, "work": size["n_chains"] * size["n_steps"], "info": info}
+    if with_ess:
+        out["trajectory"] = _trajectory_first_coordinate(sampler, x0, size)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# The workloads.
+
+LANGEVIN_STEP = 0.01  # double well and MLP: TorchEBM's own benchmark uses 0.01 on the double well
+GAUSS_LANGEVIN_STEP = 0.05
+GAUSS_MALA_STEP = 0.05
+GAUSS_HMC_STEP = 0.1
+HMC_LEAPFROG = 10
+
+
+def _samplers_api(*names):
+    return _import_api(*names, module="torchebm.samplers")
+
+
+def doublewell_langevin(impl, size, repeats, warmup, device):
+    """Langevin on DoubleWellModel (default parameters), the whole chain per timed run."""
+    (DoubleWellModel,) = _import_api("DoubleWellModel", module="torchebm.core")
+    (LangevinDynamics,) = _samplers_api("LangevinDynamics")
+
+    def make():
+        model = DoubleWellModel().to(device)
+        sampler = _Sampler(
+            LangevinDynamics, model, impl, device, step_size=LANGEVIN_STEP, noise_scale=1.0
+        )
+        return sampler, _initial_state(size["n_chains"], size["dim"], device), {}
+
+    return _chain_workload(impl, size, repeats, warmup, device, make, with_ess=False)
+
+
+def _gaussian_model(device):
+    (GaussianModel,) = _import_api("GaussianModel", module="torchebm.core")
+    mean, cov = gaussian_parameters()
+    return GaussianModel(mean, cov).to(device)
+
+
+def gaussian_langevin(impl, size, repeats, warmup, device):
+    """Langevin on a 32-D Gaussian with a fixed dense SPD covariance."""
+    (LangevinDynamics,) = _samplers_api("LangevinDynamics")
+
+    def make():
+        sampler = _Sampler(
+            LangevinDynamics,
+            _gaussian_model(device),
+            impl,
+            device,
+            step_size=GAUSS_LANGEVIN_STEP,
+            noise_scale=1.0,
+        )
+        return sampler, _initial_state(size["n_chains"], GAUSS_DIM, device), {}
+
+    return _chain_workload(impl, size, repeats, warmup, device, make, with_ess=True)
+
+
+def gaussian_hmc(impl, size, repeats, warmup, device):
+    """HMC (10 leapfrog steps per proposal) on the same Gaussian; ``n_steps`` MH steps."""
+    (HamiltonianMonteCarlo,) = _samplers_api("HamiltonianMonteCarlo")
+
+    def make():
+        sampler = _Sampler(
+            HamiltonianMonteCarlo,
+            _gaussian_model(device),
+            impl,
+            device,
+            step_size=GAUSS_HMC_STEP,
+            n_leapfrog_steps=HMC_LEAPFROG,
+        )
+        return sampler, _initial_state(size["n_chains"], GAUSS_DIM, device), {}
+
+    return _chain_workload(impl, size, repeats, warmup, device, make, with_ess=True)
+
+
+def gaussian_mala(impl, size, repeats, warmup, device):
+    """MALA on the same Gaussian (ours only: TorchEBM 0.8.9 has no MALA)."""
+    (MALA,) = _samplers_api("MetropolisAdjustedLangevin")
+
+    def make():
+        sampler = _Sampler(MALA, _gaussian_model(device), impl, device, step_size=GAUSS_MALA_STEP)
+        return sampler, _initial_state(size["n_chains"], GAUSS_DIM, device), {}
+
+    return _chain_workload(impl, size, repeats, warmup, device, make, with_ess=True)
+
+
+def mlp_langevin(impl, size, repeats, warmup, device):
+    """Langevin on a small MLP energy (2 -> 64 -> 64 -> 1, SELU): autograd gradient per step."""
+    (LangevinDynamics,) = _samplers_api("LangevinDynamics")
+
+    def make():
+        model = _mlp_model(device)
+        sampler = _Sampler(
+            LangevinDynamics, model, impl, device, step_size=LANGEVIN_STEP, noise_scale=1.0
+        )
+        x0 = _initial_state(size["n_chains"], 2, device)
+        return sampler, x0, {"weights_checksum": _checksum(model)}
+
+    return _chain_workload(impl, size, repeats, warmup, device, make, with_ess=False)
+
+
+def normal_generation(impl, size, repeats, warmup, device):
+    """Raw standard normals: our Philox op (fused) against ``torch.randn`` (the other columns).
+
+    ``reference`` and ``torchebm089`` both time ``torch.randn`` (what TorchEBM 0.8.9 draws its
+    noise with), in our venv and in 0.8.9's; the target compares fused with the 0.8.9 column.
+    """
+    n = size["n_normals"]
+    if impl == "fused":
+        import torchebm.kernels.ops as ops
+
+        philox_normal = getattr(ops, "philox_normal", None)
+        if philox_normal is None:
+            raise Unavailable("torchebm.kernels.ops.philox_normal does not exist yet")
+        counter = iter(range(10**9))
+
+        def run(_):
+            return philox_normal((n,), SEED, next(counter), dtype=torch.float32, device=device)
+
+        info = {"op": "torchebm.kernels.ops.philox_normal"}
+    else:
+
+        def run(_):
+            return torch.randn(n, dtype=torch.float32, device=device)
+
+        info = {"op": "torch.randn"}
+    times = _time_runs(lambda: None, run, repeats, warmup, device)
+    return {"times_s": times, "work": n, "info": info}
+
+
+# ---- GPU-only workloads (run with --device cuda; skipped with a message otherwise) -----------
+
+LANGEVIN_BYTES_PER_ELEMENT = 12  # float32: read x, read grad, write x'; the noise is in-kernel
+
+
+def gpu_langevin_bandwidth(impl, size, repeats, warmup, device):
+    """One fused Langevin update over 2^26 float32 elements: achieved bytes/s (12 B/element)."""
+    n = size["n_elements"]
+    g = _generator(SEED)
+    x = torch.randn(n, generator=g).to(device)
+    grad = torch.randn(n, generator=g).to(device)
+    step_size, noise_scale = 0.01, 1.0
+    a, b = step_size, noise_scale * math.sqrt(2.0 * step_size)
+    counter = iter(range(10**9))
+    if impl == "fused":
+        import torchebm.kernels.ops as ops
+
+        def run(_):
+            return ops.langevin_update(x, grad, None, a, b, seed=SEED, step=next(counter))
+
+        info = {"op": "torchebm.kernels.ops.langevin_update"}
+    elif impl == "torchebm089-triton":
+        fused_langevin_step = _triton_089("fused_langevin_step")
+        out_buf = torch.empty_like(x)
+
+        def run(_):
+            return fused_langevin_step(
+                x, grad, step_size, noise_scale, seed=next(counter), out=out_buf
+            )
+
+        info = {"op": "torchebm.cuda.fused_langevin.fused_langevin_step"}
+    else:
+        raise Unavailable(f"impl {impl!r} has no standalone Langevin update op")
+    times = _time_runs(lambda: None, run, repeats, warmup, device)
+    info["bytes_per_element"] = LANGEVIN_BYTES_PER_ELEMENT
+    return {"times_s": times, "work": n, "info": info}
+
+
+def _triton_089(name: str):
+    try:
+        from torchebm.cuda import fused_langevin
+    except ImportError as exc:  # the module imports triton at the top
+        raise Unavailable(f"TorchEBM 0.8.9's Triton kernels need triton: {exc}") from exc
+    return getattr(fused_langevin, name)
+
+
+def gpu_doublewell_chain(impl, size, repeats, warmup, device):
+    """Whole-chain double well, 4096 x 32 x 1000: ours vs 0.8.9's sampler and its Triton chain."""
+    if impl != "torchebm089-triton":
+        return doublewell_langevin(impl, size, repeats, warmup, device)
+    chain = _triton_089("doublewell_langevin_chain")
+    x0 = _initial_state(size["n_chains"], size["dim"], device).contiguous()
+    counter = iter(range(10**9))
+    times = _time_runs(
+        setup=lambda: x0.clone(),
+        # signature in 0.8.9: (x, n_steps, step_size, noise_scale=1.0, barrier_height=2.0,
+        # b=1.0, seed=None); in place on a contiguous CUDA float32 x
+        run=lambda x: chain(x, size["n_steps"], LANGEVIN_STEP, 1.0, 2.0, 1.0, seed=next(counter)),
+        repeats=repeats,
+        warmup=warmup,
+        device=device,
+    )
+    return {
+        "times_s": times,
+        "work": size["n_chains"] * size["n_steps"],
+        "info": {"op": "torchebm.cuda.fused_langevin.doublewell_langevin_chain"},
+    }
+
+
+def gpu_mlp_cuda_graph(impl, size, repeats, warmup, device):
+    """MLP Langevin on CUDA, our fused path with and without ``cuda_graph=True``."""
+    return mlp_langevin(impl, size, repeats, warmup, device)
+
+
+# ----------------------------------------------------------------------------------------------
+# The registry: sizes, implementations and targets. ``run.py`` reads it; nothing here runs.
+
+_CPU_IMPLS = ("fused", "reference", "torchebm089")
+
+WORKLOADS = {
+    w.name: w
+    for w in [
+        Workload(
+            "doublewell_langevin",
+            doublewell_langevin,
+            "Langevin, DoubleWellModel() default params, step 0.01",
+            full={"n_chains": 4096, "dim": 32, "n_steps": 200},
+            quick={"n_chains": 256, "dim": 32, "n_steps": 20},
+            impls=_CPU_IMPLS,
+            targets={"vs_torchebm089": 10.0, "vs_reference": 5.0},
+        ),
+        Workload(
+            "gaussian_langevin",
+            gaussian_langevin,
+            "Langevin, 32-D Gaussian, dense SPD covariance (eig 0.5..2), step 0.05",
+            full={"n_chains": 4096, "n_steps": 200, **_ess_sizes(256, 2000)},
+            quick={"n_chains": 256, "n_steps": 20, **_ess_sizes(16, 200)},
+            impls=_CPU_IMPLS,
+            targets={"vs_torchebm089": 20.0},
+        ),
+        Workload(
+            "gaussian_hmc",
+            gaussian_hmc,
+            "HMC, same Gaussian, step 0.1, 10 leapfrog steps",
+            full={"n_chains": 1024, "n_steps": 50, **_ess_sizes(256, 500)},
+            quick={"n_chains": 64, "n_steps": 5, **_ess_sizes(16, 100)},
+            impls=_CPU_IMPLS,
+            targets={"vs_torchebm089": 40.0},
+        ),
+        Workload(
+            "gaussian_mala",
+            gaussian_mala,
+            "MALA, same Gaussian, step 0.05",
+            full={"n_chains": 4096, "n_steps": 200, **_ess_sizes(256, 2000)},
+            quick={"n_chains": 256, "n_steps": 20, **_ess_sizes(16, 200)},
+            impls=("fused", "reference"),
+            targets={},
+            na={"torchebm089": "TorchEBM 0.8.9 has no MALA"},
+        ),
+        Workload(
+            "mlp_langevin",
+            mlp_langevin,
+            "Langevin, MLP energy 2-64-64-1 SELU (same weights), step 0.01",
+            full={"n_chains": 8192, "n_steps": 100},
+            quick={"n_chains": 512, "n_steps": 10},
+            impls=_CPU_IMPLS,
+            targets={"vs_torchebm089": 1.5},
+        ),
+        Workload(
+            "normal_generation",
+            normal_generation,
+            "2^24 float32 standard normals: Philox op vs torch.randn",
+            full={"n_normals": 1 << 24},
+            quick={"n_normals": 1 << 18},
+            impls=_CPU_IMPLS,
+            targets={"vs_torchebm089": 3.0},
+            unit="normals",
+        ),
+        Workload(
+            "gpu_langevin_bandwidth",
+            gpu_langevin_bandwidth,
+            "fused Langevin update, 2^26 float32 elements, 12 B/element",
+            full={"n_elements": 1 << 26},
+            quick={"n_elements": 1 << 20},
+            impls=("fused", "torchebm089-triton"),
+            targets={},
+            devices=("cuda",),
+            unit="elements",
+        ),
+        Workload(
+            "gpu_doublewell_chain",
+            gpu_doublewell_chain,
+            "whole-chain double well on CUDA, step 0.01",
+            full={"n_chains": 4096, "dim": 32, "n_steps": 1000},
+            quick={"n_chains": 256, "dim": 32, "n_steps": 50},
+            impls=("fused", "reference", "torchebm089", "torchebm089-triton"),
+            targets={},
+            devices=("cuda",),
+        ),
+        Workload(
+            "gpu_mlp_cuda_graph",
+            gpu_mlp_cuda_graph,
+            "MLP Langevin on CUDA, with and without cuda_graph=True",
+            full={"n_chains": 8192, "n_steps": 100},
+            quick={"n_chains": 512, "n_steps": 10},
+            impls=("fused", "fused-cudagraph", "reference", "torchebm089"),
+            targets={},
+            devices=("cuda",),
+        ),
+    ]
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# The worker.
+
+
+def run_one(
+    name: str, impl: str, quick: bool, repeats: int, warmup: int, device: str, traj_path: str
+) -> dict:
+    """Runs one workload for one implementation in this process; never raises."""
+    result: dict = {"workload": name, "impl": impl, "device": device}
+    try:
+        identity = package_identity()
+        result["identity"] = identity
+        _check_package(impl, identity)
+        workload = WORKLOADS[name]
+        if device.startswith("cuda"):
+            if not torch.cuda.is_available():
+                raise Unavailable(f"torch {torch.__version__} here has no CUDA device")
+            result["cuda_device_name"] = torch.cuda.get_device_name()
+        size = workload.quick if quick else workload.full
+        out = workload.fn(impl, size, repeats, warmup, device)
+        trajectory = out.pop("trajectory", None)
+        if trajectory is not None and traj_path:
+            torch.save(trajectory, traj_path)
+            result["trajectory_file"] = traj_path
+        result.update(out)
+        result["size"] = size
+        result["status"] = "ok"
+    except Unavailable as exc:
+        result["status"] = "unavailable"
+        result["reason"] = str(exc)
+    except Exception as exc:  # reported, not raised: one failure must not sink the run
+        # Ours raises NoKernelError for backend="fused" where no kernel applies (yet).
+        no_kernel = type(exc).__name__ == "NoKernelError"
+        result["status"] = "unavailable" if no_kernel else "error"
+        result["reason"] = f"{type(exc).__name__}: {exc}"
+        if not no_kernel:
+            result["traceback"] = traceback.format_exc()
+    return result
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Run one benchmark workload (worker).")
+    parser.add_argument("--workload", required=True, choices=sorted(WORKLOADS))
+    parser.add_argument("--impl", required=True, choices=OURS + THEIRS)
+    parser.add_argument("--result", required=True, help="where to write the result JSON")
+    parser.add_argument("--traj", default="", help="where to save the ESS trajectory (.pt)")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(SEED)
+    result = run_one(
+        args.workload, args.impl, args.quick, args.repeats, args.warmup, args.device, args.traj
+    )
+    result["platform"] = platform.platform()
+    result["pid"] = os.getpid()
+    with open(args.result, "w") as fh:
+        json.dump(result, fh, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

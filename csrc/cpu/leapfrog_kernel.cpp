@@ -1,0 +1,71 @@
+// CPU kernel of the fused leapfrog kick + drift (schema in csrc/ops.cpp).
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <optional>
+#include <tuple>
+
+#include "elementwise_blocks.h"
+#include "torchebm/checks.h"
+
+namespace torchebm::cpu {
+namespace {
+
+constexpr int64_t kWorkElems = 8192;
+
+std::tuple<at::Tensor, at::Tensor> leapfrog_kick_drift(const at::Tensor& x, const at::Tensor& p,
+                                                       const at::Tensor& grad, double kick_size,
+                                                       double drift_size,
+                                                       const std::optional<at::Tensor>& inv_mass) {
+  constexpr const char* op = "leapfrog_kick_drift";
+  checks::floating(x, op, "x");
+  checks::like(p, x, op, "p", "x");
+  checks::like(grad, x, op, "grad", "x");
+  checks::finite(kick_size, op, "kick");
+  checks::finite(drift_size, op, "drift");
+  const int64_t d = x.dim() == 0 ? 1 : x.size(-1);
+  bool scalar_mass = false;
+  at::Tensor mc;
+  if (inv_mass) {
+    TORCH_CHECK(inv_mass->dim() == 0 || (inv_mass->dim() == 1 && x.dim() >= 1 &&
+                                         inv_mass->size(0) == d),
+                op, ": inv_mass must be None, a 0-d tensor, or [", d,
+                "] (the last dimension of x), got shape ", inv_mass->sizes());
+    TORCH_CHECK(inv_mass->scalar_type() == x.scalar_type(), op,
+                ": inv_mass must have the dtype of x (", x.scalar_type(), "), got ",
+                inv_mass->scalar_type());
+    checks::same_device(*inv_mass, x, op, "inv_mass", "x");
+    scalar_mass = inv_mass->dim() == 0;
+    mc = inv_mass->contiguous();
+  }
+  const at::Tensor xc = x.contiguous(), pc = p.contiguous(), gc = grad.contiguous();
+  at::Tensor x_out = at::empty(x.sizes(), x.options());
+  at::Tensor p_out = at::empty(x.sizes(), x.options());
+  const int64_t n = xc.numel();
+  const int64_t rows = d == 0 ? 0 : n / d;
+  AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), op, [&] {
+    const scalar_t* pm = inv_mass ? mc.const_data_ptr<scalar_t>() : nullptr;
+    const scalar_t kk = static_cast<scalar_t>(kick_size), dd = static_cast<scalar_t>(drift_size);
+    const int64_t rows_per_work = std::max<int64_t>(1, kWorkElems / std::max<int64_t>(d, 1));
+    const int64_t n_work = (rows + rows_per_work - 1) / rows_per_work;
+    at::parallel_for(0, n_work, 1, [&](int64_t w0, int64_t w1) {
+      for (int64_t w = w0; w < w1; ++w) {
+        const int64_t r0 = w * rows_per_work, r1 = std::min(rows, r0 + rows_per_work);
+        const int64_t o = r0 * d;
+        kick_drift_block(x_out.mutable_data_ptr<scalar_t>() + o,
+                         p_out.mutable_data_ptr<scalar_t>() + o, xc.const_data_ptr<scalar_t>() + o,
+                         pc.const_data_ptr<scalar_t>() + o, gc.const_data_ptr<scalar_t>() + o,
+                         r1 - r0, d, kk, dd, pm, scalar_mass);
+      }
+    });
+  });
+  return {x_out, p_out};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(torchebm, CPU, m) { m.impl("leapfrog_kick_drift", &leapfrog_kick_drift); }
+
+}  // namespace torchebm::cpu

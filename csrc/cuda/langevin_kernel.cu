@@ -1,0 +1,84 @@
+// CUDA kernel of the fused Langevin update (docs/kernels.md):
+//   x' = clamp(x - a * clip(grad, -c, c) + b * xi, clamp_min, clamp_max)
+// (langevin_point in torchebm/updates.h) with xi passed in or drawn from Philox stream 0,
+// group by group, exactly as philox_normal draws it.
+//
+// Memory-bound: 12 bytes per float32 element with in-kernel noise (x, grad in; x' out). Each
+// thread handles whole Philox groups (4 float32 or 2 float64 elements: one 16-byte vector per
+// tensor), in a grid-stride loop over a grid that fills every multiprocessor.
+#include <limits>
+
+#include "launchers.h"
+#include "storage.cuh"
+#include "torchebm/updates.h"
+
+namespace torchebm::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+// `out` may alias `x` (the graph-safe in-place update), so neither is __restrict__: each
+// element is read before it is written, by the same thread.
+template <class T, bool kNoise>
+__global__ void __launch_bounds__(kThreads)
+    langevin_update_kernel(const T* x, const T* __restrict__ grad, const T* __restrict__ noise,
+                           T* out, int64_t n, LangevinCoef<compute_t<T>> k, PhiloxArgs rng,
+                           bool aligned) {
+  using C = compute_t<T>;
+  constexpr int G = kGroup<T>;
+  const PhiloxStep ps = resolve(rng);
+  const int64_t groups = (n + G - 1) / G;
+  for (int64_t g = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; g < groups;
+       g += int64_t(gridDim.x) * blockDim.x) {
+    C xv[G], gv[G], z[G];
+    load_group(x, g, n, aligned, xv);
+    load_group(grad, g, n, aligned, gv);
+    if constexpr (kNoise) {
+      load_group(noise, g, n, aligned, z);
+    } else {
+      group_normals<C>(ps.key, static_cast<uint64_t>(g), ps.step, z);
+    }
+#pragma unroll
+    for (int j = 0; j < G; ++j) xv[j] = langevin_point(xv[j], gv[j], z[j], k);
+    store_group(out, g, n, aligned, xv);
+  }
+}
+
+template <class T>
+cudaError_t run(const void* x, const void* grad, const void* noise, void* out, int64_t n,
+                const LangevinCoeffs& c, PhiloxArgs rng, Launch launch) {
+  using C = compute_t<T>;
+  if (n == 0) return cudaSuccess;
+  const LangevinCoef<C> k = langevin_coef<C>(c);
+  const bool aligned = pack_aligned<T>(x) && pack_aligned<T>(grad) && pack_aligned<T>(noise) &&
+                       pack_aligned<T>(out);
+  const int64_t groups = (n + kGroup<T> - 1) / kGroup<T>;
+  const unsigned grid = grid_for(groups, kThreads, launch);
+  const T* xp = static_cast<const T*>(x);
+  const T* gp = static_cast<const T*>(grad);
+  T* op = static_cast<T*>(out);
+  if (noise != nullptr) {
+    langevin_update_kernel<T, true><<<grid, kThreads, 0, launch.stream>>>(
+        xp, gp, static_cast<const T*>(noise), op, n, k, rng, aligned);
+  } else {
+    langevin_update_kernel<T, false><<<grid, kThreads, 0, launch.stream>>>(xp, gp, nullptr, op, n,
+                                                                            k, rng, aligned);
+  }
+  return launch_status();
+}
+
+}  // namespace
+
+cudaError_t langevin_update(const void* x, const void* grad, const void* noise, void* out,
+                            Dtype dtype, int64_t n, LangevinCoeffs coeffs, PhiloxArgs rng,
+                            Launch launch) {
+  switch (dtype) {
+    case Dtype::kFloat32: return run<float>(x, grad, noise, out, n, coeffs, rng, launch);
+    case Dtype::kFloat64: return run<double>(x, grad, noise, out, n, coeffs, rng, launch);
+    case Dtype::kFloat16: return run<__half>(x, grad, noise, out, n, coeffs, rng, launch);
+    case Dtype::kBFloat16: return run<__nv_bfloat16>(x, grad, noise, out, n, coeffs, rng, launch);
+  }
+  return cudaErrorInvalidValue;
+}
+
+}  // namespace torchebm::cuda

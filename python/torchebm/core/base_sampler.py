@@ -1,0 +1,448 @@
+"""``BaseSampler``: the base class of every MCMC sampler, built-in or user-written.
+
+A sampler holds a model (``E: [B, *event] -> [B]``), the schedulers of its hyper-parameters and
+the dtype and device of its chain state. A custom sampler subclasses it and implements
+:meth:`BaseSampler.sample` (TorchEBM's documented contract)::
+
+    class MySampler(BaseSampler):
+        def __init__(self, model, step_size=0.1, dtype=torch.float32, device=None):
+            super().__init__(model=model, dtype=dtype, device=device)
+            self.register_scheduler("step_size", ConstantScheduler(step_size))
+
+        @torch.no_grad()
+        def sample(self, x=None, dim=10, n_steps=100, n_samples=1, ...):
+            self.reset_schedulers()
+            x = self._init_state(x, dim, n_samples)
+            for _ in range(n_steps):
+                eta = self.get_scheduled_value("step_size")
+                x = x - eta * self.model.gradient(x) + (2 * eta) ** 0.5 * torch.randn_like(x)
+                self.step_schedulers()
+            return x
+
+The old keyword ``energy_function=`` is accepted for ``model=``, and ``sampler.energy_function``
+reads and replaces ``sampler.model``.
+
+Dtype and device (where this library differs from TorchEBM 0.8.9, which silently takes both from
+the model's first parameter): ``dtype=`` and ``device=`` are honoured.
+
+* ``sampler.dtype`` is the dtype of the chain state. A model whose parameters have another
+  dtype is evaluated in its own dtype (the state is cast for the call, and energies and
+  gradients cast back), with a one-time ``UserWarning``.
+* ``dtype=torch.float16`` or ``torch.bfloat16`` asks for mixed precision: the chain state is
+  kept in float32 (the update ``x - a*g + b*xi`` loses the small steps in half precision) and
+  the model is evaluated under ``torch.autocast`` in the requested dtype (CUDA only; on other
+  devices it warns and runs in full precision). :meth:`setup_mixed_precision` does the same for
+  a float32 sampler.
+* ``device=`` moves the model there (the model is a submodule, so ``sampler.to(device)`` moves
+  it too); without it the sampler lives where the model does (else on the default device).
+* A starting state ``x`` of another floating (or integer) dtype, or on another CPU/CUDA device,
+  is cast to the sampler's dtype and device (as in 0.8.9); one on any other device (``meta``...)
+  or of a complex dtype raises ``ValueError``/``TypeError``.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+from abc import ABC, abstractmethod
+from typing import Any, Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+from torchebm.core.argument_checks import check_dtype
+from torchebm.core.base_module import DeviceLike
+from torchebm.core.base_scheduler import BaseScheduler
+from torchebm.core.schedulable import Schedulable
+from torchebm.kernels.dispatch import check_backend
+
+_HALF_DTYPES = (torch.float16, torch.bfloat16)
+_SEED_HIGH = 2**63 - 1
+
+
+def _first_tensor(module: nn.Module) -> Optional[torch.Tensor]:
+    for tensor in module.parameters():
+        return tensor
+    for tensor in module.buffers():
+        return tensor
+    return None
+
+
+def _parameter_dtype(module: nn.Module) -> Optional[torch.dtype]:
+    for param in module.parameters():
+        if param.is_floating_point():
+            return param.dtype
+    return None
+
+
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    if a.type != b.type:
+        return False
+    if a.type != "cuda":
+        return True
+    current = torch.cuda.current_device() if torch.cuda.is_available() else 0
+    return (a.index if a.index is not None else current) == (
+        b.index if b.index is not None else current
+    )
+
+
+class BaseSampler(Schedulable, ABC):
+    """Abstract MCMC sampler (see the module docstring for the contract).
+
+    Args:
+        model: the energy model to sample from (an ``nn.Module`` mapping ``[B, *event]`` to
+            ``[B]``; a :class:`~torchebm.core.BaseModel` gives ``gradient``). Old keyword:
+            ``energy_function``.
+        dtype: dtype of the chain state (float32 by default); half dtypes mean mixed precision.
+        device: device of the chain state and the model (default: the model's device).
+        backend: ``"auto"``, ``"fused"`` or ``"reference"`` for the built-in samplers
+            (:mod:`torchebm.kernels.dispatch`); custom samplers may ignore it.
+        progress: show a progress bar over the steps of ``sample()`` (built-in samplers).
+
+    Attributes:
+        last_path: the path the last ``sample()`` call took (``"chain"``, ``"fused"``,
+            ``"reference"``), None before the first call.
+    """
+
+    def __init__(
+        self,
+        model: Optional[nn.Module] = None,
+        dtype: torch.dtype = torch.float32,
+        device: DeviceLike = None,
+        *,
+        energy_function: Optional[nn.Module] = None,
+        backend: str = "auto",
+        progress: bool = False,
+    ):
+        owner = type(self).__name__
+        model = _resolve_model(owner, model, energy_function)
+        dtype = check_dtype(dtype)
+        amp_dtype = None
+        if dtype in _HALF_DTYPES:
+            amp_dtype, dtype = dtype, torch.float32
+        if device is None:
+            first = _first_tensor(model)
+            device = first.device if first is not None else None
+        super().__init__(device=device, dtype=dtype)
+        self.model = model
+        if device is not None:
+            self.model.to(self._torchebm_probe.device)
+        self.backend = check_backend(backend)
+        self.progress = bool(progress)
+        self.last_path: Optional[str] = None
+        if amp_dtype is not None:
+            warnings.warn(
+                f"{owner}: dtype={amp_dtype} runs in mixed precision: the chain state is kept "
+                f"in float32 and the model evaluated under autocast({amp_dtype})",
+                UserWarning,
+                stacklevel=2,
+            )
+            self.setup_mixed_precision(True, amp_dtype)
+        param_dtype = _parameter_dtype(model)
+        if param_dtype is not None and param_dtype != dtype:
+            warnings.warn(
+                f"{owner}: the chain state is {dtype} (dtype=) but the model's parameters are "
+                f"{param_dtype}; the model is evaluated in {param_dtype} and its energies and "
+                f"gradients cast to {dtype}",
+                UserWarning,
+                stacklevel=2,
+            )
+
+    # ------------------------------------------------------------------ model aliasing
+    @property
+    def energy_function(self) -> nn.Module:
+        """Old name of :attr:`model` (read and write)."""
+        return self.model
+
+    @energy_function.setter
+    def energy_function(self, value: nn.Module) -> None:
+        self.model = value
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # nn.Module.__setattr__ files modules under their own name and would bypass the
+        # property; the old name must replace the model itself.
+        if name == "energy_function":
+            name = "model"
+        super().__setattr__(name, value)
+
+    # ------------------------------------------------------------------ dtype and device
+    @property
+    def dtype(self) -> torch.dtype:
+        """Dtype of the chain state (float32 under mixed precision)."""
+        return self._torchebm_probe.dtype
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the chain state (``cuda:0`` reads ``cuda``, as in TorchEBM)."""
+        device = self._torchebm_probe.device
+        return torch.device("cuda") if device.type == "cuda" and device.index == 0 else device
+
+    # ------------------------------------------------------------------ the contract
+    @abstractmethod
+    def sample(
+        self,
+        x: Optional[torch.Tensor] = None,
+        dim: Any = None,
+        n_steps: int = 100,
+        n_samples: int = 1,
+        thin: int = 1,
+        return_trajectory: bool = False,
+        return_diagnostics: bool = False,
+        reset_schedulers: bool = True,
+        *,
+        y: Any = None,
+        model_kwargs: Optional[dict] = None,
+        generator: Optional[torch.Generator] = None,
+    ):
+        """Run the chains; see the built-in samplers for the full contract."""
+
+    def sample_chain(
+        self,
+        x: Optional[torch.Tensor] = None,
+        dim: Any = None,
+        n_steps: int = 100,
+        n_samples: int = 1,
+        *,
+        initial_samples: Optional[torch.Tensor] = None,
+        **kwargs: Any,
+    ):
+        """Old name of :meth:`sample` (TorchEBM before 0.2): the same call and result.
+
+        ``initial_samples=`` is the old name of ``x``; every other keyword goes to ``sample``.
+        """
+        if initial_samples is not None:
+            if x is not None:
+                raise ValueError("sample_chain: pass the starting state as x or initial_samples, not both")
+            x = initial_samples
+        return self.sample(x=x, dim=dim, n_steps=n_steps, n_samples=n_samples, **kwargs)
+
+    def _setup_diagnostics(
+        self, dim: int, n_steps: int, n_samples: Optional[int] = None
+    ) -> torch.Tensor:
+        """Empty diagnostics storage in the tensor layout, ``[n_steps, 3, n_samples, dim]``
+        (``[n_steps, 3, dim]`` without ``n_samples``); slots are mean, variance, energy."""
+        shape = (n_steps, 3, n_samples, dim) if n_samples is not None else (n_steps, 3, dim)
+        return torch.empty(shape, device=self.device, dtype=self.dtype)
+
+    # ------------------------------------------------------------------ helpers
+    def _init_state(
+        self,
+        x: Optional[torch.Tensor],
+        dim: Any = None,
+        n_samples: int = 1,
+        generator: Optional[torch.Generator] = None,
+    ) -> torch.Tensor:
+        """The starting state: ``x`` cast to the sampler's dtype and device (no copy when they
+        match), or ``randn(n_samples, *dim)`` drawn from ``generator`` (the global RNG if None).
+
+        Raises:
+            ValueError: ``x`` and ``dim`` are both None; ``x`` on an unsupported device.
+            TypeError: ``x`` is not a real tensor.
+        """
+        owner = type(self).__name__
+        if x is not None:
+            return self._cast_state(x)
+        if dim is None:
+            raise ValueError(f"{owner}: dim must be provided when x is None")
+        event = _event_shape(owner, dim)
+        n_samples = _count(owner, "n_samples", n_samples, minimum=1)
+        return _randn((n_samples, *event), self.dtype, self._torchebm_probe.device, generator)
+
+    def _cast_state(self, x: Any) -> torch.Tensor:
+        owner = type(self).__name__
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{owner}: x must be a torch.Tensor, got {type(x).__name__}")
+        if x.is_complex():
+            raise TypeError(f"{owner}: x must be real, got dtype {x.dtype}")
+        if x.device.type not in ("cpu", "cuda"):
+            raise ValueError(
+                f"{owner}: x is on device {x.device}, which holds no data to sample from; "
+                f"pass x on cpu or cuda (the sampler is on {self.device})"
+            )
+        return x.detach().to(device=self._torchebm_probe.device, dtype=self.dtype)
+
+    def _draw_seed(self, generator: Optional[torch.Generator] = None) -> int:
+        """One 64-bit Philox key for a whole ``sample()`` call, from ``generator`` (else the
+        global CPU generator, so ``torch.manual_seed`` reproduces a run): one host read per
+        call, never per step."""
+        device = generator.device if generator is not None else torch.device("cpu")
+        return int(
+            torch.randint(0, _SEED_HIGH, (), generator=generator, device=device, dtype=torch.int64)
+        )
+
+    def _prepare_model_kwargs(self, y: Any = None, model_kwargs: Optional[dict] = None) -> dict:
+        """``model_kwargs`` with ``y`` folded in, tensors moved to the sampler's device (their
+        dtype is kept). Passing ``y`` both ways raises ``ValueError``."""
+        owner = type(self).__name__
+        if model_kwargs is not None and not isinstance(model_kwargs, dict):
+            raise TypeError(
+                f"{owner}: model_kwargs must be a dict, got {type(model_kwargs).__name__}"
+            )
+        mk = dict(model_kwargs or {})
+        if y is not None:
+            if "y" in mk:
+                raise ValueError(f"{owner}: y given both as y= and as model_kwargs['y']")
+            mk["y"] = y
+        device = self._torchebm_probe.device
+        return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in mk.items()}
+
+    def _model_input(self, x: torch.Tensor) -> torch.Tensor:
+        eval_dtype = _parameter_dtype(self.model)
+        return x if eval_dtype is None or eval_dtype == x.dtype else x.to(eval_dtype)
+
+    def _model_energy(self, x: torch.Tensor, mk: Optional[dict] = None) -> torch.Tensor:
+        """``E(x)`` ``[B]`` in the state's dtype, under the sampler's autocast."""
+        with torch.no_grad(), self.autocast_context():
+            energy = self.model(self._model_input(x), **(mk or {}))
+        return energy.to(x.dtype)
+
+    def _model_gradient(self, x: torch.Tensor, mk: Optional[dict] = None) -> torch.Tensor:
+        """``∇E(x)`` in the state's dtype: ``model.gradient`` (called without keyword arguments
+        when ``mk`` is empty, so models whose ``gradient(x)`` takes none work), or autograd for
+        an ``nn.Module`` without one."""
+        xin = self._model_input(x)
+        with self.autocast_context():
+            gradient = getattr(self.model, "gradient", None)
+            if gradient is None:
+                grad = self._autograd(xin, mk)[1]
+            elif mk:
+                grad = gradient(xin, mk)
+            else:
+                grad = gradient(xin)
+        return grad.to(x.dtype)
+
+    def _energy_and_gradient(
+        self, x: torch.Tensor, mk: Optional[dict] = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(E(x), ∇E(x))``. A model whose gradient is BaseModel's autograd default gets both
+        from one forward and one backward pass; otherwise ``forward`` and ``gradient`` are
+        called (a closed-form or user-defined gradient is used as such)."""
+        from torchebm.core.base_model import BaseModel
+
+        gradient = getattr(type(self.model), "gradient", None)
+        if gradient is not None and gradient is not BaseModel.gradient:
+            return self._model_energy(x, mk), self._model_gradient(x, mk)
+        with self.autocast_context():
+            energy, grad = self._autograd(self._model_input(x), mk)
+        return energy.to(x.dtype), grad.to(x.dtype)
+
+    def _autograd(self, x: torch.Tensor, mk: Optional[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+        owner = type(self.model).__name__
+        with torch.enable_grad():
+            x_var = x.detach().requires_grad_(True)
+            energy = self.model(x_var, **(mk or {}))
+            if energy.shape != (x.shape[0],):
+                raise ValueError(
+                    f"BaseModel forward() output expected shape (B,), but got "
+                    f"{tuple(energy.shape)} from {owner} for x of shape {tuple(x.shape)}"
+                )
+            if energy.grad_fn is None:
+                raise RuntimeError(
+                    f"Cannot compute gradient: {owner}.forward returned an energy that does "
+                    "not depend on x (no autograd graph)"
+                )
+            (grad,) = torch.autograd.grad(energy.sum(), x_var)
+        return energy.detach(), grad
+
+    def _check_model_device(self) -> None:
+        first = _first_tensor(self.model)
+        if first is not None and not _same_device(first.device, self._torchebm_probe.device):
+            raise ValueError(
+                f"{type(self).__name__}: the model is on {first.device} but the sampler on "
+                f"{self.device}; move both with sampler.to(device)"
+            )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(model={type(self.model).__name__})"
+
+
+def _resolve_model(
+    owner: str, model: Optional[nn.Module], energy_function: Optional[nn.Module]
+) -> nn.Module:
+    if model is None and energy_function is None:
+        raise TypeError(f"{owner}.__init__() missing the model to sample from (model=)")
+    if model is not None and energy_function is not None and model is not energy_function:
+        raise TypeError(
+            f"{owner}.__init__() got both model= and energy_function= (its old name); pass one"
+        )
+    model = model if model is not None else energy_function
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"{owner}: model must be an nn.Module (a BaseModel), got {type(model).__name__}"
+        )
+    return model
+
+
+def _count(owner: str, name: str, value: Any, *, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{owner}: {name} must be an int, got {value!r} ({type(value).__name__})")
+    if value < minimum:
+        raise ValueError(f"{owner}: {name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def _event_shape(owner: str, dim: Any) -> tuple[int, ...]:
+    """``dim`` (an int or a tuple of ints, each >= 1) as an event shape tuple."""
+    dims: Sequence[Any] = (dim,) if not isinstance(dim, (tuple, list, torch.Size)) else dim
+    if len(dims) == 0:
+        raise ValueError(f"{owner}: dim must be a positive int or a non-empty tuple, got {dim!r}")
+    for d in dims:
+        if isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 1:
+            raise ValueError(
+                f"{owner}: dim must be a positive int or a tuple of positive ints, got {dim!r}"
+            )
+    return tuple(int(d) for d in dims)
+
+
+def _randn(
+    shape: Sequence[int],
+    dtype: torch.dtype,
+    device: torch.device,
+    generator: Optional[torch.Generator],
+) -> torch.Tensor:
+    """Standard normals on ``device``, drawn on the generator's device if it differs."""
+    if generator is not None and not _same_device(generator.device, device):
+        return torch.randn(
+            shape, generator=generator, dtype=dtype, device=generator.device
+        ).to(device)
+    return torch.randn(shape, generator=generator, dtype=dtype, device=device)
+
+
+def _rand(
+    shape: Sequence[int],
+    dtype: torch.dtype,
+    device: torch.device,
+    generator: Optional[torch.Generator],
+) -> torch.Tensor:
+    """Uniforms in [0, 1) on ``device``, drawn on the generator's device if it differs."""
+    if generator is not None and not _same_device(generator.device, device):
+        return torch.rand(shape, generator=generator, dtype=dtype, device=generator.device).to(
+            device
+        )
+    return torch.rand(shape, generator=generator, dtype=dtype, device=device)
+
+
+def _check_scheduled(owner: str, name: str, value: Any, *, positive: bool) -> Union[float, BaseScheduler]:
+    """A hyper-parameter that may be scheduled: a finite real (``> 0`` when ``positive``, else
+    ``>= 0``) or a :class:`BaseScheduler` (its values are not checked)."""
+    if isinstance(value, BaseScheduler):
+        return value
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"{owner}: {name} must be a float or a BaseScheduler, got {value!r} "
+            f"({type(value).__name__})"
+        )
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{owner}: {name} must be finite, got {value}")
+    if positive and value <= 0:
+        raise ValueError(f"{owner}: {name} must be positive, got {value}")
+    if not positive and value < 0:
+        raise ValueError(f"{owner}: {name} must be non-negative, got {value}")
+    return value
+
+
+__all__ = ["BaseSampler"]

@@ -1,0 +1,163 @@
+"""Which code path a sampler call takes: the whole-chain kernel, the per-step fused ops, or the
+pure-PyTorch reference.
+
+Samplers take ``backend="auto" | "fused" | "reference"`` and ask :func:`choose_path` once per
+``sample()`` call:
+
+* ``"chain"``: one whole-chain op (``langevin_chain``, ``mala_chain``, ``hmc_chain``) runs every
+  step. It needs a model with a ``kernel_spec()`` and outputs the op can record; the sampler says
+  what stands in the way, if anything, as ``chain_blocker``.
+* ``"fused"``: a Python loop over steps around the model's ``gradient``, each update done by the
+  per-step ops (``langevin_update``, ``leapfrog_kick_drift``, ``metropolis_select``,
+  ``mala_select``) with in-kernel Philox draws.
+* ``"reference"``: the same loop with :mod:`torchebm.kernels.reference` and ``torch.randn``.
+
+A kernel path applies only where every op it calls is registered (the compiled library loaded
+and the op built: ops land one at a time), has a kernel for the state's device (``CPU`` or
+``CUDA`` dispatch key) and the state's dtype is one the kernels are built for (float32, float64).
+
+``auto`` takes the first path that applies in the order chain, fused, reference, so an
+unsupported dtype or device, or a missing op, falls back instead of failing. ``fused`` takes
+chain or fused and raises :class:`NoKernelError` naming every reason when neither applies.
+``reference`` always takes the reference path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import torch
+
+from torchebm.kernels.loader import _state as _loader_state
+from torchebm.kernels.loader import load_ops
+
+BACKENDS = ("auto", "fused", "reference")
+"""The values of a sampler's ``backend=`` argument."""
+
+PATHS = ("chain", "fused", "reference")
+"""The values of ``sampler.last_path``."""
+
+KERNEL_DTYPES = (torch.float32, torch.float64)
+"""Dtypes the compiled kernels are instantiated for."""
+
+_DISPATCH_KEYS = {"cpu": "CPU", "cuda": "CUDA"}
+# An op registered for every back end at once also runs on CPU and CUDA.
+_ANY_BACKEND_KEYS = ("CompositeExplicitAutograd", "CompositeImplicitAutograd")
+
+
+class NoKernelError(RuntimeError):
+    """``backend="fused"`` was asked for, but no compiled kernel applies to this call."""
+
+
+def check_backend(backend: object) -> str:
+    """Return ``backend`` if it is one of :data:`BACKENDS`, else raise ``ValueError``."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    return backend  # type: ignore[return-value]
+
+
+def op_registered(name: str) -> bool:
+    """Whether ``torch.ops.torchebm.<name>`` exists (library loaded and the op built)."""
+    return load_ops() and hasattr(torch.ops.torchebm, name)
+
+
+def op_blocker(name: str, device: torch.device) -> Optional[str]:
+    """Why op ``name`` cannot run on ``device``, or None when it can."""
+    if not load_ops():
+        return f"the compiled kernels are not loaded ({_loader_state['error']})"
+    if not hasattr(torch.ops.torchebm, name):
+        return f"op torchebm::{name} is not built in this version of the extension"
+    key = _DISPATCH_KEYS.get(device.type)
+    if key is None:
+        return f"no kernels exist for device type {device.type!r} (only cpu and cuda)"
+    qualified = f"torchebm::{name}"
+    if not any(
+        torch._C._dispatch_has_kernel_for_dispatch_key(qualified, k)
+        for k in (key, *_ANY_BACKEND_KEYS)
+    ):
+        return f"op torchebm::{name} has no {key} kernel in this build"
+    return None
+
+
+def kernels_blocker(
+    ops: Sequence[str], device: torch.device, dtype: torch.dtype
+) -> Optional[str]:
+    """Why the ops ``ops`` cannot run on a ``dtype`` state on ``device``, or None."""
+    if dtype not in KERNEL_DTYPES:
+        names = ", ".join(str(d).replace("torch.", "") for d in KERNEL_DTYPES)
+        return f"the kernels support {names} states, got {str(dtype).replace('torch.', '')}"
+    for name in ops:
+        reason = op_blocker(name, device)
+        if reason is not None:
+            return reason
+    return None
+
+
+@dataclass(frozen=True)
+class Route:
+    """The path chosen for one ``sample()`` call, and why each faster path was passed over."""
+
+    path: str
+    skipped: tuple[str, ...] = ()
+
+
+def choose_path(
+    backend: str,
+    *,
+    device: torch.device,
+    dtype: torch.dtype,
+    chain_ops: Sequence[str],
+    step_ops: Sequence[str],
+    chain_blocker: Optional[str] = None,
+    step_blocker: Optional[str] = None,
+    sampler: str = "sampler",
+) -> Route:
+    """Resolve ``backend`` to a :class:`Route` (see the module docstring for the rules).
+
+    Args:
+        backend: ``"auto"``, ``"fused"`` or ``"reference"``.
+        device, dtype: of the chain state.
+        chain_ops: the whole-chain op(s) the chain path calls.
+        step_ops: the per-step ops the fused path calls.
+        chain_blocker: the sampler's own reason the chain path cannot serve this call (no
+            ``kernel_spec()``, ``model_kwargs`` given, ...), or None.
+        step_blocker: likewise for the per-step fused path (rarely needed).
+        sampler: the sampler's name, for the error message.
+
+    Raises:
+        NoKernelError: ``backend="fused"`` and neither kernel path applies.
+    """
+    check_backend(backend)
+    if backend == "reference":
+        return Route("reference")
+    skipped = []
+    reason = chain_blocker or kernels_blocker(chain_ops, device, dtype)
+    if reason is None:
+        return Route("chain")
+    skipped.append(f"chain: {reason}")
+    reason = step_blocker or kernels_blocker(step_ops, device, dtype)
+    if reason is None:
+        return Route("fused", tuple(skipped))
+    skipped.append(f"fused: {reason}")
+    if backend == "fused":
+        raise NoKernelError(
+            f"{sampler}: backend='fused' but no compiled kernel applies to this call: "
+            + "; ".join(skipped)
+            + ". Use backend='auto' to fall back to the reference path."
+        )
+    return Route("reference", tuple(skipped))
+
+
+__all__ = [
+    "BACKENDS",
+    "KERNEL_DTYPES",
+    "PATHS",
+    "NoKernelError",
+    "Route",
+    "check_backend",
+    "choose_path",
+    "kernels_blocker",
+    "op_blocker",
+    "op_registered",
+]
