@@ -40,5 +40,28 @@ $(VENV089)/.deps: Makefile
 bench: build $(VENV089)/.deps
 	$(PY) bench/run.py --out bench_out --torchebm089-python $(PY089) $(BENCH_ARGS)
 
+# cuda-build: the CUDA kernels compile, link, register and import on a machine without a GPU,
+# in a venv of their own with a CUDA build of torch and the machine's nvcc (no GPU needed).
+# TORCH_CUDA_ARCH_LIST picks the GPUs (default 9.0: H100/H200); build/cuda keeps the objects.
+VENV_CUDA := .venv-cuda
+PY_CUDA := $(VENV_CUDA)/bin/python
+TORCH_CUDA_VERSION := 2.14.1
+CUDA_HOME ?= /usr/local/cuda
+TORCH_CUDA_ARCH_LIST ?= 9.0
+
+$(VENV_CUDA)/.deps-torch-$(TORCH_CUDA_VERSION):
+	$(PYTHON) -m venv $(VENV_CUDA)
+	$(PY_CUDA) -m pip install -q --upgrade pip
+	$(PY_CUDA) -m pip install -q torch==$(TORCH_CUDA_VERSION) scikit-build-core cmake ninja numpy pytest
+	touch $@
+
+cuda-build: $(VENV_CUDA)/.deps-torch-$(TORCH_CUDA_VERSION)
+	@start=$$(date +%s); \
+	CUDA_HOME=$(CUDA_HOME) CUDACXX=$(CUDA_HOME)/bin/nvcc TORCH_CUDA_ARCH_LIST="$(TORCH_CUDA_ARCH_LIST)" \
+	TORCHEBM_CUDA=ON $(PY_CUDA) -m pip install --no-build-isolation --no-deps -Cbuild-dir=build/cuda . \
+	&& echo "cuda-build: extension built in $$(( $$(date +%s) - start )) s"
+	$(PY_CUDA) scripts/cuda_build_check.py
+	$(PY_CUDA) -m pytest -q -p no:cacheprovider tests/test_cuda.py
+
 clean:
 	rm -rf build demo_out bench_out

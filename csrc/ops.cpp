@@ -26,6 +26,11 @@ TORCH_LIBRARY(torchebm, m) {
       "philox_uniform(int[] size, int seed, int step, ScalarType? dtype=None, "
       "Device? device=None) -> Tensor");
 
+  // Test hook for the RNG maths: fn = "log", "sin2pi", "cos2pi" apply normal.h's polynomial
+  // approximations elementwise to a float tensor; fn = "philox" maps int64 [N, 6] rows
+  // (four counter words, two key words) to int64 [N, 4] Philox4x32-10 output words.
+  m.def("_rng_math(str fn, Tensor x) -> Tensor");
+
   // ---- per-step ops ------------------------------------------------------------------------
   // x' = clamp(x - a * clip(grad) + b * xi); xi = noise, or stream 0 at (seed, step).
   m.def(

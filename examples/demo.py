@@ -145,8 +145,8 @@ class Row:
 
 def run_demo(
     out: os.PathLike | str,
-    n_chains: int = 2000,
-    n_steps: int = 500,
+    n_chains: int = 1000,
+    n_steps: int = 300,
     traj_chains: int = 5,
     traj_steps: int = 300,
     seed: int = 0,
@@ -240,8 +240,8 @@ def format_table(rows: list[Row]) -> str:
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="demo_out", help="output folder for the PNG figures")
-    parser.add_argument("--chains", type=int, default=2000, help="chains per timed run")
-    parser.add_argument("--steps", type=int, default=500, help="sampler steps per timed run")
+    parser.add_argument("--chains", type=int, default=1000, help="chains per timed run")
+    parser.add_argument("--steps", type=int, default=300, help="sampler steps per timed run")
     parser.add_argument("--traj-chains", type=int, default=5)
     parser.add_argument("--traj-steps", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo.py"
 def _load_demo():
     spec = importlib.util.spec_from_file_location("torchebm_demo", DEMO)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 

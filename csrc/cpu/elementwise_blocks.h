@@ -63,3 +63,14 @@ TORCHEBM_MULTIVERSION void mala_log_ratio_block(T* log_ratio, const T* x, const 
 }
 
 }  // namespace torchebm::cpu
+
+namespace torchebm::cpu {
+
+// p' = p - kick g over n elements (the kick of kick_drift_block alone: HMC's final half kick).
+template <class T>
+TORCHEBM_MULTIVERSION void kick_block(T* p_out, const T* p, const T* g, int64_t n, T kick_size) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) p_out[i] = kick(p[i], g[i], kick_size);
+}
+
+}  // namespace torchebm::cpu

@@ -5,6 +5,7 @@
 #include <torch/library.h>
 
 #include <optional>
+#include <string>
 
 #include "philox_fill.h"
 #include "torchebm/checks.h"
@@ -62,11 +63,55 @@ at::Tensor philox_uniform(c10::IntArrayRef size, int64_t seed, int64_t step,
   return philox_draw<false>(size, seed, step, dtype, device, "philox_uniform");
 }
 
+at::Tensor rng_math(const std::string& fn, const at::Tensor& x) {
+  constexpr const char* op = "_rng_math";
+  if (fn == "philox") {
+    TORCH_CHECK(x.scalar_type() == at::kLong && x.dim() == 2 && x.size(1) == 6, op,
+                ": fn 'philox' takes int64 [N, 6] (counter words, key words), got ",
+                x.scalar_type(), " ", x.sizes());
+    const at::Tensor xc = x.contiguous();
+    at::Tensor out = at::empty({x.size(0), 4}, x.options());
+    const int64_t* in = xc.const_data_ptr<int64_t>();
+    int64_t* po = out.mutable_data_ptr<int64_t>();
+    for (int64_t i = 0; i < x.size(0); ++i) {
+      const int64_t* r = in + 6 * i;
+      uint32_t c0 = static_cast<uint32_t>(r[0]), c1 = static_cast<uint32_t>(r[1]),
+               c2 = static_cast<uint32_t>(r[2]), c3 = static_cast<uint32_t>(r[3]);
+      philox4x32_10(c0, c1, c2, c3, static_cast<uint32_t>(r[4]), static_cast<uint32_t>(r[5]));
+      po[4 * i + 0] = c0;
+      po[4 * i + 1] = c1;
+      po[4 * i + 2] = c2;
+      po[4 * i + 3] = c3;
+    }
+    return out;
+  }
+  TORCH_CHECK(fn == "log" || fn == "sin2pi" || fn == "cos2pi", op,
+              ": fn must be 'log', 'sin2pi', 'cos2pi' or 'philox', got '", fn, "'");
+  checks::floating(x, op, "x");
+  const at::Tensor xc = x.contiguous();
+  at::Tensor out = at::empty_like(xc);
+  AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "_rng_math", [&] {
+    const scalar_t* in = xc.const_data_ptr<scalar_t>();
+    scalar_t* po = out.mutable_data_ptr<scalar_t>();
+    for (int64_t i = 0; i < xc.numel(); ++i) {
+      scalar_t s, c;
+      if (fn == "log") {
+        po[i] = log_approx(in[i]);
+      } else {
+        sincos_2pi(in[i], s, c);
+        po[i] = fn == "sin2pi" ? s : c;
+      }
+    }
+  });
+  return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(torchebm, CPU, m) {
   m.impl("philox_normal", &philox_normal);
   m.impl("philox_uniform", &philox_uniform);
+  m.impl("_rng_math", &rng_math);
 }
 
 }  // namespace torchebm::cpu

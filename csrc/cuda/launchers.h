@@ -75,41 +75,57 @@ cudaError_t mala_select(const void* x, const void* y, const void* grad_x, const 
                         double a, double b, const void* uniform, PhiloxArgs rng, Launch launch);
 
 // ---- whole chains for the built-in analytic models -------------------------------------------
-// The energy: its kernel id, scalar parameters, and the Gaussian's mean [dim] and precision
-// [dim, dim] (compute type, may be null for other models).
+// A chain runs n_steps inside one kernel; step t draws Philox step t (stream 0 normals at the
+// state's shape, stream 1 uniforms at [B]), as the per-step ops do.
+
+enum class Sampler : int { kLangevin, kMala, kHmc };
+
+// The analytic model: Energy id (torchebm/energies.h), its scalar parameters (host array), and
+// for the gaussian its mean [d] and precision [d, d] on the device in the compute type.
 struct EnergyArgs {
   int id;
-  const double* params;  // host array, copied into the kernel's arguments
+  const double* params;
   int n_params;
   const void* mean;
   const void* precision;
 };
 
-// Output buffers of a chain: trajectory [B, n_steps / thin, *event] (null: not recorded),
-// energy_mean [n_steps] in the state dtype (null: not recorded), acceptance_rate [n_steps]
-// (MALA, HMC), and `scratch`: float64 [n_steps * 2] zero-initialised by the caller, the
-// per-step sums accumulated by the kernel before the final division.
-struct ChainOutputs {
-  void* x;
-  void* trajectory;
-  void* energy_mean;
-  void* acceptance_rate;
-  double* scratch;
-};
-
 struct ChainArgs {
-  Dtype dtype;
+  Dtype dtype;  // kFloat32 or kFloat64 (callers run half/bfloat16 chains in float32)
   int64_t batch, dim, n_steps, thin;
-  const double* a;  // device, float64 [n_steps] (Langevin, MALA) or step sizes (HMC)
-  const double* b;  // device, float64 [n_steps] (Langevin, MALA); null for HMC
-  LangevinCoeffs clamp;  // clamp and gradient clip (Langevin only; a, b ignored)
+  const double* a;  // device float64 [n_steps]: Langevin/MALA drift coefficient; HMC step size
+  const double* b;  // device float64 [n_steps]: Langevin/MALA noise coefficient; null for HMC
+  LangevinCoeffs clamp;  // Langevin: clamp bounds and gradient clip (its a, b are unused)
   int n_leapfrog;        // HMC
-  const void* inv_mass;  // HMC: null, 1 or dim values in the compute type
-  int64_t inv_mass_len;
+  const void* inv_mass;  // HMC: null (unit mass) or [dim] on the device, compute type
   uint64_t seed;
+  bool record_energy;
 };
 
-// Returns cudaErrorInvalidValue for an energy id the CUDA kernels do not know.
+// Outputs and scratch, allocated by the caller as chain_plan says.
+struct ChainOutputs {
+  void* x;                // [B, dim]: the final state
+  void* trajectory;       // [B, n_steps / thin, dim], or null (not recorded)
+  void* energy_mean;      // [n_steps], or null (not recorded)
+  void* acceptance_rate;  // [n_steps] (MALA, HMC), or null
+  double* partial;        // float64 [n_steps * partial_blocks * 2] when any mean is recorded
+  void* workspace;        // compute type [workspace_elems]
+};
+
+struct ChainPlan {
+  int partial_blocks;       // blocks whose per-step partial sums `partial` holds
+  int64_t workspace_elems;  // per-chain rows in global memory (0: the row fits in registers)
+};
+
+// Energy [B] and gradient [B, dim] of x [B, dim] (compute types only). `workspace`: [B, dim]
+// in the compute type for the gaussian with dim != 2, else unused.
+cudaError_t analytic_energy_grad(const void* x, EnergyArgs energy, Dtype dtype, int64_t batch,
+                                 int64_t dim, void* energy_out, void* grad_out, void* workspace,
+                                 Launch launch);
+
+ChainPlan chain_plan(Sampler sampler, int energy_id, const ChainArgs& args, Launch launch);
+
+// Each returns cudaErrorInvalidValue for an energy id or dtype it does not handle.
 cudaError_t langevin_chain(const void* x0, EnergyArgs energy, ChainArgs args, ChainOutputs out,
                            Launch launch);
 cudaError_t mala_chain(const void* x0, EnergyArgs energy, ChainArgs args, ChainOutputs out,

@@ -21,7 +21,7 @@ __device__ __forceinline__ compute_t<T> chain_uniform(const T* uniform, int64_t 
   constexpr int G = kGroup<T>;
   C u[G];
   group_uniforms<C>(ps.key, static_cast<uint64_t>(row / G), ps.step, u);
-  return u[row % G];
+  return pick(u, static_cast<uint32_t>(row % G));
 }
 
 // One tile of rows per block and iteration: decide each row's acceptance, then copy the tile's

@@ -109,6 +109,15 @@ __device__ __forceinline__ PhiloxStep resolve(const PhiloxArgs& rng) {
   return {PhiloxKey(rng.seed), static_cast<uint32_t>(rng.step)};
 }
 
+// v[k] for a run-time k < N, by selects: a dynamic index would put v in local memory.
+template <class C, int N>
+__device__ __forceinline__ C pick(const C (&v)[N], uint32_t k) {
+  C r = v[0];
+#pragma unroll
+  for (int j = 1; j < N; ++j) r = k == uint32_t(j) ? v[j] : r;
+  return r;
+}
+
 // Standard normals of group g of stream 0 (C: float or double).
 template <class C>
 __device__ __forceinline__ void group_normals(PhiloxKey key, uint64_t g, uint32_t step,

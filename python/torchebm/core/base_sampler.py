@@ -42,6 +42,7 @@ the model's first parameter): ``dtype=`` and ``device=`` are honoured.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 import warnings
@@ -328,10 +329,15 @@ class BaseSampler(Schedulable, ABC):
         return energy.to(x.dtype), grad.to(x.dtype)
 
     def _autograd(self, x: torch.Tensor, mk: Optional[dict]) -> tuple[torch.Tensor, torch.Tensor]:
-        owner = type(self.model).__name__
+        # What BaseModel.gradient does (gradient dtype, the model's autocast, shape check),
+        # keeping the energy that the same forward pass produced.
+        model, owner = self.model, type(self.model).__name__
+        grad_dtype = model._gradient_dtype(x.dtype) if hasattr(model, "_gradient_dtype") else x.dtype
+        autocast = getattr(model, "autocast_context", contextlib.nullcontext)
         with torch.enable_grad():
-            x_var = x.detach().requires_grad_(True)
-            energy = self.model(x_var, **(mk or {}))
+            x_var = x.detach().to(grad_dtype).requires_grad_(True)
+            with autocast():
+                energy = model(x_var, **(mk or {}))
             if energy.shape != (x.shape[0],):
                 raise ValueError(
                     f"BaseModel forward() output expected shape (B,), but got "

@@ -22,17 +22,35 @@ def _source_root() -> Path:
 
 
 def jit_sources(root: Path) -> list[str]:
-    """Source files named in ``csrc/sources.txt``; ``.cu`` files only when CUDA can be built."""
+    """Source files named in ``csrc/sources.txt``; those under ``cuda/`` (kernels and their
+    registrations) only when CUDA can be built."""
     with_cuda = torch.cuda.is_available() and torch.version.cuda is not None
     out = []
     for line in (root / "sources.txt").read_text().splitlines():
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        if line.endswith(".cu") and not with_cuda:
+        if line.startswith("cuda/") and not with_cuda:
             continue
         out.append(str(root / line))
     return out
+
+
+def _cuda_include_paths() -> list[str]:
+    """torch's nvidia-* wheel headers (cuBLAS, cuSPARSE...), for a CUDA toolkit without them:
+    torch's CUDA headers include them. Empty when the toolkit has its own."""
+    from torch.utils.cpp_extension import CUDA_HOME
+
+    if CUDA_HOME and (Path(CUDA_HOME) / "include" / "cublas_v2.h").exists():
+        return []
+    try:
+        import nvidia  # the namespace package of torch's CUDA wheels
+    except ImportError:
+        return []
+    found = []
+    for base in getattr(nvidia, "__path__", []):
+        found += [str(p) for p in sorted(Path(base).glob("cu[0-9]*/include")) if p.is_dir()]
+    return found
 
 
 def _jit_build() -> None:
@@ -46,9 +64,11 @@ def _jit_build() -> None:
     load(
         name="torchebm_jit_ops",
         sources=sources,
-        extra_include_paths=[str(root / "include")],
+        extra_include_paths=[str(root / "include")] + (_cuda_include_paths() if with_cuda else []),
         extra_cflags=["-O3", "-fopenmp-simd"] + (["-DTORCHEBM_WITH_CUDA"] if with_cuda else []),
-        extra_cuda_cflags=["-O3", "--use_fast_math", "-std=c++17"],
+        # No --use_fast_math: it would change the Philox normals (approximate division and
+        # sqrt) and flush denormals; the .cu files are C++17, as in the CMake build.
+        extra_cuda_cflags=["-O3", "-std=c++17"],
         is_python_module=False,
         verbose=os.environ.get("TORCHEBM_JIT_VERBOSE") == "1",
     )

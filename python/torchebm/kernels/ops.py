@@ -324,13 +324,17 @@ def kernel_args(
 
 if _LOADED:
 
-    def _factory_fake(size, seed, step, dtype, device):
+    def _factory_fake(size, seed, step, dtype=None, device=None):
         return torch.empty(
             size, dtype=dtype or torch.get_default_dtype(), device=device or torch.device("cpu")
         )
 
     torch.library.register_fake("torchebm::philox_normal")(_factory_fake)
     torch.library.register_fake("torchebm::philox_uniform")(_factory_fake)
+
+    @torch.library.register_fake("torchebm::_rng_math")
+    def _(fn, x):
+        return torch.empty((x.shape[0], 4) if fn == "philox" else x.shape, dtype=x.dtype, device=x.device)
 
     @torch.library.register_fake("torchebm::langevin_update")
     def _(x, grad, noise, a, b, clamp_min, clamp_max, grad_clip, seed, step):

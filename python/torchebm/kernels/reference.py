@@ -11,6 +11,7 @@ Shapes: ``x``, ``grad``, ``noise``, ``p`` are ``[B, *event]``; per-chain quantit
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -123,3 +124,153 @@ def mala_select(
         torch.where(accepted, energy_y, energy_x),
         accepted,
     )
+
+
+# ---- Philox4x32-10 streams (mirror of csrc/include/torchebm/philox.h, normal.h) ---------------
+# Pure PyTorch in int64 arithmetic: slow, but bit-exact in the words and uniforms, and the oracle
+# the compiled generators are tested against. Normals are computed in float64 from the same
+# uniforms (the kernels' float32 polynomials agree to a few ulp).
+
+_MASK32 = 0xFFFFFFFF
+_PHILOX_M = (0xD2511F53, 0xCD9E8D57)
+_PHILOX_W = (0x9E3779B9, 0xBB67AE85)
+
+
+def _mulhilo32(a: int, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    # a * c for a, c < 2^32 as (hi, lo) 32-bit words, without int64 overflow: split a in 16-bit halves.
+    a_hi, a_lo = a >> 16, a & 0xFFFF
+    lo_part = c * a_lo  # < 2^48
+    hi_part = c * a_hi  # < 2^48
+    t = ((hi_part & 0xFFFF) << 16) + lo_part
+    return (hi_part >> 16) + (t >> 32), t & _MASK32
+
+
+def philox4x32_10(counter: torch.Tensor, key: tuple[int, int]) -> torch.Tensor:
+    """Philox4x32-10 of int64 ``counter [..., 4]`` (32-bit words) with ``key = (k0, k1)``."""
+    c = [counter[..., i].to(torch.int64) & _MASK32 for i in range(4)]
+    k0, k1 = key[0] & _MASK32, key[1] & _MASK32
+    for _ in range(10):
+        hi0, lo0 = _mulhilo32(_PHILOX_M[0], c[0])
+        hi1, lo1 = _mulhilo32(_PHILOX_M[1], c[2])
+        c = [hi1 ^ c[1] ^ k0, lo1, hi0 ^ c[3] ^ k1, lo0]
+        k0 = (k0 + _PHILOX_W[0]) & _MASK32
+        k1 = (k1 + _PHILOX_W[1]) & _MASK32
+    return torch.stack(c, dim=-1)
+
+
+def philox_words(n_groups: int, seed: int, step: int, stream: int) -> torch.Tensor:
+    """The four words ``[n_groups, 4]`` of groups ``0 .. n_groups-1`` at ``(seed, step, stream)``."""
+    seed = int(seed) & 0xFFFFFFFFFFFFFFFF
+    g = torch.arange(n_groups, dtype=torch.int64)
+    counter = torch.stack(
+        [g & _MASK32, g >> 32, torch.full_like(g, int(step)), torch.full_like(g, int(stream))], -1
+    )
+    return philox4x32_10(counter, (seed & _MASK32, seed >> 32))
+
+
+def _uniform_from_words(words: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    # float32: (k + 1/2) 2^-23, k = w >> 9 (one word per value); float64: (k + 1/2) 2^-52,
+    # k = (w_a << 20) | (w_b >> 12) (two words per value). Exact in float64.
+    if dtype == torch.float32:
+        k = (words >> 9).reshape(-1)
+        return (k.to(torch.float64) + 0.5) * 2.0**-23
+    k = ((words[:, 0::2] << 20) | (words[:, 1::2] >> 12)).reshape(-1)
+    return (k.to(torch.float64) + 0.5) * 2.0**-52
+
+
+def _elems_per_group(dtype: torch.dtype) -> int:
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+    return 4 if dtype == torch.float32 else 2
+
+
+def philox_uniform(size, seed: int, step: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Reference of ``ops.philox_uniform``: stream 1, element i from group i // (4 or 2)."""
+    n = 1
+    for s in size:
+        n *= int(s)
+    per = _elems_per_group(dtype)
+    words = philox_words((n + per - 1) // per, seed, step, 1)
+    return _uniform_from_words(words, dtype)[:n].to(dtype).reshape(tuple(size))
+
+
+def philox_normal(
+    size, seed: int, step: int, dtype: torch.dtype = torch.float32, as_float64: bool = False
+) -> torch.Tensor:
+    """Reference of ``ops.philox_normal``: stream 0, Box-Muller on consecutive uniform pairs
+    ``(u1, u2) -> (r cos 2 pi u2, r sin 2 pi u2)``, ``r = sqrt(-2 log u1)``, in float64.
+
+    ``dtype`` picks the stream layout (float32: one word per uniform; float64: two); with
+    ``as_float64`` the float64 values are returned without rounding to ``dtype``."""
+    n = 1
+    for s in size:
+        n *= int(s)
+    per = _elems_per_group(dtype)
+    words = philox_words((n + per - 1) // per, seed, step, 0)
+    u = _uniform_from_words(words, dtype).reshape(-1, 2)
+    r = torch.sqrt(-2.0 * torch.log(u[:, 0]))
+    theta = 2.0 * math.pi * u[:, 1]
+    z = torch.stack([r * torch.cos(theta), r * torch.sin(theta)], -1).reshape(-1)
+    return z[:n].to(torch.float64 if as_float64 else dtype).reshape(tuple(size))
+
+
+# ---- analytic models (mirror of csrc/include/torchebm/energies.h) ----------------------------
+
+
+def analytic_energy_grad(
+    energy: str,
+    x: torch.Tensor,
+    params=(),
+    mean: Optional[torch.Tensor] = None,
+    precision: Optional[torch.Tensor] = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Closed-form ``(E(x) [B], grad E(x) [B, d])`` of the kernel model ``energy`` (names and
+    parameter order as ``ops.ENERGY_PARAMS``); x is ``[B, d]``."""
+    p = [float(v) for v in params]
+    d = x.shape[-1]
+    if energy == "gaussian":
+        z = x - mean
+        g = z @ precision
+        return 0.5 * (z * g).sum(-1), g
+    if energy == "double_well":
+        h, b = p
+        u = x * x - b * b
+        return h * (u * u).sum(-1), 4.0 * h * x * u
+    if energy == "harmonic":
+        (k,) = p
+        return 0.5 * k * (x * x).sum(-1), k * x
+    if energy == "rosenbrock":
+        a, b = p
+        u = a - x[:, :-1]
+        v = x[:, 1:] - x[:, :-1] ** 2
+        g = torch.zeros_like(x)
+        g[:, :-1] += -2.0 * u - 4.0 * b * x[:, :-1] * v
+        g[:, 1:] += 2.0 * b * v
+        return (u * u + b * v * v).sum(-1), g
+    if energy == "ackley":
+        a, b, c = p
+        r = torch.sqrt((x * x).sum(-1) / d)
+        e1 = torch.exp(-b * r)
+        e2 = torch.exp(torch.cos(c * x).sum(-1) / d)
+        radial = torch.where(r > 0, a * b * e1 / (d * r), torch.zeros_like(r))
+        g = radial[:, None] * x + (e2 * c / d)[:, None] * torch.sin(c * x)
+        return -a * e1 - e2 + a + math.e, g
+    if energy == "rastrigin":
+        (a,) = p
+        two_pi = 2.0 * math.pi
+        e = a * d + (x * x - a * torch.cos(two_pi * x)).sum(-1)
+        return e, 2.0 * x + two_pi * a * torch.sin(two_pi * x)
+    if energy == "himmelblau":
+        x1, x2 = x[:, 0], x[:, 1]
+        u = x1 * x1 + x2 - 11.0
+        v = x1 + x2 * x2 - 7.0
+        return u * u + v * v, torch.stack([4.0 * x1 * u + 2.0 * v, 2.0 * u + 4.0 * x2 * v], -1)
+    if energy == "booth":
+        x1, x2 = x[:, 0], x[:, 1]
+        u = x1 + 2.0 * x2 - 7.0
+        v = 2.0 * x1 + x2 - 5.0
+        return u * u + v * v, torch.stack([2.0 * u + 4.0 * v, 4.0 * u + 2.0 * v], -1)
+    if energy == "styblinski_tang":
+        x2 = x * x
+        return 0.5 * (x2 * x2 - 16.0 * x2 + 5.0 * x).sum(-1), 2.0 * x2 * x - 16.0 * x + 2.5
+    raise ValueError(f"unknown analytic energy {energy!r}")

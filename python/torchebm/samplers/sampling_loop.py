@@ -100,20 +100,18 @@ def scheduled_values(sampler: BaseSampler, name: str, n_steps: int, device: torc
     return torch.tensor(values, dtype=torch.float64, device=device)
 
 
-def kernel_model(model: torch.nn.Module, x: torch.Tensor) -> Optional[KernelModel]:
-    """The model's ``kernel_spec()`` in op form, or None if it has none."""
+def kernel_model(model: torch.nn.Module, x: torch.Tensor) -> tuple[Optional[KernelModel], Optional[str]]:
+    """The model's ``kernel_spec()`` in the chain ops' form (:func:`torchebm.kernels.ops.kernel_args`,
+    tensors in ``x``'s dtype and device), or ``(None, why not)``."""
     spec_fn = getattr(model, "kernel_spec", None)
     spec = spec_fn() if callable(spec_fn) else None
     if spec is None:
-        return None
-    name, params = spec
-    scalars, tensors = [], {}
-    for key, value in params.items():
-        if isinstance(value, torch.Tensor):
-            tensors[key] = value.detach().to(device=x.device, dtype=x.dtype).contiguous()
-        else:
-            scalars.append(float(value))
-    return KernelModel(name, scalars, tensors.get("mean"), tensors.get("precision"))
+        return None, f"{type(model).__name__} has no kernel_spec() (not a built-in analytic model)"
+    try:
+        name, params, mean, precision = ops.kernel_args(spec, x.dtype, x.device)
+    except ValueError as exc:
+        return None, f"{type(model).__name__}.kernel_spec() is not one the kernels know ({exc})"
+    return KernelModel(name, params, mean, precision), None
 
 
 def _infer_event_shape(sampler: BaseSampler) -> Optional[tuple[int, ...]]:
@@ -246,17 +244,11 @@ def run_sample(
         state = sampler._init_state(None, dim, n_samples, generator)
 
     kmodel = None
-    chain_blocker = None
     if mk:
         chain_blocker = "model_kwargs/y given (the kernels evaluate x-only closed forms)"
     else:
-        kmodel = kernel_model(sampler.model, state)
-        if kmodel is None:
-            chain_blocker = (
-                f"{type(sampler.model).__name__} has no kernel_spec() (not a built-in analytic "
-                "model)"
-            )
-        else:
+        kmodel, chain_blocker = kernel_model(sampler.model, state)
+        if kmodel is not None:
             chain_blocker = algo._chain_blocker(state)
     route = dispatch.choose_path(
         sampler.backend,

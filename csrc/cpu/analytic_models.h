@@ -1,0 +1,150 @@
+// CPU evaluation of the analytic models over blocks of rows, shared by analytic_energy_grad and
+// the whole-chain kernels (so both compute every energy and gradient with the same
+// instructions). The maths is energies.h's; the Gaussian is evaluated as a register-blocked
+// small GEMM whose per-element summation order equals energies.h's row form.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <optional>
+#include <type_traits>
+#include <vector>
+
+#include "multiversion.h"
+#include "torchebm/energies.h"
+
+namespace torchebm::cpu {
+
+// Gaussian prepared for the blocked GEMM: precision padded to `dp` columns (a multiple of the
+// column tile JT) with zeros, so every tile is full width.
+template <class T>
+struct GaussianBlocked {
+  static constexpr bool kSeparable = false;
+  const T* mean;  // [d]
+  const T* prec;  // [d, dp]
+  int64_t dp;
+  int jt;         // column tile: 8, 16 or 32 (float) / 4, 8 or 16 (double)
+};
+
+constexpr int kGemmRows = 4;
+
+// Rows [0, kGemmRows) of z (each dp long, zero-padded) times P (d x dp): g = z P, per-element
+// sums in k order. Accumulators of a (rows x JT) tile stay in registers.
+template <class T, int JT>
+TORCHEBM_HD void gemm_tile_rows(const T* z, const T* prec, T* g, int64_t d, int64_t dp) {
+  for (int64_t j0 = 0; j0 < dp; j0 += JT) {
+    T acc[kGemmRows][JT];
+    for (int i = 0; i < kGemmRows; ++i) {
+      for (int jj = 0; jj < JT; ++jj) acc[i][jj] = T(0);
+    }
+    for (int64_t k = 0; k < d; ++k) {
+      const T* pk = prec + k * dp + j0;
+      for (int i = 0; i < kGemmRows; ++i) {
+        const T zik = z[i * dp + k];
+#pragma omp simd
+        for (int jj = 0; jj < JT; ++jj) acc[i][jj] += zik * pk[jj];
+      }
+    }
+    for (int i = 0; i < kGemmRows; ++i) {
+      for (int jj = 0; jj < JT; ++jj) g[i * dp + j0 + jj] = acc[i][jj];
+    }
+  }
+}
+
+// Energies (optional) and gradients of `rows` rows of length d. `scratch` holds at least
+// scratch_size(m, d) elements.
+template <class T, class M>
+int64_t scratch_size(const M& m, int64_t d) {
+  if constexpr (std::is_same_v<M, GaussianBlocked<T>>) return 2 * kGemmRows * m.dp;
+  (void)m;
+  (void)d;
+  return 0;
+}
+
+template <class T, int JT>
+TORCHEBM_HD void gaussian_rows(const GaussianBlocked<T>& m, const T* x, T* g, T* e, int64_t rows,
+                               int64_t d, T* scratch) {
+  const int64_t dp = m.dp;
+  T* z = scratch;
+  T* gz = scratch + kGemmRows * dp;
+  for (int64_t r0 = 0; r0 < rows; r0 += kGemmRows) {
+    const int64_t nr = std::min<int64_t>(kGemmRows, rows - r0);
+    for (int i = 0; i < kGemmRows; ++i) {
+      for (int64_t k = 0; k < dp; ++k) {
+        z[i * dp + k] = (i < nr && k < d) ? x[(r0 + i) * d + k] - m.mean[k] : T(0);
+      }
+    }
+    gemm_tile_rows<T, JT>(z, m.prec, gz, d, dp);
+    for (int64_t i = 0; i < nr; ++i) {
+      const T* zi = z + i * dp;
+      const T* gi = gz + i * dp;
+      std::memcpy(g + (r0 + i) * d, gi, sizeof(T) * d);
+      if (e) e[r0 + i] = T(0.5) * ordered_sum<T>(d, [&](int64_t j) { return zi[j] * gi[j]; });
+    }
+  }
+}
+
+template <class T, class M>
+TORCHEBM_MULTIVERSION void energy_grad_rows(const M& m, const T* x, T* g, T* e, int64_t rows,
+                                            int64_t d, T* scratch) {
+  if constexpr (std::is_same_v<M, GaussianBlocked<T>>) {
+    constexpr int kSmall = 32 / sizeof(T), kMid = 64 / sizeof(T), kBig = 128 / sizeof(T);
+    if (m.jt == kSmall) {
+      gaussian_rows<T, kSmall>(m, x, g, e, rows, d, scratch);
+    } else if (m.jt == kMid) {
+      gaussian_rows<T, kMid>(m, x, g, e, rows, d, scratch);
+    } else {
+      gaussian_rows<T, kBig>(m, x, g, e, rows, d, scratch);
+    }
+  } else if constexpr (M::kSeparable) {
+    (void)scratch;
+#pragma omp simd
+    for (int64_t i = 0; i < rows * d; ++i) g[i] = m.elem_grad(x[i]);
+    if (e) {
+      for (int64_t r = 0; r < rows; ++r) e[r] = separable_row_energy<T>(m, x + r * d, d);
+    }
+  } else {
+    (void)scratch;
+    for (int64_t r = 0; r < rows; ++r) {
+      const T er = m.energy_grad(x + r * d, g + r * d, d);
+      if (e) e[r] = er;
+    }
+  }
+}
+
+// Owns what a model needs for the duration of an op call (the Gaussian's padded precision) and
+// calls f(model) with the concrete model type.
+template <class T, class F>
+void with_model(Energy energy, c10::ArrayRef<double> params,
+                const std::optional<at::Tensor>& mean, const std::optional<at::Tensor>& precision,
+                int64_t d, F&& f) {
+  const double* p = params.data();
+  switch (energy) {
+    case Energy::kGaussian: {
+      const at::Tensor mu = mean->to(c10::CppTypeToScalarType<T>::value).contiguous();
+      const at::Tensor prec = precision->to(c10::CppTypeToScalarType<T>::value).contiguous();
+      const int jt = d <= 32 / static_cast<int64_t>(sizeof(T))   ? 32 / sizeof(T)
+                     : d <= 64 / static_cast<int64_t>(sizeof(T)) ? 64 / sizeof(T)
+                                                                 : 128 / sizeof(T);
+      const int64_t dp = (d + jt - 1) / jt * jt;
+      std::vector<T> padded(static_cast<size_t>(d * dp), T(0));
+      const T* src = prec.const_data_ptr<T>();
+      for (int64_t k = 0; k < d; ++k) std::memcpy(&padded[k * dp], src + k * d, sizeof(T) * d);
+      f(GaussianBlocked<T>{mu.const_data_ptr<T>(), padded.data(), dp, jt});
+      return;
+    }
+    case Energy::kDoubleWell: f(DoubleWell<T>(p)); return;
+    case Energy::kHarmonic: f(Harmonic<T>(p)); return;
+    case Energy::kRosenbrock: f(Rosenbrock<T>(p)); return;
+    case Energy::kAckley: f(Ackley<T>(p)); return;
+    case Energy::kRastrigin: f(Rastrigin<T>(p)); return;
+    case Energy::kHimmelblau: f(Himmelblau<T>(p)); return;
+    case Energy::kBooth: f(Booth<T>(p)); return;
+    case Energy::kStyblinskiTang: f(StyblinskiTang<T>(p)); return;
+  }
+}
+
+}  // namespace torchebm::cpu

@@ -1,0 +1,32 @@
+// Launch geometry of the whole-chain kernels, which the caller needs before the call to size
+// the per-step partial sums and the per-chain workspace (launchers.h: ChainPlan).
+#include "chain_common.cuh"
+
+namespace torchebm::cuda {
+
+ChainPlan chain_plan(Sampler sampler, int energy_id, const ChainArgs& args, Launch launch) {
+  const int64_t B = args.batch, d = args.dim;
+  bool separable = false;
+  chain::with_model<float>(energy_id, [&](auto* tag) {
+    using M = std::remove_pointer_t<decltype(tag)>;
+    separable = M::kSeparable;
+  });
+  int64_t work = B;  // threads: one per chain ...
+  if (sampler == Sampler::kLangevin && separable) {
+    work = (B * d + kGroup<float> - 1) / kGroup<float>;  // ... or one per Philox group
+    if (args.dtype == Dtype::kFloat64) work = (B * d + kGroup<double> - 1) / kGroup<double>;
+  }
+  const int threads = chain::chain_threads(work, launch);
+  ChainPlan plan{static_cast<int>((work + threads - 1) / threads), 0};
+  if (plan.partial_blocks < 1) plan.partial_blocks = 1;
+  // Rows per chain in the workspace: x, grad, gaussian scratch (+ proposal and its gradient for
+  // MALA; + proposal, its gradient and the momentum for HMC).
+  const bool row_kernel = !(sampler == Sampler::kLangevin && separable);
+  if (row_kernel && d != 2) {
+    const int rows = sampler == Sampler::kLangevin ? 3 : sampler == Sampler::kMala ? 5 : 6;
+    plan.workspace_elems = B * rows * d;
+  }
+  return plan;
+}
+
+}  // namespace torchebm::cuda

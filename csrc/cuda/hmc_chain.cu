@@ -1,0 +1,153 @@
+// CUDA whole-chain HMC for the built-in analytic models (docs/kernels.md). Step t draws the
+// momentum p = xi_t / sqrt(inv_mass) (stream 0), runs n_leapfrog leapfrog steps of size
+// step_size[t] (half kick, then drift / full kick pairs, then a final half kick: the per-step
+// leapfrog_kick_drift sequence), and accepts iff log u_t < H(x, p) - H(x', p') (u_t: stream 1
+// at [B]), H = E + 1/2 sum inv_mass p^2. The gradient at the end of each trajectory, accepted or
+// not, is reused: n_leapfrog gradient evaluations per step. One thread per chain.
+#include "chain_common.cuh"
+
+namespace torchebm::cuda {
+namespace {
+
+using chain::ModelArgs;
+
+// kD = 2: the rows in registers; kD = 0: rows in `work` ([B, 6, d]).
+template <class C, class M, int kD>
+__global__ void __launch_bounds__(chain::kMaxThreads)
+    hmc_chain_kernel(const C* __restrict__ x0, C* __restrict__ x_out, C* __restrict__ trajectory,
+                     double* __restrict__ partial, C* __restrict__ work,
+                     const double* __restrict__ step_size, const C* __restrict__ inv_mass,
+                     int n_leapfrog, ModelArgs margs, int64_t batch, int64_t d_arg,
+                     int64_t n_steps, int64_t thin, PhiloxKey key, bool record_energy) {
+  const M m = chain::make_model<C, M>(margs);
+  const int64_t d = kD > 0 ? kD : d_arg;
+  const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  const bool active = c < batch;
+  constexpr int L = kD > 0 ? kD : 1;
+  C xl[L], gl[L], xnl[L], gnl[L], pl[L], sl[L];
+  C *x = xl, *g = gl, *xn = xnl, *gn = gnl, *p = pl, *s = sl;
+  if constexpr (kD == 0) {
+    x = work + (active ? c : 0) * 6 * d;
+    g = x + d;
+    xn = g + d;
+    gn = xn + d;
+    p = gn + d;
+    s = p + d;
+  }
+  const int64_t n_keep = n_steps / thin;
+  C e = C(0);
+  if (active) {
+    for (int64_t j = 0; j < d; ++j) x[j] = x0[c * d + j];
+    e = chain::energy_grad<C>(m, x, g, s, d, true);
+  }
+  for (int64_t t = 0; t < n_steps; ++t) {
+    const C eps = C(step_size[t]), half = C(0.5) * eps;
+    bool accepted = false;
+    if (active) {
+      chain::NormalCursor<C> z(key, static_cast<uint32_t>(t));
+      for (int64_t j = 0; j < d; ++j) {
+        const C xi = z.at(static_cast<uint64_t>(c * d + j));
+        p[j] = inv_mass == nullptr ? xi : xi / sqrt_ieee(inv_mass[j]);
+        xn[j] = x[j];
+        gn[j] = g[j];
+      }
+      const C h0 = e + kinetic_energy(p, inv_mass, d);
+      C en = e;
+      for (int l = 0; l < n_leapfrog; ++l) {
+        const C k = l == 0 ? half : eps;
+        for (int64_t j = 0; j < d; ++j) {
+          p[j] = kick(p[j], gn[j], k);
+          xn[j] = inv_mass == nullptr ? drift_unit_mass(xn[j], p[j], eps)
+                                      : drift(xn[j], p[j], inv_mass[j], eps);
+        }
+        en = chain::energy_grad<C>(m, xn, gn, s, d, true);
+      }
+      for (int64_t j = 0; j < d; ++j) p[j] = kick(p[j], gn[j], half);
+      const C h1 = en + kinetic_energy(p, inv_mass, d);
+      accepted = metropolis_accept(chain::chain_uniform<C>(key, static_cast<uint32_t>(t), c), h0 - h1);
+      if (accepted) {
+        if constexpr (kD > 0) {
+          for (int64_t j = 0; j < d; ++j) {
+            x[j] = xn[j];
+            g[j] = gn[j];
+          }
+        } else {
+          C* tmp = x;
+          x = xn;
+          xn = tmp;
+          tmp = g;
+          g = gn;
+          gn = tmp;
+        }
+        e = en;
+      }
+      if (trajectory != nullptr) {
+        const int64_t kept = chain::kept_index(t, thin);
+        if (kept >= 0) {
+          C* row = trajectory + (c * n_keep + kept) * d;
+          for (int64_t j = 0; j < d; ++j) row[j] = x[j];
+        }
+      }
+    }
+    chain::block_partial(active && record_energy ? double(e) : 0.0, accepted ? 1.0 : 0.0, partial,
+                         t);
+  }
+  if (active) {
+    for (int64_t j = 0; j < d; ++j) x_out[c * d + j] = x[j];
+  }
+}
+
+template <class C, class M>
+cudaError_t run(const void* x0, const EnergyArgs& energy, const ChainArgs& args,
+                const ChainOutputs& out, Launch launch) {
+  const int64_t B = args.batch, d = args.dim;
+  const ChainPlan plan = chain_plan(Sampler::kHmc, energy.id, args, launch);
+  const int threads = chain::chain_threads(B, launch);
+  const ModelArgs margs = chain::model_args(energy);
+  const PhiloxKey key(args.seed);
+  const C* xp = static_cast<const C*>(x0);
+  const C* mass = static_cast<const C*>(args.inv_mass);
+  C *xo = static_cast<C*>(out.x), *traj = static_cast<C*>(out.trajectory),
+    *work = static_cast<C*>(out.workspace);
+  if (d == 2) {
+    hmc_chain_kernel<C, M, 2><<<plan.partial_blocks, threads, 0, launch.stream>>>(
+        xp, xo, traj, out.partial, work, args.a, mass, args.n_leapfrog, margs, B, d, args.n_steps,
+        args.thin, key, args.record_energy);
+  } else if constexpr (!chain::kOnly2d<M>) {
+    hmc_chain_kernel<C, M, 0><<<plan.partial_blocks, threads, 0, launch.stream>>>(
+        xp, xo, traj, out.partial, work, args.a, mass, args.n_leapfrog, margs, B, d, args.n_steps,
+        args.thin, key, args.record_energy);
+  } else {
+    return cudaErrorInvalidValue;
+  }
+  const cudaError_t err = launch_status();
+  if (err != cudaSuccess) return err;
+  return chain::finalize<C>(out.partial, plan.partial_blocks, args.n_steps, B, 0.0,
+                            args.record_energy ? out.energy_mean : nullptr, out.acceptance_rate,
+                            launch);
+}
+
+template <class C>
+cudaError_t dispatch(const void* x0, const EnergyArgs& energy, const ChainArgs& args,
+                     const ChainOutputs& out, Launch launch) {
+  cudaError_t err = cudaErrorInvalidValue;
+  chain::with_model<C>(energy.id, [&](auto* tag) {
+    using M = std::remove_pointer_t<decltype(tag)>;
+    err = run<C, M>(x0, energy, args, out, launch);
+  });
+  return err;
+}
+
+}  // namespace
+
+cudaError_t hmc_chain(const void* x0, EnergyArgs energy, ChainArgs args, ChainOutputs out,
+                      Launch launch) {
+  if (args.batch == 0 || args.dim == 0) return cudaSuccess;
+  switch (args.dtype) {
+    case Dtype::kFloat32: return dispatch<float>(x0, energy, args, out, launch);
+    case Dtype::kFloat64: return dispatch<double>(x0, energy, args, out, launch);
+    default: return cudaErrorInvalidValue;
+  }
+}
+
+}  // namespace torchebm::cuda

@@ -1,0 +1,185 @@
+// CUDA whole-chain unadjusted Langevin for the built-in analytic models (docs/kernels.md):
+// for t < n_steps, x <- clamp(x - a[t] clip(grad E(x)) + b[t] xi_t), xi_t = Philox stream 0
+// at step t, exactly the per-step langevin_update loop, with the state kept on chip.
+//
+// Separable models (double well, harmonic, Rastrigin, Styblinski-Tang) run one thread per
+// Philox group of elements: no chain ever needs another element's value. The others run one
+// thread per chain (chain_common.cuh).
+#include "chain_common.cuh"
+
+namespace torchebm::cuda {
+namespace {
+
+using chain::ModelArgs;
+
+// Per-element chain of a separable model. Thread = Philox group g of the flat state.
+template <class C, class M>
+__global__ void __launch_bounds__(chain::kMaxThreads)
+    langevin_chain_elem_kernel(const C* __restrict__ x0, C* __restrict__ x_out,
+                               C* __restrict__ trajectory, double* __restrict__ partial,
+                               const double* __restrict__ a, const double* __restrict__ b,
+                               LangevinCoef<C> coef, ModelArgs margs, int64_t n, int64_t d,
+                               int64_t n_steps, int64_t thin, PhiloxKey key, bool record_energy,
+                               bool aligned) {
+  constexpr int G = kGroup<C>;
+  const M m = chain::make_model<C, M>(margs);
+  const int64_t groups = (n + G - 1) / G;
+  const int64_t g = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  const bool active = g < groups;
+  C x[G];
+  load_group(x0, active ? g : 0, active ? n : 0, aligned, x);
+  // Trajectory offsets of the group's elements: [B, n_keep, d] layout.
+  const int64_t n_keep = n_steps / thin;
+  int64_t toff[G];
+  if (trajectory != nullptr) {
+#pragma unroll
+    for (int k = 0; k < G; ++k) {
+      const int64_t i = g * G + k, c = i / d;
+      toff[k] = c * n_keep * d + (i - c * d);
+    }
+  }
+  for (int64_t t = 0; t < n_steps; ++t) {
+    coef.a = C(a[t]);
+    coef.b = C(b[t]);
+    if (active) {
+      C z[G];
+      group_normals<C>(key, static_cast<uint64_t>(g), static_cast<uint32_t>(t), z);
+#pragma unroll
+      for (int k = 0; k < G; ++k) x[k] = langevin_point(x[k], m.elem_grad(x[k]), z[k], coef);
+      if (trajectory != nullptr) {
+        const int64_t kept = chain::kept_index(t, thin);
+        if (kept >= 0) {
+#pragma unroll
+          for (int k = 0; k < G; ++k)
+            if (g * G + k < n) trajectory[toff[k] + kept * d] = x[k];
+        }
+      }
+    }
+    if (record_energy) {
+      double e = 0;
+      if (active) {
+#pragma unroll
+        for (int k = 0; k < G; ++k)
+          if (g * G + k < n) e += double(m.elem_energy(x[k]));
+      }
+      chain::block_partial(e, 0.0, partial, t);
+    }
+  }
+  if (active) store_group(x_out, g, n, aligned, x);
+}
+
+// Per-chain Langevin. kD = 2: the row in registers; kD = 0: rows in `work` ([B, 3, d]).
+template <class C, class M, int kD>
+__global__ void __launch_bounds__(chain::kMaxThreads)
+    langevin_chain_row_kernel(const C* __restrict__ x0, C* __restrict__ x_out,
+                              C* __restrict__ trajectory, double* __restrict__ partial,
+                              C* __restrict__ work, const double* __restrict__ a,
+                              const double* __restrict__ b, LangevinCoef<C> coef, ModelArgs margs,
+                              int64_t batch, int64_t d_arg, int64_t n_steps, int64_t thin,
+                              PhiloxKey key, bool record_energy) {
+  const M m = chain::make_model<C, M>(margs);
+  const int64_t d = kD > 0 ? kD : d_arg;
+  const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  const bool active = c < batch;
+  C xl[kD > 0 ? kD : 1], gl[kD > 0 ? kD : 1], sl[kD > 0 ? kD : 1];
+  C *x = xl, *g = gl, *s = sl;
+  if constexpr (kD == 0) {
+    const int64_t o = (active ? c : 0) * 3 * d;
+    x = work + o;
+    g = x + d;
+    s = g + d;
+  }
+  const int64_t n_keep = n_steps / thin;
+  C e = C(0);
+  if (active) {
+    for (int64_t j = 0; j < d; ++j) x[j] = x0[c * d + j];
+    e = chain::energy_grad<C>(m, x, g, s, d, record_energy);
+  }
+  for (int64_t t = 0; t < n_steps; ++t) {
+    coef.a = C(a[t]);
+    coef.b = C(b[t]);
+    if (active) {
+      chain::NormalCursor<C> z(key, static_cast<uint32_t>(t));
+      for (int64_t j = 0; j < d; ++j)
+        x[j] = langevin_point(x[j], g[j], z.at(static_cast<uint64_t>(c * d + j)), coef);
+      e = chain::energy_grad<C>(m, x, g, s, d, record_energy);
+      if (trajectory != nullptr) {
+        const int64_t kept = chain::kept_index(t, thin);
+        if (kept >= 0) {
+          C* row = trajectory + (c * n_keep + kept) * d;
+          for (int64_t j = 0; j < d; ++j) row[j] = x[j];
+        }
+      }
+    }
+    if (record_energy) chain::block_partial(active ? double(e) : 0.0, 0.0, partial, t);
+  }
+  if (active) {
+    for (int64_t j = 0; j < d; ++j) x_out[c * d + j] = x[j];
+  }
+}
+
+template <class C, class M>
+cudaError_t run(const void* x0, const EnergyArgs& energy, const ChainArgs& args,
+                const ChainOutputs& out, Launch launch) {
+  const int64_t B = args.batch, d = args.dim, n = B * d;
+  LangevinCoef<C> coef = langevin_coef<C>(args.clamp);
+  const PhiloxKey key(args.seed);
+  const ModelArgs margs = chain::model_args(energy);
+  const C* xp = static_cast<const C*>(x0);
+  C* xo = static_cast<C*>(out.x);
+  C* traj = static_cast<C*>(out.trajectory);
+  const ChainPlan plan = chain_plan(Sampler::kLangevin, energy.id, args, launch);
+  if constexpr (M::kSeparable) {
+    const int64_t groups = (n + kGroup<C> - 1) / kGroup<C>;
+    const int threads = chain::chain_threads(groups, launch);
+    const bool aligned = pack_aligned<C>(x0) && pack_aligned<C>(out.x);
+    langevin_chain_elem_kernel<C, M><<<plan.partial_blocks, threads, 0, launch.stream>>>(
+        xp, xo, traj, out.partial, args.a, args.b, coef, margs, n, d, args.n_steps, args.thin,
+        key, args.record_energy, aligned);
+  } else {
+    const int threads = chain::chain_threads(B, launch);
+    C* work = static_cast<C*>(out.workspace);
+    if (d == 2) {
+      langevin_chain_row_kernel<C, M, 2><<<plan.partial_blocks, threads, 0, launch.stream>>>(
+          xp, xo, traj, out.partial, work, args.a, args.b, coef, margs, B, d, args.n_steps,
+          args.thin, key, args.record_energy);
+    } else if constexpr (!chain::kOnly2d<M>) {
+      langevin_chain_row_kernel<C, M, 0><<<plan.partial_blocks, threads, 0, launch.stream>>>(
+          xp, xo, traj, out.partial, work, args.a, args.b, coef, margs, B, d, args.n_steps,
+          args.thin, key, args.record_energy);
+    } else {
+      return cudaErrorInvalidValue;
+    }
+  }
+  cudaError_t err = launch_status();
+  if (err != cudaSuccess || !args.record_energy) return err;
+  double offset = 0;
+  if constexpr (M::kSeparable) offset = double(M(margs.params).constant(d));
+  return chain::finalize<C>(out.partial, plan.partial_blocks, args.n_steps, B, offset,
+                            out.energy_mean, nullptr, launch);
+}
+
+template <class C>
+cudaError_t dispatch(const void* x0, const EnergyArgs& energy, const ChainArgs& args,
+                     const ChainOutputs& out, Launch launch) {
+  cudaError_t err = cudaErrorInvalidValue;
+  chain::with_model<C>(energy.id, [&](auto* tag) {
+    using M = std::remove_pointer_t<decltype(tag)>;
+    err = run<C, M>(x0, energy, args, out, launch);
+  });
+  return err;
+}
+
+}  // namespace
+
+cudaError_t langevin_chain(const void* x0, EnergyArgs energy, ChainArgs args, ChainOutputs out,
+                           Launch launch) {
+  if (args.batch == 0 || args.dim == 0) return cudaSuccess;
+  switch (args.dtype) {
+    case Dtype::kFloat32: return dispatch<float>(x0, energy, args, out, launch);
+    case Dtype::kFloat64: return dispatch<double>(x0, energy, args, out, launch);
+    default: return cudaErrorInvalidValue;
+  }
+}
+
+}  // namespace torchebm::cuda

@@ -1,0 +1,138 @@
+// CUDA whole-chain MALA for the built-in analytic models (docs/kernels.md): at step t, the
+// proposal y = x - a[t] grad E(x) + b[t] xi_t (stream 0), accepted iff
+// log u_t < E(x) - E(y) + (|y - x + a gx|^2 - |x - y + a gy|^2) / (2 b^2) (u_t: stream 1 at [B]),
+// the per-step loop of langevin_update + mala_select with the state, its energy and its
+// gradient kept on chip. One thread per chain (chain_common.cuh).
+#include "chain_common.cuh"
+
+namespace torchebm::cuda {
+namespace {
+
+using chain::ModelArgs;
+
+// kD = 2: the rows in registers; kD = 0: rows in `work` ([B, 5, d]).
+template <class C, class M, int kD>
+__global__ void __launch_bounds__(chain::kMaxThreads)
+    mala_chain_kernel(const C* __restrict__ x0, C* __restrict__ x_out, C* __restrict__ trajectory,
+                      double* __restrict__ partial, C* __restrict__ work,
+                      const double* __restrict__ a, const double* __restrict__ b, ModelArgs margs,
+                      int64_t batch, int64_t d_arg, int64_t n_steps, int64_t thin, PhiloxKey key,
+                      bool record_energy) {
+  const M m = chain::make_model<C, M>(margs);
+  const int64_t d = kD > 0 ? kD : d_arg;
+  const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  const bool active = c < batch;
+  constexpr int L = kD > 0 ? kD : 1;
+  C xl[L], gl[L], yl[L], gyl[L], sl[L];
+  C *x = xl, *g = gl, *y = yl, *gy = gyl, *s = sl;
+  if constexpr (kD == 0) {
+    x = work + (active ? c : 0) * 5 * d;
+    g = x + d;
+    y = g + d;
+    gy = y + d;
+    s = gy + d;
+  }
+  const C inf = C(INFINITY);
+  const int64_t n_keep = n_steps / thin;
+  C e = C(0);
+  if (active) {
+    for (int64_t j = 0; j < d; ++j) x[j] = x0[c * d + j];
+    e = chain::energy_grad<C>(m, x, g, s, d, true);
+  }
+  for (int64_t t = 0; t < n_steps; ++t) {
+    const C at = C(a[t]), bt = C(b[t]);
+    bool accepted = false;
+    if (active) {
+      // The proposal is langevin_update without clamp or clip.
+      const LangevinCoef<C> prop{at, bt, -inf, inf, C(0), false};
+      chain::NormalCursor<C> z(key, static_cast<uint32_t>(t));
+      for (int64_t j = 0; j < d; ++j)
+        y[j] = langevin_point(x[j], g[j], z.at(static_cast<uint64_t>(c * d + j)), prop);
+      const C ey = chain::energy_grad<C>(m, y, gy, s, d, true);
+      const C log_r = mala_log_ratio(x, y, g, gy, e, ey, at, bt, d);
+      accepted = metropolis_accept(chain::chain_uniform<C>(key, static_cast<uint32_t>(t), c), log_r);
+      if (accepted) {
+        if constexpr (kD > 0) {
+          for (int64_t j = 0; j < d; ++j) {
+            x[j] = y[j];
+            g[j] = gy[j];
+          }
+        } else {
+          C* tmp = x;
+          x = y;
+          y = tmp;
+          tmp = g;
+          g = gy;
+          gy = tmp;
+        }
+        e = ey;
+      }
+      if (trajectory != nullptr) {
+        const int64_t kept = chain::kept_index(t, thin);
+        if (kept >= 0) {
+          C* row = trajectory + (c * n_keep + kept) * d;
+          for (int64_t j = 0; j < d; ++j) row[j] = x[j];
+        }
+      }
+    }
+    chain::block_partial(active && record_energy ? double(e) : 0.0, accepted ? 1.0 : 0.0, partial,
+                         t);
+  }
+  if (active) {
+    for (int64_t j = 0; j < d; ++j) x_out[c * d + j] = x[j];
+  }
+}
+
+template <class C, class M>
+cudaError_t run(const void* x0, const EnergyArgs& energy, const ChainArgs& args,
+                const ChainOutputs& out, Launch launch) {
+  const int64_t B = args.batch, d = args.dim;
+  const ChainPlan plan = chain_plan(Sampler::kMala, energy.id, args, launch);
+  const int threads = chain::chain_threads(B, launch);
+  const ModelArgs margs = chain::model_args(energy);
+  const PhiloxKey key(args.seed);
+  const C* xp = static_cast<const C*>(x0);
+  C *xo = static_cast<C*>(out.x), *traj = static_cast<C*>(out.trajectory),
+    *work = static_cast<C*>(out.workspace);
+  if (d == 2) {
+    mala_chain_kernel<C, M, 2><<<plan.partial_blocks, threads, 0, launch.stream>>>(
+        xp, xo, traj, out.partial, work, args.a, args.b, margs, B, d, args.n_steps, args.thin, key,
+        args.record_energy);
+  } else if constexpr (!chain::kOnly2d<M>) {
+    mala_chain_kernel<C, M, 0><<<plan.partial_blocks, threads, 0, launch.stream>>>(
+        xp, xo, traj, out.partial, work, args.a, args.b, margs, B, d, args.n_steps, args.thin, key,
+        args.record_energy);
+  } else {
+    return cudaErrorInvalidValue;
+  }
+  const cudaError_t err = launch_status();
+  if (err != cudaSuccess) return err;
+  return chain::finalize<C>(out.partial, plan.partial_blocks, args.n_steps, B, 0.0,
+                            args.record_energy ? out.energy_mean : nullptr, out.acceptance_rate,
+                            launch);
+}
+
+template <class C>
+cudaError_t dispatch(const void* x0, const EnergyArgs& energy, const ChainArgs& args,
+                     const ChainOutputs& out, Launch launch) {
+  cudaError_t err = cudaErrorInvalidValue;
+  chain::with_model<C>(energy.id, [&](auto* tag) {
+    using M = std::remove_pointer_t<decltype(tag)>;
+    err = run<C, M>(x0, energy, args, out, launch);
+  });
+  return err;
+}
+
+}  // namespace
+
+cudaError_t mala_chain(const void* x0, EnergyArgs energy, ChainArgs args, ChainOutputs out,
+                       Launch launch) {
+  if (args.batch == 0 || args.dim == 0) return cudaSuccess;
+  switch (args.dtype) {
+    case Dtype::kFloat32: return dispatch<float>(x0, energy, args, out, launch);
+    case Dtype::kFloat64: return dispatch<double>(x0, energy, args, out, launch);
+    default: return cudaErrorInvalidValue;
+  }
+}
+
+}  // namespace torchebm::cuda

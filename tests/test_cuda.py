@@ -1,0 +1,613 @@
+"""The CUDA kernels: parity with the pure-PyTorch references and with the CPU kernels for every
+op, the same Philox stream on both back ends, whole chains equal to their per-step loops,
+exactness of the chains within Monte Carlo standard errors, CUDA-graph replays, float16 and
+bfloat16 states, and no host synchronisation.
+
+Every test needs a GPU and a CUDA build (``cuda`` marker) and skips cleanly otherwise.
+``TORCHEBM_CUDA_TESTS_ON=cpu`` runs the device-independent tests on the CPU kernels instead: a
+check of the tests themselves on a machine without a GPU.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from torchebm import kernels
+from torchebm.kernels import reference
+
+_ON = os.environ.get("TORCHEBM_CUDA_TESTS_ON", "cuda")
+DEV = torch.device(_ON)
+ON_GPU = DEV.type == "cuda"
+
+if ON_GPU:
+    _RUNNABLE = kernels.cuda_available()
+    _WHY = "needs a CUDA GPU and a torchebm build with the CUDA kernels"
+else:
+    _RUNNABLE = kernels.available()
+    _WHY = "compiled kernels not built"
+
+pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not _RUNNABLE, reason=_WHY)]
+gpu_only = pytest.mark.skipif(not ON_GPU, reason="compares the GPU with the CPU / needs a GPU")
+
+OPS = torch.ops.torchebm if _RUNNABLE else None
+F32, F64, F16, BF16 = torch.float32, torch.float64, torch.float16, torch.bfloat16
+STATE_DTYPES = [F32, F64, F16, BF16] if ON_GPU else [F32, F64]
+LOW = (F16, BF16)
+SEED = 0x1234_5678_9ABC_DEF0 - (1 << 64)  # a seed with every key bit in play, as an int64
+
+
+def tol(dtype):
+    """Tolerance of one fused update against a reference computed in float32/float64."""
+    if dtype == F16:
+        return dict(rtol=2e-3, atol=4e-3)
+    if dtype == BF16:
+        return dict(rtol=1.6e-2, atol=3e-2)
+    return dict(rtol=8 * torch.finfo(dtype).eps, atol=16 * torch.finfo(dtype).eps)
+
+
+def randn(*shape, dtype=F32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(shape, generator=g, dtype=F64).to(dtype).to(DEV)
+
+
+def assert_within(stat: float, target: float, se: float, name: str, k: float = 5.0) -> None:
+    """|stat - target| <= k standard errors, with the numbers in the failure message."""
+    assert abs(stat - target) <= k * se, (
+        f"{name}: statistic {stat:.6g}, target {target:.6g}, standard error {se:.3g}, "
+        f"threshold {k} SE = {k * se:.3g}, off by {abs(stat - target) / se:.2f} SE"
+    )
+
+
+# ---- random numbers ---------------------------------------------------------------------------
+
+
+@gpu_only
+@pytest.mark.parametrize("dtype", [F32, F64])
+@pytest.mark.parametrize("n", [1, 7, 4099, (1 << 20) + 3])
+def test_philox_uniform_is_the_cpu_stream_bit_for_bit(dtype, n):
+    u_gpu = OPS.philox_uniform([n], SEED, 17, dtype, DEV)
+    u_cpu = OPS.philox_uniform([n], SEED, 17, dtype, torch.device("cpu"))
+    assert torch.equal(u_gpu.cpu(), u_cpu)
+    assert float(u_gpu.min()) > 0 and float(u_gpu.max()) < 1
+
+
+@gpu_only
+@pytest.mark.parametrize("dtype", [F32, F64])
+@pytest.mark.parametrize("n", [3, 4099, (1 << 20) + 1])
+def test_philox_normal_matches_the_cpu_to_rounding(dtype, n):
+    z_gpu = OPS.philox_normal([n], SEED, 3, dtype, DEV).cpu()
+    z_cpu = OPS.philox_normal([n], SEED, 3, dtype, torch.device("cpu"))
+    # Same polynomials on both; fused multiply-adds differ by an ulp or two.
+    eps = torch.finfo(dtype).eps
+    torch.testing.assert_close(z_gpu, z_cpu, rtol=16 * eps, atol=16 * eps)
+
+
+@pytest.mark.parametrize("dtype", [F32, F64])
+def test_philox_normal_matches_the_python_reference(dtype):
+    z = OPS.philox_normal([3, 1001], 42, 5, dtype, DEV).cpu()
+    ref = reference.philox_normal([3, 1001], 42, 5, dtype)
+    torch.testing.assert_close(z, ref, rtol=1e-5 if dtype == F32 else 1e-12, atol=1e-5 if dtype == F32 else 1e-12)
+    u = OPS.philox_uniform([1001], 42, 5, dtype, DEV).cpu()
+    assert torch.equal(u, reference.philox_uniform([1001], 42, 5, dtype))
+
+
+@gpu_only
+@pytest.mark.parametrize("dtype", LOW)
+def test_low_precision_draws_are_rounded_float32_draws(dtype):
+    for op in (OPS.philox_normal, OPS.philox_uniform):
+        low = op([5, 333], SEED, 9, dtype, DEV)
+        f32 = op([5, 333], SEED, 9, F32, DEV)
+        assert low.dtype == dtype and torch.equal(low, f32.to(dtype))
+
+
+def test_philox_values_do_not_depend_on_the_size_drawn():
+    big = OPS.philox_normal([1 << 18], SEED, 1, F32, DEV)
+    small = OPS.philox_normal([1001], SEED, 1, F32, DEV)
+    assert torch.equal(big[:1001], small)
+
+
+def test_philox_normals_have_standard_moments():
+    n = 1 << 22
+    z = OPS.philox_normal([n], 7, 0, F64, DEV)
+    mean, var = float(z.mean()), float(z.var())
+    m4 = float((z**4).mean())
+    assert_within(mean, 0.0, math.sqrt(1 / n), "mean")
+    assert_within(var, 1.0, math.sqrt(2 / n), "variance")
+    assert_within(m4, 3.0, math.sqrt(96 / n), "fourth moment")  # Var(z^4) = 105 - 9
+
+
+# ---- Langevin update --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", STATE_DTYPES)
+@pytest.mark.parametrize("clamp", [(None, None), (-1.0, 1.0), (0.0, None)])
+@pytest.mark.parametrize("grad_clip", [None, 0.5])
+def test_langevin_update_matches_reference_with_given_noise(dtype, clamp, grad_clip):
+    x, g, xi = (randn(33, 7, dtype=dtype, seed=s) for s in range(3))
+    out = OPS.langevin_update(x, g, xi, 0.1, 0.3, clamp[0], clamp[1], grad_clip, 0, 0)
+    ref = reference.langevin_update(x.double(), g.double(), xi.double(), 0.1, 0.3, *clamp, grad_clip)
+    assert out.dtype == dtype and out.shape == x.shape
+    torch.testing.assert_close(out.double(), ref.to(dtype).double(), **tol(dtype))
+
+
+@pytest.mark.parametrize("dtype", [F32, F64])
+@pytest.mark.parametrize("n", [1, 6, 4097, 300_001])
+def test_langevin_update_in_kernel_noise_is_philox_normal(dtype, n):
+    x, g = randn(n, dtype=dtype, seed=1), randn(n, dtype=dtype, seed=2)
+    drawn = OPS.langevin_update(x, g, None, 0.01, 0.2, None, None, None, SEED, 11)
+    xi = OPS.philox_normal([n], SEED, 11, dtype, DEV)
+    given = OPS.langevin_update(x, g, xi, 0.01, 0.2, None, None, None, SEED, 11)
+    assert torch.equal(drawn, given)
+
+
+@pytest.mark.parametrize("dtype", LOW if ON_GPU else [])
+def test_langevin_update_low_precision_in_kernel_noise(dtype):
+    x, g = randn(64, 9, dtype=dtype, seed=1), randn(64, 9, dtype=dtype, seed=2)
+    out = OPS.langevin_update(x, g, None, 0.05, 0.5, None, None, None, 3, 4)
+    xi = OPS.philox_normal([64, 9], 3, 4, F32, DEV)
+    ref = reference.langevin_update(x.float(), g.float(), xi, 0.05, 0.5)
+    torch.testing.assert_close(out.float(), ref.to(dtype).float(), **tol(dtype))
+
+
+def test_langevin_update_takes_strided_and_misaligned_inputs():
+    base = randn(65, 9)
+    x = base[1:, 1:]  # non-contiguous, storage offset breaks 16-byte alignment
+    g = randn(8, 64).t()
+    xi = randn(64, 8)
+    out = OPS.langevin_update(x, g, xi, 0.2, 0.1, -0.5, 0.5, None, 0, 0)
+    ref = reference.langevin_update(x, g, xi, 0.2, 0.1, -0.5, 0.5)
+    torch.testing.assert_close(out, ref, **tol(F32))
+    flat = randn(4 * 1000 + 1)[1:]  # misaligned 1-D view
+    gflat = torch.zeros_like(flat)
+    out = OPS.langevin_update(flat, gflat, None, 0.0, 1.0, None, None, None, 5, 6)
+    xi = OPS.philox_normal([4000], 5, 6, F32, DEV)
+    torch.testing.assert_close(out, flat + xi, **tol(F32))
+
+
+def test_langevin_update_propagates_nan_through_clamp():
+    x = torch.tensor([[float("nan"), 2.0, -2.0, 0.5]], device=DEV)
+    out = OPS.langevin_update(x, torch.zeros_like(x), torch.zeros_like(x), 0.1, 0.0, -1.0, 1.0, None, 0, 0)
+    assert torch.isnan(out[0, 0]) and out[0, 1:].tolist() == [1.0, -1.0, 0.5]
+
+
+@gpu_only
+@pytest.mark.parametrize("dtype", [F32, F64])
+def test_langevin_update_cuda_matches_cpu(dtype):
+    x, g = randn(1000, 13, dtype=dtype, seed=3), randn(1000, 13, dtype=dtype, seed=4)
+    args = (0.01, 0.14, -3.0, 3.0, 1.0, SEED, 123)
+    gpu = OPS.langevin_update(x, g, None, *args).cpu()
+    cpu = OPS.langevin_update(x.cpu(), g.cpu(), None, *args)
+    eps = torch.finfo(dtype).eps
+    torch.testing.assert_close(gpu, cpu, rtol=32 * eps, atol=32 * eps)
+
+
+@gpu_only
+@pytest.mark.parametrize("dtype", STATE_DTYPES)
+def test_graphsafe_update_reads_seed_and_step_on_the_device(dtype):
+    x, g = randn(100, 5, dtype=dtype, seed=5), randn(100, 5, dtype=dtype, seed=6)
+    state = torch.tensor([SEED, 40], dtype=torch.int64, device=DEV)
+    y = x.clone()
+    OPS.langevin_update_graphsafe_(y, g, 0.1, 0.2, -2.0, 2.0, 0.7, state, 2)
+    expected = OPS.langevin_update(x, g, None, 0.1, 0.2, -2.0, 2.0, 0.7, SEED, 42)
+    assert torch.equal(y, expected)
+    OPS.philox_state_advance_(state, 5)
+    assert state.tolist() == [SEED, 45]
+
+
+# ---- leapfrog, Metropolis, MALA ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", STATE_DTYPES)
+@pytest.mark.parametrize("mass", ["unit", "scalar", "diagonal"])
+def test_leapfrog_matches_reference(dtype, mass):
+    x, p, g = (randn(31, 6, dtype=dtype, seed=s) for s in range(3))
+    m = {"unit": None, "scalar": torch.tensor(0.7, dtype=dtype, device=DEV),
+         "diagonal": (torch.rand(6, generator=torch.Generator().manual_seed(9)) + 0.5).to(dtype).to(DEV)}[mass]
+    xo, po = OPS.leapfrog_kick_drift(x, p, g, 0.05, 0.1, m)
+    xr, pr = reference.leapfrog_kick_drift(x.double(), p.double(), g.double(), 0.05, 0.1,
+                                           None if m is None else m.double())
+    torch.testing.assert_close(xo.double(), xr.to(dtype).double(), **tol(dtype))
+    torch.testing.assert_close(po.double(), pr.to(dtype).double(), **tol(dtype))
+
+
+@pytest.mark.parametrize("dtype", STATE_DTYPES)
+@pytest.mark.parametrize("shape", [(5,), (37, 3), (1000, 2, 3)])
+def test_metropolis_select_matches_reference(dtype, shape):
+    B = shape[0]
+    x, y = randn(*shape, dtype=dtype, seed=1), randn(*shape, dtype=dtype, seed=2)
+    lr = randn(B, dtype=dtype, seed=3)
+    lr[0] = float("nan")
+    u = OPS.philox_uniform([B], SEED, 8, F64 if dtype == F64 else F32, DEV).to(dtype)
+    xo, acc = OPS.metropolis_select(lr, x, y, u, 0, 0)
+    xr, accr = reference.metropolis_select(lr.double(), x, y, u.double())
+    assert torch.equal(acc, accr) and not bool(acc[0])
+    assert torch.equal(xo, xr)
+    if dtype in (F32, F64):  # in-kernel uniforms: stream 1 at [B] in the state's dtype
+        xo2, acc2 = OPS.metropolis_select(lr, x, y, None, SEED, 8)
+        assert torch.equal(acc2, acc) and torch.equal(xo2, xo)
+
+
+@pytest.mark.parametrize("dtype", STATE_DTYPES)
+@pytest.mark.parametrize("shape", [(64, 2), (64, 40), (8, 3, 32, 32)])
+def test_mala_select_matches_reference(dtype, shape):
+    B = shape[0]
+    x, gx, gy = (randn(*shape, dtype=dtype, seed=s) for s in range(3))
+    y = (x.double() + 0.05 * randn(*shape, dtype=F64, seed=4)).to(dtype)
+    ex, ey = randn(B, dtype=dtype, seed=5), randn(B, dtype=dtype, seed=6)
+    a, b = 0.01, math.sqrt(0.02)
+    u = OPS.philox_uniform([B], SEED, 2, F64 if dtype == F64 else F32, DEV).to(dtype)
+    xo, go, eo, acc = OPS.mala_select(x, y, gx, gy, ex, ey, a, b, u, 0, 0)
+    ref = reference.mala_select(x.double(), y.double(), gx.double(), gy.double(), ex.double(),
+                                ey.double(), a, b, u.double())
+    # Acceptance can only differ where log u sits within rounding of the log ratio.
+    log_r = reference.mala_log_accept_ratio(x.double(), y.double(), gx.double(), gy.double(),
+                                            ex.double(), ey.double(), a, b)
+    margin = (torch.log(u.double()) - log_r).abs()
+    close = margin < {F16: 1e-2, BF16: 1e-2, F32: 1e-3, F64: 1e-9}[dtype] * (1 + log_r.abs())
+    assert torch.equal(acc | close, ref[3] | close)
+    keep = ~close
+    assert torch.equal(xo[keep], torch.where(acc.view(-1, *[1] * (x.dim() - 1)), y, x)[keep])
+    assert torch.equal(go[keep], torch.where(acc.view(-1, *[1] * (x.dim() - 1)), gy, gx)[keep])
+    assert torch.equal(eo, torch.where(acc, ey, ex))
+    if dtype in (F32, F64):
+        drawn = OPS.mala_select(x, y, gx, gy, ex, ey, a, b, None, SEED, 2)
+        assert torch.equal(drawn[3], acc)
+
+
+@gpu_only
+def test_selects_match_the_cpu():
+    x, y = randn(500, 4, dtype=F64, seed=1), randn(500, 4, dtype=F64, seed=2)
+    gx, gy = randn(500, 4, dtype=F64, seed=3), randn(500, 4, dtype=F64, seed=4)
+    ex, ey = randn(500, dtype=F64, seed=5), randn(500, dtype=F64, seed=6)
+    gpu = OPS.mala_select(x, y, gx, gy, ex, ey, 0.1, 0.5, None, SEED, 77)
+    cpu = OPS.mala_select(*(t.cpu() for t in (x, y, gx, gy, ex, ey)), 0.1, 0.5, None, SEED, 77)
+    for a, b in zip(gpu, cpu):
+        assert torch.equal(a.cpu(), b)
+    gpu = OPS.metropolis_select(ex - ey, x, y, None, SEED, 78)
+    cpu = OPS.metropolis_select((ex - ey).cpu(), x.cpu(), y.cpu(), None, SEED, 78)
+    assert torch.equal(gpu[0].cpu(), cpu[0]) and torch.equal(gpu[1].cpu(), cpu[1])
+
+
+# ---- analytic models and whole chains ----------------------------------------------------------
+
+PREC = torch.tensor([[2.0, -0.6, 0.1, 0.0, 0.2], [-0.6, 1.5, 0.3, 0.0, 0.0], [0.1, 0.3, 1.0, 0.2, 0.0],
+                     [0.0, 0.0, 0.2, 0.8, 0.1], [0.2, 0.0, 0.0, 0.1, 1.2]], dtype=F64)
+MODELS = {
+    "gaussian": (),
+    "double_well": (2.0, 1.0),
+    "harmonic": (1.5,),
+    "rosenbrock": (1.0, 10.0),
+    "ackley": (20.0, 0.2, 2 * math.pi),
+    "rastrigin": (10.0,),
+    "himmelblau": (),
+    "booth": (),
+    "styblinski_tang": (),
+}
+ONLY_2D = ("himmelblau", "booth")
+
+
+def model_args(name, d, dtype):
+    if name != "gaussian":
+        return MODELS[name], None, None
+    mean = torch.linspace(-0.5, 0.5, d, dtype=F64).to(dtype).to(DEV)
+    return (), mean, PREC[:d, :d].to(dtype).to(DEV)
+
+
+def model_cases():
+    return [(n, d) for n in MODELS for d in (2, 5) if not (d == 5 and n in ONLY_2D)]
+
+
+@pytest.mark.parametrize("name,d", model_cases())
+@pytest.mark.parametrize("dtype", [F32, F64])
+def test_analytic_energy_grad_matches_reference(name, d, dtype):
+    x = randn(257, d, dtype=dtype, seed=1) * 0.8
+    params, mean, prec = model_args(name, d, dtype)
+    e, g = OPS.analytic_energy_grad(name, x, list(params), mean, prec)
+    er, gr = reference.analytic_energy_grad(name, x.double(), params,
+                                            None if mean is None else mean.double(),
+                                            None if prec is None else prec.double())
+    t = dict(rtol=1e-5, atol=1e-4) if dtype == F32 else dict(rtol=1e-11, atol=1e-10)
+    torch.testing.assert_close(e.double(), er, **t)
+    torch.testing.assert_close(g.double(), gr, **t)
+
+
+def langevin_loop(name, x, a, b, params, mean, prec, clamp, clip, seed, thin):
+    traj, energies = [], []
+    for t in range(a.numel()):
+        _, g = OPS.analytic_energy_grad(name, x, list(params), mean, prec)
+        x = OPS.langevin_update(x, g, None, float(a[t]), float(b[t]), clamp[0], clamp[1], clip, seed, t)
+        energies.append(OPS.analytic_energy_grad(name, x, list(params), mean, prec)[0].double().mean())
+        if (t + 1) % thin == 0:
+            traj.append(x)
+    return x, torch.stack(traj, 1), torch.stack(energies)
+
+
+@pytest.mark.parametrize("name,d", model_cases())
+def test_langevin_chain_equals_its_per_step_loop(name, d):
+    B, n = 300, 24
+    x0 = randn(B, d, dtype=F64, seed=2) * 0.5 + 0.3
+    params, mean, prec = model_args(name, d, F64)
+    a = torch.linspace(1e-3, 2e-3, n, dtype=F64)  # a decaying schedule, on the host
+    b = torch.sqrt(2 * a) * 0.5
+    clamp, clip = (-4.0, 4.0), 50.0
+    x, traj, em = OPS.langevin_chain(name, x0, a, b, list(params), mean, prec, *clamp, clip, SEED, 3, True, True)
+    xl, tl, el = langevin_loop(name, x0, a, b, params, mean, prec, clamp, clip, SEED, 3)
+    torch.testing.assert_close(x, xl, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(traj, tl, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(em.double().cpu(), el.cpu(), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("name,d", [("double_well", 2), ("rosenbrock", 2), ("gaussian", 5), ("styblinski_tang", 3)])
+def test_mala_chain_equals_its_per_step_loop(name, d):
+    B, n = 256, 20
+    x = randn(B, d, dtype=F64, seed=3) * 0.5
+    params, mean, prec = model_args(name, d, F64)
+    a = torch.full((n,), 5e-3, dtype=F64)
+    b = torch.sqrt(2 * a)
+    xc, _, em, acc = OPS.mala_chain(name, x, a, b, list(params), mean, prec, SEED, 1, False, True)
+    e, g = OPS.analytic_energy_grad(name, x, list(params), mean, prec)
+    rates, means = [], []
+    for t in range(n):
+        y = OPS.langevin_update(x, g, None, float(a[t]), float(b[t]), None, None, None, SEED, t)
+        ey, gy = OPS.analytic_energy_grad(name, y, list(params), mean, prec)
+        x, g, e, took = OPS.mala_select(x, y, g, gy, e, ey, float(a[t]), float(b[t]), None, SEED, t)
+        rates.append(took.double().mean())
+        means.append(e.double().mean())
+    torch.testing.assert_close(xc, x, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(acc.double(), torch.stack(rates), rtol=0, atol=1e-12)
+    torch.testing.assert_close(em.double(), torch.stack(means), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("name,d", [("double_well", 2), ("harmonic", 4), ("gaussian", 5)])
+@pytest.mark.parametrize("mass", [None, "diagonal"])
+def test_hmc_chain_equals_its_per_step_loop(name, d, mass):
+    B, n, L = 128, 12, 5
+    x = randn(B, d, dtype=F64, seed=4)
+    params, mean, prec = model_args(name, d, F64)
+    eps = torch.full((n,), 0.05, dtype=F64)
+    m = None if mass is None else torch.linspace(0.5, 1.5, d, dtype=F64).to(DEV)
+    xc, _, _, acc = OPS.hmc_chain(name, x, eps, L, m, list(params), mean, prec, SEED, 1, False, False)
+    e, g = OPS.analytic_energy_grad(name, x, list(params), mean, prec)
+    rates = []
+    for t in range(n):
+        h = float(eps[t])
+        p = OPS.philox_normal([B, d], SEED, t, F64, DEV)
+        if m is not None:
+            p = p / torch.sqrt(m)
+        kin = lambda q: 0.5 * ((q * q) if m is None else (m * q * q)).sum(-1)  # noqa: E731
+        h0 = e + kin(p)
+        xn, p = OPS.leapfrog_kick_drift(x, p, g, h / 2, h, m)
+        for step in range(1, L + 1):
+            en, gn = OPS.analytic_energy_grad(name, xn, list(params), mean, prec)
+            if step < L:
+                xn, p = OPS.leapfrog_kick_drift(xn, p, gn, h, h, m)
+        p = p - h / 2 * gn
+        x_new, took = OPS.metropolis_select(h0 - (en + kin(p)), x, xn, None, SEED, t)
+        sel = took.view(-1, 1)
+        x, g, e = x_new, torch.where(sel, gn, g), torch.where(took, en, e)
+        rates.append(took.double().mean())
+    torch.testing.assert_close(xc, x, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(acc.double(), torch.stack(rates), rtol=0, atol=1e-12)
+
+
+@gpu_only
+@pytest.mark.parametrize("name,d", [("double_well", 2), ("double_well", 7), ("gaussian", 5), ("ackley", 2), ("himmelblau", 2)])
+@pytest.mark.parametrize("sampler", ["langevin", "mala", "hmc"])
+def test_chains_match_the_cpu(name, d, sampler):
+    B, n = 200, 30
+    x0 = randn(B, d, dtype=F64, seed=6) * 0.5
+    params, mean, prec = model_args(name, d, F64)
+    sched = torch.full((n,), 1e-3, dtype=F64)
+
+    def call(dev):
+        mv = None if mean is None else mean.to(dev)
+        pv = None if prec is None else prec.to(dev)
+        if sampler == "langevin":
+            return OPS.langevin_chain(name, x0.to(dev), sched, torch.sqrt(2 * sched), list(params), mv, pv,
+                                      None, None, None, SEED, 2, True, True)
+        if sampler == "mala":
+            return OPS.mala_chain(name, x0.to(dev), sched, torch.sqrt(2 * sched), list(params), mv, pv,
+                                  SEED, 2, True, True)
+        return OPS.hmc_chain(name, x0.to(dev), sched * 10, 4, None, list(params), mv, pv, SEED, 2, True, True)
+
+    for got, want in zip(call(DEV), call(torch.device("cpu"))):
+        torch.testing.assert_close(got.cpu(), want, rtol=1e-9, atol=1e-9)
+
+
+def test_chain_outputs_are_deterministic():
+    x0 = randn(5000, 8, dtype=F32, seed=1)
+    a = torch.full((50,), 1e-2, dtype=F64)
+    one = OPS.mala_chain("double_well", x0, a, torch.sqrt(2 * a), [2.0, 1.0], None, None, 5, 5, True, True)
+    two = OPS.mala_chain("double_well", x0, a, torch.sqrt(2 * a), [2.0, 1.0], None, None, 5, 5, True, True)
+    for p, q in zip(one, two):
+        assert torch.equal(p, q)
+
+
+@gpu_only
+@pytest.mark.parametrize("dtype", LOW)
+def test_low_precision_chains_run_in_float32(dtype):
+    x0 = randn(64, 3, dtype=dtype, seed=2)
+    a = torch.full((10,), 1e-2, dtype=F64)
+    out = OPS.langevin_chain("double_well", x0, a, torch.sqrt(2 * a), [2.0, 1.0], None, None,
+                             None, None, None, 9, 1, True, True)
+    ref = OPS.langevin_chain("double_well", x0.float(), a, torch.sqrt(2 * a), [2.0, 1.0], None, None,
+                             None, None, None, 9, 1, True, True)
+    for got, want in zip(out, ref):
+        assert got.dtype == dtype and torch.equal(got, want.to(dtype))
+    e, g = OPS.analytic_energy_grad("harmonic", x0, [1.0], None, None)
+    assert e.dtype == dtype and torch.equal(g, x0)
+
+
+# ---- statistics: the chains sample what they should ----------------------------------------------
+
+
+def test_langevin_chain_has_the_exact_ula_stationary_variance():
+    # E = k/2 x^2 (sigma^2 = 1/k); ULA with step eta and noise sqrt(2 eta) has stationary variance
+    # sigma^2 / (1 - eta k / 2) exactly; independent chains and coordinates make iid samples.
+    B, d, n, eta, k = 1 << 16, 4, 400, 0.1, 1.0
+    a = torch.full((n,), eta, dtype=F64)
+    x, _, _ = OPS.langevin_chain("harmonic", torch.zeros(B, d, device=DEV), a, torch.sqrt(2 * a), [k],
+                                 None, None, None, None, None, 11, 1, False, False)
+    s = x.double().flatten()
+    N, target = s.numel(), (1 / k) / (1 - eta * k / 2)
+    assert_within(float(s.mean()), 0.0, math.sqrt(target / N), "mean")
+    assert_within(float(s.var()), target, target * math.sqrt(2 / N), "variance")
+
+
+def _gaussian_moment_checks(x, mean, cov, what):
+    x = x.double().cpu()
+    N = x.shape[0]
+    for i in range(x.shape[1]):
+        assert_within(float(x[:, i].mean()), float(mean[i]), math.sqrt(float(cov[i, i]) / N), f"{what} mean[{i}]")
+    xc = x - x.mean(0)
+    for i in range(x.shape[1]):
+        for j in range(i, x.shape[1]):
+            prod = xc[:, i] * xc[:, j]
+            assert_within(float(prod.mean()), float(cov[i, j]), float(prod.std()) / math.sqrt(N), f"{what} cov[{i},{j}]")
+
+
+def test_mala_chain_is_exact_on_a_correlated_gaussian():
+    cov = torch.tensor([[1.0, 0.8], [0.8, 1.0]], dtype=F64)
+    prec, mean = torch.linalg.inv(cov), torch.tensor([1.0, -2.0], dtype=F64)
+    B, n, eta = 1 << 15, 400, 0.1
+    a = torch.full((n,), eta, dtype=F64)
+    x, _, _, acc = OPS.mala_chain("gaussian", randn(B, 2, dtype=F64, seed=3), a, torch.sqrt(2 * a), [],
+                                  mean.to(DEV), prec.to(DEV), 21, 1, False, False)
+    assert float(acc[-50:].mean()) > 0.3
+    _gaussian_moment_checks(x, mean, cov, "MALA")
+
+
+def test_hmc_chain_is_exact_on_a_gaussian_with_diagonal_mass():
+    cov = torch.tensor([[2.0, 0.5, 0.0], [0.5, 1.0, 0.3], [0.0, 0.3, 0.5]], dtype=F64)
+    prec, mean = torch.linalg.inv(cov), torch.tensor([0.5, 0.0, -1.0], dtype=F64)
+    B, n = 1 << 15, 200
+    x, _, _, acc = OPS.hmc_chain("gaussian", randn(B, 3, dtype=F64, seed=4), torch.full((n,), 0.3, dtype=F64),
+                                 6, torch.tensor([1.5, 1.0, 0.6], dtype=F64, device=DEV), [],
+                                 mean.to(DEV), prec.to(DEV), 22, 1, False, False)
+    assert float(acc[-50:].mean()) > 0.5
+    _gaussian_moment_checks(x, mean, cov, "HMC")
+
+
+@pytest.mark.parametrize("sampler", ["mala", "hmc"])
+def test_chain_is_exact_on_a_1d_double_well(sampler):
+    # E = h (x^2 - 1)^2: compare E[x^2] and E[x^4] with quadrature of exp(-E).
+    h = 1.0
+    grid = np.linspace(-4, 4, 200_001)
+    w = np.exp(-h * (grid**2 - 1) ** 2)
+    integrate = getattr(np, "trapezoid", None) or np.trapz
+    m2, m4, m8 = (float(integrate(grid**k * w, grid) / integrate(w, grid)) for k in (2, 4, 8))
+    B, n = 1 << 16, 600
+    x0 = randn(B, 1, dtype=F64, seed=5)  # symmetric start: both wells get their share
+    if sampler == "mala":
+        a = torch.full((n,), 0.05, dtype=F64)
+        x, _, _, _ = OPS.mala_chain("double_well", x0, a, torch.sqrt(2 * a), [h, 1.0], None, None, 31, 1, False, False)
+    else:
+        x, _, _, _ = OPS.hmc_chain("double_well", x0, torch.full((n,), 0.2, dtype=F64), 8, None, [h, 1.0],
+                                   None, None, 32, 1, False, False)
+    s = x.double().flatten().cpu()
+    assert_within(float((s**2).mean()), m2, math.sqrt((m4 - m2**2) / B), f"{sampler} E[x^2]")
+    assert_within(float((s**4).mean()), m4, math.sqrt((m8 - m4**2) / B), f"{sampler} E[x^4]")
+
+
+# ---- CUDA graphs ------------------------------------------------------------------------------------
+
+
+class _MLPEnergy(torch.nn.Module):
+    def __init__(self, d):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.net = torch.nn.Sequential(torch.nn.Linear(d, 32), torch.nn.Tanh(), torch.nn.Linear(32, 1))
+        for p in self.net.parameters():
+            torch.nn.init.normal_(p, std=0.3, generator=g)
+
+    def forward(self, x):
+        return self.net(x).squeeze(-1) + 0.5 * (x * x).sum(-1)
+
+
+def _autograd_gradient(model):
+    def gradient(x):
+        with torch.enable_grad():
+            xv = x.detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(model(xv).sum(), xv)
+        return g
+    return gradient
+
+
+@gpu_only
+@pytest.mark.parametrize("n_steps", [0, 5, 13])
+def test_captured_langevin_graph_equals_the_eager_loop(n_steps):
+    from torchebm.kernels.cuda_graph import capture_langevin
+
+    model = _MLPEnergy(6).to(DEV)
+    grad = _autograd_gradient(model)
+    x0 = randn(256, 6)
+    graph = capture_langevin(grad, x0, a=0.01, b=0.1, steps_per_graph=5, clamp_min=-3.0, clamp_max=3.0)
+    got = graph.run(x0, seed=SEED, n_steps=n_steps)
+    x = x0
+    for t in range(n_steps):
+        x = OPS.langevin_update(x, grad(x), None, 0.01, 0.1, -3.0, 3.0, None, SEED, t)
+    torch.testing.assert_close(got, x, rtol=1e-5, atol=1e-5)
+
+
+@gpu_only
+def test_graph_replays_draw_fresh_noise():
+    from torchebm.kernels.cuda_graph import capture_langevin
+
+    x0 = torch.zeros(64, 4, device=DEV)
+    graph = capture_langevin(torch.zeros_like, x0, a=0.0, b=1.0, steps_per_graph=4)
+    two_blocks = graph.run(x0, seed=3, n_steps=8)  # sum of 8 normals of steps 0..7
+    expected = sum(OPS.philox_normal([64, 4], 3, t, F32, DEV) for t in range(8))
+    torch.testing.assert_close(two_blocks, expected, rtol=1e-5, atol=1e-5)
+    assert not torch.equal(graph.run(x0, seed=4, n_steps=8), two_blocks)
+
+
+@gpu_only
+def test_graph_langevin_has_the_exact_ula_stationary_variance():
+    from torchebm.kernels.cuda_graph import capture_langevin
+
+    class Quadratic(torch.nn.Module):
+        def forward(self, x):
+            return 0.5 * (x * x).sum(-1)
+
+    B, d, eta = 1 << 15, 4, 0.1
+    x0 = torch.zeros(B, d, device=DEV)
+    graph = capture_langevin(_autograd_gradient(Quadratic()), x0, a=eta, b=math.sqrt(2 * eta), steps_per_graph=20)
+    s = graph.run(x0, seed=77, n_steps=400).double().flatten()
+    N, target = s.numel(), 1 / (1 - eta / 2)
+    assert_within(float(s.mean()), 0.0, math.sqrt(target / N), "graph mean")
+    assert_within(float(s.var()), target, target * math.sqrt(2 / N), "graph variance")
+
+
+# ---- no host synchronisation ------------------------------------------------------------------------
+
+
+@gpu_only
+def test_ops_do_not_synchronise_with_the_host():
+    x, g, p = randn(128, 4, seed=1), randn(128, 4, seed=2), randn(128, 4, seed=3)
+    e = randn(128, seed=4)
+    a = torch.full((20,), 1e-2, dtype=F64, device=DEV)
+    state = torch.tensor([1, 0], dtype=torch.int64, device=DEV)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        OPS.philox_normal([128, 4], 1, 2, F32, DEV)
+        OPS.philox_uniform([128], 1, 2, F32, DEV)
+        OPS.langevin_update(x, g, None, 0.1, 0.2, -1.0, 1.0, 0.5, 1, 2)
+        OPS.langevin_update_graphsafe_(x.clone(), g, 0.1, 0.2, None, None, None, state, 0)
+        OPS.philox_state_advance_(state, 1)
+        OPS.leapfrog_kick_drift(x, p, g, 0.1, 0.2, None)
+        OPS.metropolis_select(e, x, p, None, 1, 2)
+        OPS.mala_select(x, p, g, g, e, e, 0.1, 0.2, None, 1, 2)
+        OPS.analytic_energy_grad("double_well", x, [2.0, 1.0], None, None)
+        OPS.langevin_chain("double_well", x, a, a, [2.0, 1.0], None, None, None, None, None, 1, 2, True, True)
+        OPS.langevin_chain("rosenbrock", x, a, a, [1.0, 10.0], None, None, None, None, None, 1, 2, True, True)
+        OPS.mala_chain("double_well", x, a, a, [2.0, 1.0], None, None, 1, 2, True, True)
+        OPS.hmc_chain("double_well", x, a, 3, None, [2.0, 1.0], None, None, 1, 2, True, True)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.synchronize()
