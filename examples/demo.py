@@ -12,9 +12,13 @@ trajectories recorded. Written to ``--out``:
     trajectories_<model>.png   a few chains' paths, one panel per sampler, over E(x)
     diagnostics_<model>.png    mean energy and acceptance rate against step, per sampler
 
-and a table is printed: sampler, model, chains x steps, steps/s (sampler iterations per second
-for the whole batch), acceptance rate (Metropolis-corrected samplers), and the execution path
-the sampler reports (whole-chain kernel, per-step fused ops, or the PyTorch reference).
+The drawn paths cost the same number of gradient evaluations for every sampler (an HMC step
+spends ``n_leapfrog_steps`` of them, so its paths have fewer, longer steps).
+
+A table is printed: sampler, model, chains x steps, steps/s (sampler iterations per second for
+the whole batch), acceptance rate (Metropolis-corrected samplers), and the execution path the
+sampler reports in ``sampler.last_path`` (``chain``: the whole chain in one kernel call;
+``fused``: the model's gradient per step around fused update ops; ``reference``: PyTorch).
 """
 
 from __future__ import annotations
@@ -147,8 +151,8 @@ def run_demo(
     out: os.PathLike | str,
     n_chains: int = 1000,
     n_steps: int = 300,
-    traj_chains: int = 5,
-    traj_steps: int = 300,
+    traj_chains: int = 4,
+    traj_steps: int = 150,
     seed: int = 0,
     dpi: int = 110,
     log: Callable[[str], None] = print,
@@ -170,8 +174,13 @@ def run_demo(
             rows.append(Row(name, land.name, n_chains, n_steps, seconds, acceptance(diagnostics),
                             execution_path(sampler)))
             finals[name], diags[name] = samples, diagnostics
+            # Paths of equal cost: an HMC step spends n_leapfrog_steps gradients, so it takes
+            # fewer steps (and its long jumps stay readable).
+            path_steps = max(1, traj_steps // getattr(sampler, "n_leapfrog_steps", 1))
             start_points = torch.tensor([land.start]).repeat(traj_chains, 1)
-            paths[name] = sampler.sample(x=start_points, n_steps=traj_steps, return_trajectory=True)
+            traj = sampler.sample(x=start_points, n_steps=path_steps, return_trajectory=True)
+            # The trajectory holds the states after each step; draw the paths from the start.
+            paths[name] = torch.cat([start_points[:, None, :], traj.to(start_points.dtype)], dim=1)
         _figures(land, finals, paths, diags, out, dpi)
     log(format_table(rows))
     return rows
@@ -180,7 +189,7 @@ def run_demo(
 def _figures(land: Landscape, finals: dict, paths: dict, diags: dict, out: Path, dpi: int) -> None:
     (x_range, y_range) = land.box
     n = len(finals)
-    fig, axes = plt.subplots(1, n, figsize=(5.2 * n, 4.6))
+    fig, axes = plt.subplots(1, n, figsize=(4.4 * n + 0.8, 4.4))
     for ax, (name, samples) in zip(axes, finals.items()):
         plot_samples(samples, land.model, ax=ax, x_range=x_range, y_range=y_range, s=4, alpha=0.5,
                      colorbar=ax is axes[-1], title=f"{name}\n{samples.shape[0]} chains, final states")
@@ -189,11 +198,11 @@ def _figures(land: Landscape, finals: dict, paths: dict, diags: dict, out: Path,
     fig.savefig(out / f"samples_{land.name}.png", dpi=dpi)
     plt.close(fig)
 
-    fig, axes = plt.subplots(1, n, figsize=(5.2 * n, 4.6))
+    fig, axes = plt.subplots(1, n, figsize=(4.4 * n + 0.8, 4.4))
     for ax, (name, traj) in zip(axes, paths.items()):
         plot_trajectories(traj, land.model, ax=ax, x_range=x_range, y_range=y_range,
                           linewidth=0.8, colorbar=ax is axes[-1],
-                          title=f"{name}\n{traj.shape[0]} chains x {traj.shape[1]} steps")
+                          title=f"{name}\n{traj.shape[0]} chains x {traj.shape[1] - 1} steps")
     fig.suptitle(f"Trajectories: {land.title}")
     fig.tight_layout()
     fig.savefig(out / f"trajectories_{land.name}.png", dpi=dpi)
@@ -242,8 +251,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--out", default="demo_out", help="output folder for the PNG figures")
     parser.add_argument("--chains", type=int, default=1000, help="chains per timed run")
     parser.add_argument("--steps", type=int, default=300, help="sampler steps per timed run")
-    parser.add_argument("--traj-chains", type=int, default=5)
-    parser.add_argument("--traj-steps", type=int, default=300)
+    parser.add_argument("--traj-chains", type=int, default=4, help="chains drawn as paths")
+    parser.add_argument("--traj-steps", type=int, default=150, help="gradient evaluations per drawn path (an HMC step spends n_leapfrog_steps)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     start = time.perf_counter()

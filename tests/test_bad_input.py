@@ -210,7 +210,7 @@ def test_scalar_x(sampler):
 
 
 def test_x_with_no_chains(sampler):
-    with pytest.raises(ValueError, match=r"x must hold at least one chain, got shape \(0, 2\)"):
+    with pytest.raises(ValueError, match=r"x must hold at least one chain of at least one element, got shape \(0, 2\)"):
         sampler.sample(x=torch.zeros(0, 2), n_steps=1)
 
 

@@ -84,4 +84,6 @@ def test_jit_build_compiles_the_same_sources(tmp_path):
     out = _run(code, {"TORCHEBM_JIT": "1", "TORCH_EXTENSIONS_DIR": str(tmp_path)})
     assert out.returncode == 0, out.stderr[-4000:]
     assert "HOW jit" in out.stdout, out.stdout + out.stderr[-4000:]
-    assert "ERR 0.0" in out.stdout
+    # Float32 rounding: the JIT build may contract multiply-adds differently from the CMake build.
+    err = float(out.stdout.split("ERR")[1].split()[0])
+    assert err <= 4 * torch.finfo(torch.float32).eps, out.stdout

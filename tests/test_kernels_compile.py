@@ -41,9 +41,11 @@ def _inputs(dtype=torch.float32):
     return (x, gr, p, inv_mass, e), (x, a, torch.sqrt(2 * a), torch.zeros(4, dtype=dtype), torch.eye(4, dtype=dtype))
 
 
-def _assert_same(got, want):
+def _assert_same(got, want, exact=True):
+    # Inductor may reorder the float sums around the ops (not the ops themselves).
+    tol = dict(rtol=0, atol=0) if exact else dict(rtol=1e-5, atol=1e-5)
     for u, v in zip(got, want):
-        torch.testing.assert_close(u, v, rtol=0, atol=0)
+        torch.testing.assert_close(u, v, **tol)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -57,7 +59,7 @@ def test_ops_compile_with_fullgraph_aot_eager(dtype):
 def test_per_step_ops_compile_with_the_default_backend():
     torch._dynamo.reset()
     step_args, _ = _inputs()
-    _assert_same(torch.compile(_per_step, fullgraph=True)(*step_args), _per_step(*step_args))
+    _assert_same(torch.compile(_per_step, fullgraph=True)(*step_args), _per_step(*step_args), exact=False)
 
 
 def test_fake_kernels_give_the_eager_shapes_and_dtypes():

@@ -9,7 +9,6 @@ once their ops are built and are skipped, naming the missing op, until then.
 from __future__ import annotations
 
 import inspect
-import warnings
 
 import numpy as np
 import pytest
@@ -22,7 +21,6 @@ from torchebm.core import (
     BaseSampler,
     ConstantScheduler,
     DoubleWellEnergy,
-    DoubleWellModel,
     GaussianEnergy,
     GaussianModel,
     LinearScheduler,

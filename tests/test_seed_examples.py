@@ -19,6 +19,8 @@ Tables (all explicit, all listed in ``docs/seed_examples.md``):
 * ``IMPLIED_IMPORTS``: imports a page takes for granted (seed 004's listings use ``torch``,
   ``nn``, ``ABC``... without importing them).
 * ``SIZE_PATCHES``: literal sizes reduced to keep CI within budget (printed below).
+* ``DOCUMENTED_RESULTS``: what a page says an example produces (``# Shape: [100, 2]``),
+  checked after the example runs.
 * ``CONTRADICTIONS``: lines of the seeds that contradict each other or the rest of the API.
 
 Regenerate the docs page with ``python tests/test_seed_examples.py --write-docs``.
@@ -120,6 +122,33 @@ IMPLIED_IMPORTS: dict[str, str] = {
 # old literal must occur exactly `count` times. Keep this table minimal.
 SIZE_PATCHES: dict[str, list[tuple[str, str, int, str]]] = {}
 
+# What the pages say an example produces (a comment, the prose, or the arguments' plain
+# meaning), checked in the example's namespace right after it runs: (expression, expected, claim).
+_SHAPE = "tuple({}.shape)"
+DOCUMENTED_RESULTS: dict[str, list[tuple[str, object, str]]] = {
+    "seed000_example1": [(_SHAPE.format("samples"), (100, 2), "comment: Shape: [100, 2]")],
+    "seed001_example1": [(_SHAPE.format("samples"), (100, 2), "as seed000_example1")],
+    "seed000_example2": [(_SHAPE.format("trajectory"), (100, 1000, 2),
+                          "comment: Shape: [n_samples, n_steps, dim]")],
+    "seed001_example2": [(_SHAPE.format("trajectory"), (100, 1000, 2),
+                          "comment: Shape: [n_samples, n_steps, dim]")],
+    "seed000_example4": [(_SHAPE.format("samples"), (100, 2), "100 chains in 2-D")],
+    "seed001_example4": [(_SHAPE.format("samples"), (100, 2), "100 chains in 2-D")],
+    "seed000_example6": [(_SHAPE.format("samples"), (1000, 2), "n_samples = 1000, dim = 2")],
+    "seed001_example6": [(_SHAPE.format("samples"), (1000, 2), "n_samples = 1000, dim = 2")],
+    "seed000_example7": [(_SHAPE.format("trajectory"), (1, 1000, 2), "trajectory[0, :, 0] is one chain")],
+    "seed001_example7": [(_SHAPE.format("trajectory"), (1, 1000, 2), "trajectory[0, :, 0] is one chain")],
+    "seed002_example1": [(_SHAPE.format("samples"), (1000, 2), "1000 particles in 2-D")],
+    "seed002_example2": [(_SHAPE.format("trajectory"), (5, 200, 2), "comment: 5 chains, 200 steps")],
+    "seed002_example3": [(_SHAPE.format("samples"), (1000, 2), "1000 particles in 2-D")],
+    "seed002_example4": [("0.0 <= float(acceptance_rate) <= 1.0", True, "an acceptance rate")],
+    "seed003_example1": [(_SHAPE.format("samples"), (1000, 2), "n_samples = 1000, dim = 2")],
+    "seed003_example2": [
+        (_SHAPE.format("trajectory"), (1, 1000, 1), "trajectory[0, :, 0]: one chain in 1-D"),
+        (_SHAPE.format("diagnostics[:, 2, 0, 0]"), (1000,), "energy per step"),
+    ],
+}
+
 CONTRADICTIONS: dict[str, str] = {
     "seed002_example4 vs seed003_example2": (
         "sampler diagnostics: seed 002 indexes a dict (`diagnostics['acceptance_rate']`, HMC) "
@@ -131,7 +160,7 @@ CONTRADICTIONS: dict[str, str] = {
         "scheduler keywords: `CosineScheduler(start_value=, end_value=, n_steps=)` next to "
         "`LinearScheduler(initial_value=, final_value=, total_steps=)`; both spellings are run."
     ),
-    "seed000/001_example1 vs seed001/000": (
+    "seeds 000/003/004 vs seeds 001/002": (
         "sampler keyword `energy_function=` (000, 003, 004) vs `model=` (001, 002); both are run."
     ),
     "seed004_example15 vs seed000_example5": (
@@ -188,7 +217,9 @@ SEEDS = se.seeds_dir()
 EXAMPLES: dict[str, list[se.Example]] = se.extract_all(SEEDS) if SEEDS else {}
 BY_ID = {ex.id: ex for exs in EXAMPLES.values() for ex in exs}
 SKIP_NO_SEEDS = (
-    f"seed documents not found: set ${se.SEEDS_ENV_VAR} or place them in "
+    f"seed documents not found: ${se.SEEDS_ENV_VAR}={os.environ[se.SEEDS_ENV_VAR]!r} is not a folder"
+    if os.environ.get(se.SEEDS_ENV_VAR)
+    else f"seed documents not found: set ${se.SEEDS_ENV_VAR} or place them in "
     f"{se.REPO_ROOT.parent / 'shared' / 'seeds'}"
 )
 
@@ -212,6 +243,19 @@ class Outcome:
     seconds: float
     error: str = ""
     exc_type: str = ""
+    mismatches: tuple = ()  # documented results that did not hold
+
+
+def _check_documented_results(ex_id: str, namespace: dict) -> tuple:
+    bad = []
+    for expression, expected, claim in DOCUMENTED_RESULTS.get(ex_id, []):
+        try:
+            got = eval(expression, dict(namespace))
+        except Exception as exc:  # noqa: BLE001 - reported by the test
+            got = f"{type(exc).__name__}: {exc}"
+        if got != expected:
+            bad.append(f"{expression} = {got!r}, expected {expected!r} ({claim})")
+    return tuple(bad)
 
 
 @contextlib.contextmanager
@@ -296,7 +340,10 @@ class PageRun:
             outcome = _execute(source, f"<{ex.id}>", ns, self.workdir)
             self.namespace.update({k: v for k, v in ns.items() if k != "__builtins__"})
         else:
-            outcome = _execute(source, f"<{ex.id}>", self.namespace, self.workdir)
+            ns = self.namespace
+            outcome = _execute(source, f"<{ex.id}>", ns, self.workdir)
+        if outcome.ok:
+            outcome.mismatches = _check_documented_results(ex.id, ns)
         self.outcomes[ex.id] = outcome
 
     def failed_before(self, ex: se.Example) -> list[str]:
@@ -347,6 +394,7 @@ def test_seed_example(ex: se.Example, page_runs):
             f"{outcome.error}{context}",
             pytrace=False,
         )
+    assert not outcome.mismatches, f"{ex.id} ran, but: " + "; ".join(outcome.mismatches)
     for name in _savefig_targets(ex.source):
         target = page.workdir / name
         assert target.is_file() and target.stat().st_size > 0, f"{ex.id} did not write {name}"
@@ -400,7 +448,7 @@ def test_every_seed_file_yields_its_pinned_number_of_examples():
 
 @needs_seeds
 def test_tables_name_only_existing_examples():
-    for table in (NOT_RUNNABLE, PREFIXES, SIZE_PATCHES):
+    for table in (NOT_RUNNABLE, PREFIXES, SIZE_PATCHES, DOCUMENTED_RESULTS):
         unknown = set(table) - set(BY_ID)
         assert not unknown, f"unknown example ids: {sorted(unknown)}"
     assert set(PREFIXES) <= set(NOT_RUNNABLE), "a prefix is only for a non-runnable example"
@@ -526,7 +574,7 @@ def render_docs() -> str:
             if runnable(ex):
                 status = "runs"
                 if seed in IMPLIED_IMPORTS:
-                    status += " (with the page's implied imports)"
+                    status += " (a listing defining its own classes, with the page's implied imports)"
                 if ex.id in SIZE_PATCHES:
                     status += " (size-patched)"
             else:
@@ -536,6 +584,12 @@ def render_docs() -> str:
             origin = f" (rebuilt, twin {ex.origin.split(':', 1)[1]})" if ":" in ex.origin else ""
             out.append(f"| {ex.id} | {ex.line} | {_cell(ex.heading)}{origin} | {_cell(status)} |")
         out.append("")
+    out += ["## Documented results checked after an example runs", ""]
+    out += ["| id | expression | expected | the page's claim |", "| --- | --- | --- | --- |"]
+    for ex_id, checks in DOCUMENTED_RESULTS.items():
+        for expression, expected, claim in checks:
+            out.append(f"| {ex_id} | `{_cell(expression)}` | `{expected!r}` | {_cell(claim)} |")
+    out.append("")
     out += ["## Implied imports", ""]
     for seed, text in IMPLIED_IMPORTS.items():
         out += [f"Seed {seed}:", "", "```python", text.rstrip(), "```", ""]

@@ -62,10 +62,15 @@ def train_pcd(
     lr: float = 2e-3,
     lr_final: float = 2e-3,
     seed: int = 0,
+    first_scale: float = 1.0,
+    act: str = "SiLU",
 ):
     """Train the model of the module docstring; returns (model, sampler, loss_fn, seconds)."""
     torch.manual_seed(seed)
-    model = EnergyModel(MLP(2, [hidden, hidden]))
+    model = EnergyModel(MLP(2, [hidden, hidden], activation=getattr(torch.nn, act)))
+    with torch.no_grad():
+        model.network.layers[0].weight.mul_(first_scale)
+        model.network.layers[0].bias.mul_(first_scale)
     sampler = LangevinDynamics(model, step_size=step_size, noise_scale=1.0)
     loss_fn = PersistentContrastiveDivergence(
         model=model,

@@ -18,38 +18,52 @@
 
 namespace torchebm::cpu {
 
-// Gaussian prepared for the blocked GEMM: precision padded to `dp` columns (a multiple of the
-// column tile JT) with zeros, so every tile is full width.
+// Gaussian prepared for the blocked GEMM: precision padded to `dp` columns (a multiple of one
+// 64-byte vector) with zeros, so every column tile is full width.
 template <class T>
 struct GaussianBlocked {
   static constexpr bool kSeparable = false;
   const T* mean;  // [d]
   const T* prec;  // [d, dp]
   int64_t dp;
-  int jt;         // column tile: 8, 16 or 32 (float) / 4, 8 or 16 (double)
 };
 
 constexpr int kGemmRows = 4;
 
-// Rows [0, kGemmRows) of z (each dp long, zero-padded) times P (d x dp): g = z P, per-element
-// sums in k order. Accumulators of a (rows x JT) tile stay in registers.
+// Elements of T in one 64-byte vector: the column tile unit.
+template <class T>
+constexpr int64_t vec64_lanes() {
+  return 64 / static_cast<int64_t>(sizeof(T));
+}
+
+// g[i] = z[i] P for kGemmRows rows of z (each dp long, zero-padded), a tile of JT columns at a
+// time, the kGemmRows x JT accumulators kept in registers across the k loop. Every g[i][j] is the
+// sum over k in increasing order of z[i][k] P[k][j] (multiply-adds), as energies.h's row form.
 template <class T, int JT>
 TORCHEBM_HD void gemm_tile_rows(const T* z, const T* prec, T* g, int64_t d, int64_t dp) {
+  static_assert(kGemmRows == 4, "the tile below is written for 4 rows");
   for (int64_t j0 = 0; j0 < dp; j0 += JT) {
-    T acc[kGemmRows][JT];
-    for (int i = 0; i < kGemmRows; ++i) {
-      for (int jj = 0; jj < JT; ++jj) acc[i][jj] = T(0);
-    }
+    T a0[JT], a1[JT], a2[JT], a3[JT];
+#pragma omp simd
+    for (int jj = 0; jj < JT; ++jj) a0[jj] = a1[jj] = a2[jj] = a3[jj] = T(0);
     for (int64_t k = 0; k < d; ++k) {
       const T* pk = prec + k * dp + j0;
-      for (int i = 0; i < kGemmRows; ++i) {
-        const T zik = z[i * dp + k];
+      const T z0 = z[k], z1 = z[dp + k], z2 = z[2 * dp + k], z3 = z[3 * dp + k];
 #pragma omp simd
-        for (int jj = 0; jj < JT; ++jj) acc[i][jj] += zik * pk[jj];
+      for (int jj = 0; jj < JT; ++jj) {
+        const T p = pk[jj];
+        a0[jj] += z0 * p;
+        a1[jj] += z1 * p;
+        a2[jj] += z2 * p;
+        a3[jj] += z3 * p;
       }
     }
-    for (int i = 0; i < kGemmRows; ++i) {
-      for (int jj = 0; jj < JT; ++jj) g[i * dp + j0 + jj] = acc[i][jj];
+#pragma omp simd
+    for (int jj = 0; jj < JT; ++jj) {
+      g[j0 + jj] = a0[jj];
+      g[dp + j0 + jj] = a1[jj];
+      g[2 * dp + j0 + jj] = a2[jj];
+      g[3 * dp + j0 + jj] = a3[jj];
     }
   }
 }
@@ -70,11 +84,15 @@ TORCHEBM_HD void gaussian_rows(const GaussianBlocked<T>& m, const T* x, T* g, T*
   const int64_t dp = m.dp;
   T* z = scratch;
   T* gz = scratch + kGemmRows * dp;
+  for (int64_t i = 0; i < kGemmRows * dp; ++i) z[i] = T(0);
   for (int64_t r0 = 0; r0 < rows; r0 += kGemmRows) {
     const int64_t nr = std::min<int64_t>(kGemmRows, rows - r0);
-    for (int i = 0; i < kGemmRows; ++i) {
-      for (int64_t k = 0; k < dp; ++k) {
-        z[i * dp + k] = (i < nr && k < d) ? x[(r0 + i) * d + k] - m.mean[k] : T(0);
+    for (int64_t i = 0; i < kGemmRows; ++i) {
+      if (i < nr) {
+#pragma omp simd
+        for (int64_t k = 0; k < d; ++k) z[i * dp + k] = x[(r0 + i) * d + k] - m.mean[k];
+      } else {
+        for (int64_t k = 0; k < d; ++k) z[i * dp + k] = T(0);
       }
     }
     gemm_tile_rows<T, JT>(z, m.prec, gz, d, dp);
@@ -91,13 +109,11 @@ template <class T, class M>
 TORCHEBM_MULTIVERSION void energy_grad_rows(const M& m, const T* x, T* g, T* e, int64_t rows,
                                             int64_t d, T* scratch) {
   if constexpr (std::is_same_v<M, GaussianBlocked<T>>) {
-    constexpr int kSmall = 32 / sizeof(T), kMid = 64 / sizeof(T), kBig = 128 / sizeof(T);
-    if (m.jt == kSmall) {
-      gaussian_rows<T, kSmall>(m, x, g, e, rows, d, scratch);
-    } else if (m.jt == kMid) {
-      gaussian_rows<T, kMid>(m, x, g, e, rows, d, scratch);
+    // Two vectors of columns per tile when the padded row holds an even number of vectors.
+    if ((m.dp / vec64_lanes<T>()) % 2 == 0) {
+      gaussian_rows<T, 2 * vec64_lanes<T>()>(m, x, g, e, rows, d, scratch);
     } else {
-      gaussian_rows<T, kBig>(m, x, g, e, rows, d, scratch);
+      gaussian_rows<T, vec64_lanes<T>()>(m, x, g, e, rows, d, scratch);
     }
   } else if constexpr (M::kSeparable) {
     (void)scratch;
@@ -126,14 +142,12 @@ void with_model(Energy energy, c10::ArrayRef<double> params,
     case Energy::kGaussian: {
       const at::Tensor mu = mean->to(c10::CppTypeToScalarType<T>::value).contiguous();
       const at::Tensor prec = precision->to(c10::CppTypeToScalarType<T>::value).contiguous();
-      const int jt = d <= 32 / static_cast<int64_t>(sizeof(T))   ? 32 / sizeof(T)
-                     : d <= 64 / static_cast<int64_t>(sizeof(T)) ? 64 / sizeof(T)
-                                                                 : 128 / sizeof(T);
-      const int64_t dp = (d + jt - 1) / jt * jt;
+      const int64_t lanes = vec64_lanes<T>();
+      const int64_t dp = (d + lanes - 1) / lanes * lanes;
       std::vector<T> padded(static_cast<size_t>(d * dp), T(0));
       const T* src = prec.const_data_ptr<T>();
       for (int64_t k = 0; k < d; ++k) std::memcpy(&padded[k * dp], src + k * d, sizeof(T) * d);
-      f(GaussianBlocked<T>{mu.const_data_ptr<T>(), padded.data(), dp, jt});
+      f(GaussianBlocked<T>{mu.const_data_ptr<T>(), padded.data(), dp});
       return;
     }
     case Energy::kDoubleWell: f(DoubleWell<T>(p)); return;

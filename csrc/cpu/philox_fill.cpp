@@ -17,12 +17,12 @@ TORCHEBM_HD void philox_block_words(uint64_t seed, uint32_t step, uint32_t strea
   const uint32_t lo = static_cast<uint32_t>(g0), hi = static_cast<uint32_t>(g0 >> 32);
 #pragma omp simd
   for (int j = 0; j < kBlockGroups; ++j) {
-    uint32_t c0 = lo + static_cast<uint32_t>(j), c1 = hi, c2 = step, c3 = stream;
-    philox4x32_10(c0, c1, c2, c3, key.k0, key.k1);
-    w[0][j] = c0;
-    w[1][j] = c1;
-    w[2][j] = c2;
-    w[3][j] = c3;
+    uint64_t c0 = lo + static_cast<uint32_t>(j), c1 = hi, c2 = step, c3 = stream;
+    philox4x32_10_wide(c0, c1, c2, c3, key.k0, key.k1);
+    w[0][j] = static_cast<uint32_t>(c0);
+    w[1][j] = static_cast<uint32_t>(c1);
+    w[2][j] = static_cast<uint32_t>(c2);
+    w[3][j] = static_cast<uint32_t>(c3);
   }
 }
 

@@ -124,7 +124,7 @@ LangevinCoeffs langevin_coeffs(double a, double b, std::optional<double> clamp_m
                         grad_clip.value_or(0.0)};
 }
 
-at::Tensor langevin_update(const at::Tensor& x, const at::Tensor& grad,
+at::Tensor langevin_update_op(const at::Tensor& x, const at::Tensor& grad,
                            const std::optional<at::Tensor>& noise, double a, double b,
                            std::optional<double> clamp_min, std::optional<double> clamp_max,
                            std::optional<double> grad_clip, int64_t seed, int64_t step) {
@@ -169,7 +169,7 @@ void langevin_update_graphsafe_(const at::Tensor& x, const at::Tensor& grad, dou
 
 // ---- leapfrog, Metropolis, MALA ---------------------------------------------------------------
 
-std::tuple<at::Tensor, at::Tensor> leapfrog_kick_drift(const at::Tensor& x, const at::Tensor& p,
+std::tuple<at::Tensor, at::Tensor> leapfrog_kick_drift_op(const at::Tensor& x, const at::Tensor& p,
                                                        const at::Tensor& grad, double kick_size,
                                                        double drift_size,
                                                        const std::optional<at::Tensor>& inv_mass) {
@@ -205,7 +205,7 @@ std::tuple<at::Tensor, at::Tensor> leapfrog_kick_drift(const at::Tensor& x, cons
   return {x_out, p_out};
 }
 
-std::tuple<at::Tensor, at::Tensor> metropolis_select(const at::Tensor& log_accept_ratio,
+std::tuple<at::Tensor, at::Tensor> metropolis_select_op(const at::Tensor& log_accept_ratio,
                                                      const at::Tensor& x,
                                                      const at::Tensor& x_proposed,
                                                      const std::optional<at::Tensor>& uniform,
@@ -233,7 +233,7 @@ std::tuple<at::Tensor, at::Tensor> metropolis_select(const at::Tensor& log_accep
   return {x_out, accepted};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mala_select(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mala_select_op(
     const at::Tensor& x, const at::Tensor& y, const at::Tensor& grad_x, const at::Tensor& grad_y,
     const at::Tensor& energy_x, const at::Tensor& energy_y, double a, double b,
     const std::optional<at::Tensor>& uniform, int64_t seed, int64_t step) {
@@ -276,14 +276,14 @@ at::Tensor out_dtype(const at::Tensor& t, at::ScalarType dtype) {
   return t.scalar_type() == dtype ? t : t.to(dtype);
 }
 
-std::tuple<at::Tensor, at::Tensor> analytic_energy_grad(std::string_view energy,
+std::tuple<at::Tensor, at::Tensor> analytic_energy_grad_op(const std::string& energy,
                                                         const at::Tensor& x,
                                                         c10::ArrayRef<double> params,
                                                         const std::optional<at::Tensor>& mean,
                                                         const std::optional<at::Tensor>& precision) {
   const char* op = "analytic_energy_grad";
   state(x, op, "x");
-  const Energy e = checks::energy(std::string(energy), params, mean, precision, x, op);
+  const Energy e = checks::energy(energy, params, mean, precision, x, op);
   const c10::cuda::CUDAGuard guard(x.device());
   const at::ScalarType ct = compute_type(x.scalar_type());
   const at::Tensor xc = x.to(ct).contiguous();
@@ -333,14 +333,14 @@ struct ChainCall {
   at::Tensor x, trajectory, energy_mean, acceptance_rate, partial, workspace;
 };
 
-void prepare_chain(ChainCall& call, Sampler sampler, std::string_view energy,
+void prepare_chain(ChainCall& call, Sampler sampler, const std::string& energy,
                    const at::Tensor& x0, int64_t n_steps,
                    c10::ArrayRef<double> params, const std::optional<at::Tensor>& mean,
                    const std::optional<at::Tensor>& precision, int64_t seed, int64_t thin,
                    bool record_trajectory, bool record_energy, bool acceptance) {
   const char* op = call.op;
   state(x0, op, "x0");
-  const Energy e = checks::energy(std::string(energy), params, mean, precision, x0, op);
+  const Energy e = checks::energy(energy, params, mean, precision, x0, op);
   TORCH_CHECK(thin >= 1, op, ": thin must be >= 1, got ", thin);
   TORCH_CHECK(n_steps <= static_cast<int64_t>(UINT32_MAX) + 1, op,
               ": n_steps must be <= 2^32 (the step is a Philox counter word), got ", n_steps);
@@ -394,8 +394,8 @@ void check_chain(cudaError_t err, const ChainCall& call) {
   check_launch(err, call.op);
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> langevin_chain(
-    std::string_view energy, const at::Tensor& x0, const at::Tensor& a, const at::Tensor& b,
+std::tuple<at::Tensor, at::Tensor, at::Tensor> langevin_chain_op(
+    const std::string& energy, const at::Tensor& x0, const at::Tensor& a, const at::Tensor& b,
     c10::ArrayRef<double> params, const std::optional<at::Tensor>& mean,
     const std::optional<at::Tensor>& precision, std::optional<double> clamp_min,
     std::optional<double> clamp_max, std::optional<double> grad_clip, int64_t seed, int64_t thin,
@@ -428,8 +428,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> langevin_chain(
   return {out_dtype(call.x, t), out_dtype(call.trajectory, t), out_dtype(call.energy_mean, t)};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mala_chain(
-    std::string_view energy, const at::Tensor& x0, const at::Tensor& a, const at::Tensor& b,
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mala_chain_op(
+    const std::string& energy, const at::Tensor& x0, const at::Tensor& a, const at::Tensor& b,
     c10::ArrayRef<double> params, const std::optional<at::Tensor>& mean,
     const std::optional<at::Tensor>& precision, int64_t seed, int64_t thin,
     bool record_trajectory, bool record_energy) {
@@ -452,8 +452,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mala_chain(
           out_dtype(call.acceptance_rate, t)};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> hmc_chain(
-    std::string_view energy, const at::Tensor& x0, const at::Tensor& step_size,
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> hmc_chain_op(
+    const std::string& energy, const at::Tensor& x0, const at::Tensor& step_size,
     int64_t n_leapfrog, const std::optional<at::Tensor>& inv_mass, c10::ArrayRef<double> params,
     const std::optional<at::Tensor>& mean, const std::optional<at::Tensor>& precision,
     int64_t seed, int64_t thin, bool record_trajectory, bool record_energy) {
@@ -491,14 +491,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> hmc_chain(
 TORCH_LIBRARY_IMPL(torchebm, CUDA, m) {
   m.impl("philox_normal", &philox_draw<false>);
   m.impl("philox_uniform", &philox_draw<true>);
-  m.impl("langevin_update", &langevin_update);
-  m.impl("leapfrog_kick_drift", &leapfrog_kick_drift);
-  m.impl("metropolis_select", &metropolis_select);
-  m.impl("mala_select", &mala_select);
-  m.impl("analytic_energy_grad", &analytic_energy_grad);
-  m.impl("langevin_chain", &langevin_chain);
-  m.impl("mala_chain", &mala_chain);
-  m.impl("hmc_chain", &hmc_chain);
+  m.impl("langevin_update", &langevin_update_op);
+  m.impl("leapfrog_kick_drift", &leapfrog_kick_drift_op);
+  m.impl("metropolis_select", &metropolis_select_op);
+  m.impl("mala_select", &mala_select_op);
+  m.impl("analytic_energy_grad", &analytic_energy_grad_op);
+  m.impl("langevin_chain", &langevin_chain_op);
+  m.impl("mala_chain", &mala_chain_op);
+  m.impl("hmc_chain", &hmc_chain_op);
   // Graph-safe Langevin (docs/kernels.md, "CUDA graphs").
   m.impl("langevin_update_graphsafe_", &langevin_update_graphsafe_);
   m.impl("philox_state_advance_", &philox_state_advance_);

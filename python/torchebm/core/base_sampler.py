@@ -137,7 +137,7 @@ class BaseSampler(Schedulable, ABC):
                 f"{owner}: dtype={amp_dtype} runs in mixed precision: the chain state is kept "
                 f"in float32 and the model evaluated under autocast({amp_dtype})",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
             self.setup_mixed_precision(True, amp_dtype)
         param_dtype = _parameter_dtype(model)
@@ -147,7 +147,7 @@ class BaseSampler(Schedulable, ABC):
                 f"{param_dtype}; the model is evaluated in {param_dtype} and its energies and "
                 f"gradients cast to {dtype}",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
 
     # ------------------------------------------------------------------ model aliasing
@@ -216,7 +216,9 @@ class BaseSampler(Schedulable, ABC):
             if x is not None:
                 raise ValueError("sample_chain: pass the starting state as x or initial_samples, not both")
             x = initial_samples
-        return self.sample(x=x, dim=dim, n_steps=n_steps, n_samples=n_samples, **kwargs)
+        # Pass x and dim only when given, so a custom sample() keeps its own defaults.
+        given = {k: v for k, v in (("x", x), ("dim", dim)) if v is not None}
+        return self.sample(n_steps=n_steps, n_samples=n_samples, **given, **kwargs)
 
     def _setup_diagnostics(
         self, dim: int, n_steps: int, n_samples: Optional[int] = None

@@ -225,8 +225,11 @@ def run_sample(
             )
         if unbatched:
             state = state.unsqueeze(0)
-        if state.shape[0] == 0 or state.numel() == 0:
-            raise ValueError(f"{owner}: x must hold at least one chain, got shape {tuple(x.shape)}")
+        if state.numel() == 0:
+            raise ValueError(
+                f"{owner}: x must hold at least one chain of at least one element, got shape "
+                f"{tuple(x.shape)}"
+            )
         if dim is not None and _event_shape(owner, dim) != tuple(state.shape[1:]):
             raise ValueError(
                 f"{owner}: dim={dim!r} does not match x of shape {tuple(x.shape)} (event shape "
@@ -263,7 +266,7 @@ def run_sample(
     sampler.last_route = route
 
     n_kept = n_steps // thin
-    b, event = state.shape[0], tuple(state.shape[1:])
+    b = state.shape[0]
     if n_steps == 0:
         final = x if (x is not None and state.data_ptr() == x.data_ptr()) else state
         if unbatched and final is state:
@@ -273,6 +276,9 @@ def run_sample(
 
     seed = sampler._draw_seed(generator) if route.path != "reference" else 0
     if route.path == "chain":
+        # The kernel never calls the model: evaluate it on one chain, so that a state it does not
+        # accept raises the model's own error, as it does on the other paths.
+        sampler._model_energy(state[:1], mk)
         record_trajectory = return_trajectory or return_diagnostics
         bar = progress_bar(total=n_steps, desc=owner, enabled=sampler.progress) if sampler.progress else None
         result = algo._run_chain(

@@ -153,7 +153,11 @@ def _color_levels(Z: np.ndarray, levels: Union[int, Sequence[float]], clip_quant
     if not hi > lo:
         hi = lo + 1.0
     clipped = clip_quantile is not None and hi < float(finite.max())
-    return np.linspace(lo, hi, levels + 1), clipped
+    from matplotlib.ticker import MaxNLocator
+
+    # Round level values (0, 0.5, 1, ...) so that the colour bar is labelled with round numbers.
+    lv = MaxNLocator(nbins=levels).tick_values(lo, hi)  # spans [lo, hi], maybe a little more
+    return lv, clipped and lv[-1] < float(finite.max())
 
 
 def plot_energy_landscape(
@@ -164,7 +168,7 @@ def plot_energy_landscape(
     *,
     ax=None,
     kind: str = "contourf",
-    levels: Union[int, Sequence[float]] = 30,
+    levels: Union[int, Sequence[float]] = 20,
     cmap: str = "viridis",
     log_scale: bool = False,
     clip_quantile: Optional[float] = 0.95,
@@ -221,9 +225,7 @@ def plot_energy_landscape(
         if contour_lines:
             ax.contour(X, Y, Z, levels=lv[:: max(1, len(lv) // 10)], colors="k", linewidths=0.3, alpha=0.4)
     if colorbar:
-        from matplotlib.ticker import MaxNLocator
-
-        ax.figure.colorbar(mappable, ax=ax, label=label, ticks=MaxNLocator(6), fraction=0.046, pad=0.04)
+        ax.figure.colorbar(mappable, ax=ax, label=label, fraction=0.046, pad=0.04)
     ax.set_xlim(X[0, 0], X[0, -1])
     ax.set_ylim(Y[0, 0], Y[-1, 0])
     ax.set_xlabel("$x_1$")
