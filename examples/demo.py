@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
-from torch import nn
 
 import matplotlib
 

@@ -20,6 +20,7 @@ CUDA_OPS = (
     "leapfrog_kick_drift",
     "metropolis_select",
     "mala_select",
+    "analytic_energy_grad",
     "langevin_chain",
     "mala_chain",
     "hmc_chain",

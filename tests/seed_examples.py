@@ -32,6 +32,7 @@ import io
 import keyword
 import os
 import re
+import textwrap
 import token
 import tokenize
 from dataclasses import dataclass, field
@@ -145,7 +146,7 @@ def extract_fenced(text: str, seed: str) -> list[Example]:
             body.append(_strip_indent(lines[j], indent))
             j += 1
         source = "\n".join(body).strip("\n")
-        source = _dedent(source)
+        source = textwrap.dedent(source)
         examples.append(
             Example(
                 seed=seed,
@@ -158,12 +159,6 @@ def extract_fenced(text: str, seed: str) -> list[Example]:
         )
         i = j + 1
     return examples
-
-
-def _dedent(source: str) -> str:
-    import textwrap
-
-    return textwrap.dedent(source)
 
 
 # --------------------------------------------------------------------------------------

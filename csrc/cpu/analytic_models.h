@@ -36,35 +36,34 @@ constexpr int64_t vec64_lanes() {
   return 64 / static_cast<int64_t>(sizeof(T));
 }
 
-// g[i] = z[i] P for kGemmRows rows of z (each dp long, zero-padded), a tile of JT columns at a
-// time, the kGemmRows x JT accumulators kept in registers across the k loop. Every g[i][j] is the
-// sum over k in increasing order of z[i][k] P[k][j] (multiply-adds), as energies.h's row form.
+// Columns [j0, j0 + JT) of g[i] = z[i] P for kGemmRows rows of z (each dp long, zero-padded):
+// the kGemmRows x JT accumulators stay in registers across the k loop. Every g[i][j] is the sum
+// over k in increasing order of z[i][k] P[k][j] (multiply-adds), as energies.h's row form.
 template <class T, int JT>
-TORCHEBM_HD void gemm_tile_rows(const T* z, const T* prec, T* g, int64_t d, int64_t dp) {
+TORCHEBM_HD void gemm_tile(const T* __restrict z, const T* __restrict prec_cols, T* __restrict g,
+                           int64_t d, int64_t dp) {
   static_assert(kGemmRows == 4, "the tile below is written for 4 rows");
-  for (int64_t j0 = 0; j0 < dp; j0 += JT) {
-    T a0[JT], a1[JT], a2[JT], a3[JT];
+  T a0[JT], a1[JT], a2[JT], a3[JT];
 #pragma omp simd
-    for (int jj = 0; jj < JT; ++jj) a0[jj] = a1[jj] = a2[jj] = a3[jj] = T(0);
-    for (int64_t k = 0; k < d; ++k) {
-      const T* pk = prec + k * dp + j0;
-      const T z0 = z[k], z1 = z[dp + k], z2 = z[2 * dp + k], z3 = z[3 * dp + k];
-#pragma omp simd
-      for (int jj = 0; jj < JT; ++jj) {
-        const T p = pk[jj];
-        a0[jj] += z0 * p;
-        a1[jj] += z1 * p;
-        a2[jj] += z2 * p;
-        a3[jj] += z3 * p;
-      }
-    }
+  for (int jj = 0; jj < JT; ++jj) a0[jj] = a1[jj] = a2[jj] = a3[jj] = T(0);
+  for (int64_t k = 0; k < d; ++k) {
+    const T* pk = prec_cols + k * dp;
+    const T z0 = z[k], z1 = z[dp + k], z2 = z[2 * dp + k], z3 = z[3 * dp + k];
 #pragma omp simd
     for (int jj = 0; jj < JT; ++jj) {
-      g[j0 + jj] = a0[jj];
-      g[dp + j0 + jj] = a1[jj];
-      g[2 * dp + j0 + jj] = a2[jj];
-      g[3 * dp + j0 + jj] = a3[jj];
+      const T p = pk[jj];
+      a0[jj] += z0 * p;
+      a1[jj] += z1 * p;
+      a2[jj] += z2 * p;
+      a3[jj] += z3 * p;
     }
+  }
+#pragma omp simd
+  for (int jj = 0; jj < JT; ++jj) {
+    g[jj] = a0[jj];
+    g[dp + jj] = a1[jj];
+    g[2 * dp + jj] = a2[jj];
+    g[3 * dp + jj] = a3[jj];
   }
 }
 
@@ -95,7 +94,7 @@ TORCHEBM_HD void gaussian_rows(const GaussianBlocked<T>& m, const T* x, T* g, T*
         for (int64_t k = 0; k < d; ++k) z[i * dp + k] = T(0);
       }
     }
-    gemm_tile_rows<T, JT>(z, m.prec, gz, d, dp);
+    for (int64_t j0 = 0; j0 < dp; j0 += JT) gemm_tile<T, JT>(z, m.prec + j0, gz + j0, d, dp);
     for (int64_t i = 0; i < nr; ++i) {
       const T* zi = z + i * dp;
       const T* gi = gz + i * dp;
