@@ -32,7 +32,7 @@ std::tuple<at::Tensor, at::Tensor> analytic_energy_grad(const std::string& energ
     with_model<T>(kind, params, mean, precision, d, [&](const auto& m) {
       const int64_t rows = std::max<int64_t>(kGemmRows, 4096 / std::max<int64_t>(d, 1));
       at::parallel_for(0, (B + rows - 1) / rows, 1, [&](int64_t w0, int64_t w1) {
-        std::vector<T> scratch(static_cast<size_t>(scratch_size<T>(m, d)));
+        std::vector<T> scratch(static_cast<size_t>(scratch_size<T>(m, rows, d)));
         for (int64_t w = w0; w < w1; ++w) {
           const int64_t r0 = w * rows, nr = std::min(B, r0 + rows) - r0;
           energy_grad_rows<T>(m, xc.const_data_ptr<T>() + r0 * d,

@@ -30,59 +30,69 @@ struct GaussianBlocked {
 
 constexpr int kGemmRows = 4;
 
-// Elements of T in one 64-byte vector: the column tile unit.
+// 64 bytes of T as a GCC/Clang vector: the column tile unit of the Gaussian GEMM. Used only
+// inside gemm_tile, which is itself multi-versioned (the vector type is lowered for each clone).
+// (Explicit specialisations: GCC drops vector_size on a dependent type in an alias template.)
+template <class T>
+struct Vec64Of;
+template <>
+struct Vec64Of<float> {
+  typedef float type __attribute__((vector_size(64)));
+};
+template <>
+struct Vec64Of<double> {
+  typedef double type __attribute__((vector_size(64)));
+};
+template <class T>
+using Vec64 = typename Vec64Of<T>::type;
+static_assert(sizeof(Vec64<float>) == 64 && sizeof(Vec64<double>) == 64, "64-byte vectors");
 template <class T>
 constexpr int64_t vec64_lanes() {
   return 64 / static_cast<int64_t>(sizeof(T));
 }
 
-// Columns [j0, j0 + JT) of g[i] = z[i] P for kGemmRows rows of z (each dp long, zero-padded):
-// the kGemmRows x JT accumulators stay in registers across the k loop. Every g[i][j] is the sum
-// over k in increasing order of z[i][k] P[k][j] (multiply-adds), as energies.h's row form.
-template <class T, int JT>
-TORCHEBM_HD void gemm_tile(const T* __restrict z, const T* __restrict prec_cols, T* __restrict g,
-                           int64_t d, int64_t dp) {
-  static_assert(kGemmRows == 4, "the tile below is written for 4 rows");
-  T a0[JT], a1[JT], a2[JT], a3[JT];
-#pragma omp simd
-  for (int jj = 0; jj < JT; ++jj) a0[jj] = a1[jj] = a2[jj] = a3[jj] = T(0);
-  for (int64_t k = 0; k < d; ++k) {
-    const T* pk = prec_cols + k * dp;
-    const T z0 = z[k], z1 = z[dp + k], z2 = z[2 * dp + k], z3 = z[3 * dp + k];
-#pragma omp simd
-    for (int jj = 0; jj < JT; ++jj) {
-      const T p = pk[jj];
-      a0[jj] += z0 * p;
-      a1[jj] += z1 * p;
-      a2[jj] += z2 * p;
-      a3[jj] += z3 * p;
+// g[i] = z[i] P for kGemmRows rows of z (each dp long, zero-padded), JV vectors of columns at a
+// time with the kGemmRows x JV accumulators in registers. Every g[i][j] is the sum over k in
+// increasing order of z[i][k] P[k][j] (multiply-adds), as energies.h's row form.
+template <class T, int JV>
+TORCHEBM_MULTIVERSION __attribute__((noinline)) void gemm_tile(const T* z, const T* prec, T* g,
+                                                               int64_t d, int64_t dp) {
+  constexpr int64_t L = vec64_lanes<T>();
+  for (int64_t j0 = 0; j0 < dp; j0 += JV * L) {
+    Vec64<T> acc[kGemmRows][JV];
+    for (int i = 0; i < kGemmRows; ++i) {
+      for (int v = 0; v < JV; ++v) acc[i][v] = Vec64<T>{};
+    }
+    for (int64_t k = 0; k < d; ++k) {
+      Vec64<T> pk[JV];
+      for (int v = 0; v < JV; ++v) std::memcpy(&pk[v], prec + k * dp + j0 + v * L, sizeof pk[v]);
+      for (int i = 0; i < kGemmRows; ++i) {
+        const T zik = z[i * dp + k];
+        for (int v = 0; v < JV; ++v) acc[i][v] += zik * pk[v];
+      }
+    }
+    for (int i = 0; i < kGemmRows; ++i) {
+      for (int v = 0; v < JV; ++v) std::memcpy(g + i * dp + j0 + v * L, &acc[i][v], sizeof acc[i][v]);
     }
   }
-#pragma omp simd
-  for (int jj = 0; jj < JT; ++jj) {
-    g[jj] = a0[jj];
-    g[dp + jj] = a1[jj];
-    g[2 * dp + jj] = a2[jj];
-    g[3 * dp + jj] = a3[jj];
-  }
 }
 
-// Energies (optional) and gradients of `rows` rows of length d. `scratch` holds at least
-// scratch_size(m, d) elements.
+// Energies (optional) and gradients of up to `rows` rows of length d. `scratch` holds at least
+// scratch_size(m, rows, d) elements.
 template <class T, class M>
-int64_t scratch_size(const M& m, int64_t d) {
-  if constexpr (std::is_same_v<M, GaussianBlocked<T>>) return 2 * kGemmRows * m.dp;
+int64_t scratch_size(const M& m, int64_t rows, int64_t d) {
+  if constexpr (std::is_same_v<M, GaussianBlocked<T>>) return 2 * kGemmRows * m.dp + d;
   (void)m;
-  (void)d;
-  return 0;
+  return rows * d;
 }
 
-template <class T, int JT>
+template <class T, int JV>
 TORCHEBM_HD void gaussian_rows(const GaussianBlocked<T>& m, const T* x, T* g, T* e, int64_t rows,
                                int64_t d, T* scratch) {
   const int64_t dp = m.dp;
   T* z = scratch;
   T* gz = scratch + kGemmRows * dp;
+  T* terms = gz + kGemmRows * dp;
   for (int64_t i = 0; i < kGemmRows * dp; ++i) z[i] = T(0);
   for (int64_t r0 = 0; r0 < rows; r0 += kGemmRows) {
     const int64_t nr = std::min<int64_t>(kGemmRows, rows - r0);
@@ -94,12 +104,16 @@ TORCHEBM_HD void gaussian_rows(const GaussianBlocked<T>& m, const T* x, T* g, T*
         for (int64_t k = 0; k < d; ++k) z[i * dp + k] = T(0);
       }
     }
-    for (int64_t j0 = 0; j0 < dp; j0 += JT) gemm_tile<T, JT>(z, m.prec + j0, gz + j0, d, dp);
+    gemm_tile<T, JV>(z, m.prec, gz, d, dp);
     for (int64_t i = 0; i < nr; ++i) {
       const T* zi = z + i * dp;
       const T* gi = gz + i * dp;
       std::memcpy(g + (r0 + i) * d, gi, sizeof(T) * d);
-      if (e) e[r0 + i] = T(0.5) * ordered_sum<T>(d, [&](int64_t j) { return zi[j] * gi[j]; });
+      if (e) {
+#pragma omp simd
+        for (int64_t j = 0; j < d; ++j) terms[j] = zi[j] * gi[j];
+        e[r0 + i] = T(0.5) * sum8(terms, d);
+      }
     }
   }
 }
@@ -110,16 +124,19 @@ TORCHEBM_MULTIVERSION void energy_grad_rows(const M& m, const T* x, T* g, T* e, 
   if constexpr (std::is_same_v<M, GaussianBlocked<T>>) {
     // Two vectors of columns per tile when the padded row holds an even number of vectors.
     if ((m.dp / vec64_lanes<T>()) % 2 == 0) {
-      gaussian_rows<T, 2 * vec64_lanes<T>()>(m, x, g, e, rows, d, scratch);
+      gaussian_rows<T, 2>(m, x, g, e, rows, d, scratch);
     } else {
-      gaussian_rows<T, vec64_lanes<T>()>(m, x, g, e, rows, d, scratch);
+      gaussian_rows<T, 1>(m, x, g, e, rows, d, scratch);
     }
   } else if constexpr (M::kSeparable) {
-    (void)scratch;
 #pragma omp simd
     for (int64_t i = 0; i < rows * d; ++i) g[i] = m.elem_grad(x[i]);
     if (e) {
-      for (int64_t r = 0; r < rows; ++r) e[r] = separable_row_energy<T>(m, x + r * d, d);
+      // E = constant + sum8 of the elementwise terms, computed in one vectorised pass.
+#pragma omp simd
+      for (int64_t i = 0; i < rows * d; ++i) scratch[i] = m.elem_energy(x[i]);
+      const T c = m.constant(d);
+      for (int64_t r = 0; r < rows; ++r) e[r] = c + sum8(scratch + r * d, d);
     }
   } else {
     (void)scratch;

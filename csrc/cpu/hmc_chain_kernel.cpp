@@ -56,11 +56,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> hmc_chain(
   AT_DISPATCH_FLOATING_TYPES(x0.scalar_type(), op, [&] {
     using T = scalar_t;
     // Inverse mass as a [d] vector in x's dtype, and 1/sqrt of it for the momentum.
-    std::vector<T> m_vec, m_rsqrt;
+    std::vector<T> m_vec, m_sqrt;
     if (inv_mass) {
       const at::Tensor im = inv_mass->to(x0.scalar_type()).expand({d}).contiguous();
       m_vec.assign(im.const_data_ptr<T>(), im.const_data_ptr<T>() + d);
-      for (int64_t j = 0; j < d; ++j) m_rsqrt.push_back(sqrt_ieee(m_vec[j]));
+      for (int64_t j = 0; j < d; ++j) m_sqrt.push_back(sqrt_ieee(m_vec[j]));
     }
     const T* pm = inv_mass ? m_vec.data() : nullptr;
     const ChainBlocks blocks = chain_blocks<T>(B, d);
@@ -71,7 +71,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> hmc_chain(
       at::parallel_for(0, blocks.count, 1, [&](int64_t k0, int64_t k1) {
         const int64_t cap = blocks.rows * d;
         std::vector<T> g(cap), xn(cap), gn(cap), p(cap), e(blocks.rows), en(blocks.rows),
-            h0(blocks.rows), log_r(blocks.rows), u(blocks.rows), scratch(scratch_size<T>(m, d));
+            kin(blocks.rows), log_r(blocks.rows), u(blocks.rows), kin_scratch(cap),
+            scratch(scratch_size<T>(m, blocks.rows, d));
+        std::vector<char> accepted(blocks.rows);
         for (int64_t blk = k0; blk < k1; ++blk) {
           const int64_t r0 = blk * blocks.rows, nr = std::min(B, r0 + blocks.rows) - r0;
           const int64_t ne = nr * d;
@@ -87,10 +89,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> hmc_chain(
                         kNormalStream);
             if (pm) {
               for (int64_t i = 0; i < nr; ++i) {
-                for (int64_t j = 0; j < d; ++j) p[i * d + j] = p[i * d + j] / m_rsqrt[j];
+                for (int64_t j = 0; j < d; ++j) p[i * d + j] = p[i * d + j] / m_sqrt[j];
               }
             }
-            for (int64_t i = 0; i < nr; ++i) h0[i] = e[i] + kinetic_energy(p.data() + i * d, pm, d);
+            kinetic_block(kin.data(), p.data(), pm, nr, d, kin_scratch.data());
+            for (int64_t i = 0; i < nr; ++i) log_r[i] = e[i] + kin[i];  // H0
             // Leapfrog: the half kicks between drifts merge into full kicks.
             kick_drift_block(xn.data(), p.data(), x, p.data(), g.data(), nr, d, half, h, pm, false);
             for (int64_t l = 1; l <= n_leapfrog; ++l) {
@@ -103,20 +106,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> hmc_chain(
               }
             }
             kick_block(p.data(), p.data(), gn.data(), ne, half);
-            for (int64_t i = 0; i < nr; ++i) {
-              log_r[i] = h0[i] - (en[i] + kinetic_energy(p.data() + i * d, pm, d));
-            }
+            kinetic_block(kin.data(), p.data(), pm, nr, d, kin_scratch.data());
+            for (int64_t i = 0; i < nr; ++i) log_r[i] = log_r[i] - (en[i] + kin[i]);  // H0 - H1
             fill_uniform(u.data(), r0, r0 + nr, static_cast<uint64_t>(seed), st, kUniformStream);
-            int64_t n_acc = 0;
+            bool* acc = reinterpret_cast<bool*>(accepted.data());
+            asum[t] = accept_block(acc, u.data(), log_r.data(), nr);
             for (int64_t i = 0; i < nr; ++i) {
-              if (metropolis_accept(u[i], log_r[i])) {
+              if (acc[i]) {
                 std::memcpy(x + i * d, xn.data() + i * d, sizeof(T) * d);
                 std::memcpy(g.data() + i * d, gn.data() + i * d, sizeof(T) * d);
                 e[i] = en[i];
-                ++n_acc;
               }
             }
-            asum[t] = n_acc;
             if (esum) esum[t] = block_sum(e.data(), nr);
             if (ptraj && (t + 1) % thin == 0) record_rows(ptraj, x, r0, nr, d, kept, t / thin);
           }

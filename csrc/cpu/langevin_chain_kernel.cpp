@@ -49,7 +49,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> langevin_chain(
     with_model<T>(kind, params, mean, precision, d, [&](const auto& m) {
       at::parallel_for(0, blocks.count, 1, [&](int64_t k0, int64_t k1) {
         const int64_t cap = blocks.rows * d;
-        std::vector<T> g(cap), xi(cap), e(blocks.rows), scratch(scratch_size<T>(m, d));
+        std::vector<T> g(cap), xi(cap), e(blocks.rows), scratch(scratch_size<T>(m, blocks.rows, d));
         for (int64_t blk = k0; blk < k1; ++blk) {
           const int64_t r0 = blk * blocks.rows, nr = std::min(B, r0 + blocks.rows) - r0;
           const int64_t ne = nr * d;

@@ -47,7 +47,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mala_chain(
       at::parallel_for(0, blocks.count, 1, [&](int64_t k0, int64_t k1) {
         const int64_t cap = blocks.rows * d;
         std::vector<T> gx(cap), y(cap), gy(cap), xi(cap), ex(blocks.rows), ey(blocks.rows),
-            log_r(blocks.rows), u(blocks.rows), scratch(scratch_size<T>(m, d));
+            log_r(blocks.rows), u(blocks.rows), ratio_scratch(2 * cap),
+            scratch(scratch_size<T>(m, blocks.rows, d));
+        std::vector<char> accepted(blocks.rows);
         for (int64_t blk = k0; blk < k1; ++blk) {
           const int64_t r0 = blk * blocks.rows, nr = std::min(B, r0 + blocks.rows) - r0;
           const int64_t ne = nr * d;
@@ -64,18 +66,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mala_chain(
             langevin_block(y.data(), x, gx.data(), xi.data(), ne, k);
             energy_grad_rows<T>(m, y.data(), gy.data(), ey.data(), nr, d, scratch.data());
             mala_log_ratio_block(log_r.data(), x, y.data(), gx.data(), gy.data(), ex.data(),
-                                 ey.data(), ta, tb, nr, d);
+                                 ey.data(), ta, tb, nr, d, ratio_scratch.data());
             fill_uniform(u.data(), r0, r0 + nr, static_cast<uint64_t>(seed), st, kUniformStream);
-            int64_t n_acc = 0;
+            bool* acc = reinterpret_cast<bool*>(accepted.data());
+            asum[t] = accept_block(acc, u.data(), log_r.data(), nr);
             for (int64_t i = 0; i < nr; ++i) {
-              if (metropolis_accept(u[i], log_r[i])) {
+              if (acc[i]) {
                 std::memcpy(x + i * d, y.data() + i * d, sizeof(T) * d);
                 std::memcpy(gx.data() + i * d, gy.data() + i * d, sizeof(T) * d);
                 ex[i] = ey[i];
-                ++n_acc;
               }
             }
-            asum[t] = n_acc;
             if (esum) esum[t] = block_sum(ex.data(), nr);
             if (ptraj && (t + 1) % thin == 0) record_rows(ptraj, x, r0, nr, d, kept, t / thin);
           }

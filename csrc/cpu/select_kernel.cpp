@@ -64,8 +64,7 @@ std::tuple<at::Tensor, at::Tensor> metropolis_select(const at::Tensor& log_accep
   AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), op, [&] {
     const std::vector<scalar_t> u = chain_uniforms<scalar_t>(uniform, B, seed, st);
     bool* acc = accepted.mutable_data_ptr<bool>();
-    const scalar_t* plr = lr.const_data_ptr<scalar_t>();
-    for (int64_t r = 0; r < B; ++r) acc[r] = metropolis_accept(u[r], plr[r]);
+    accept_block(acc, u.data(), lr.const_data_ptr<scalar_t>(), B);
     const int64_t rows = work_rows(d);
     at::parallel_for(0, (B + rows - 1) / rows, 1, [&](int64_t w0, int64_t w1) {
       for (int64_t w = w0; w < w1; ++w) {
@@ -112,15 +111,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mala_select(
     const T ta = static_cast<T>(a), tb = static_cast<T>(b);
     const int64_t rows = work_rows(d);
     at::parallel_for(0, (B + rows - 1) / rows, 1, [&](int64_t w0, int64_t w1) {
-      std::vector<T> log_r(static_cast<size_t>(rows));
+      std::vector<T> log_r(static_cast<size_t>(rows)), scratch(static_cast<size_t>(2 * rows * d));
       for (int64_t w = w0; w < w1; ++w) {
         const int64_t r0 = w * rows, r1 = std::min(B, r0 + rows), o = r0 * d;
         mala_log_ratio_block(log_r.data(), px + o, py + o, pgx + o, pgy + o, pex + r0, pey + r0, ta,
-                             tb, r1 - r0, d);
-        for (int64_t r = r0; r < r1; ++r) {
-          acc[r] = metropolis_accept(u[r], log_r[r - r0]);
-          pe[r] = acc[r] ? pey[r] : pex[r];
-        }
+                             tb, r1 - r0, d, scratch.data());
+        accept_block(acc + r0, u.data() + r0, log_r.data(), r1 - r0);
+        for (int64_t r = r0; r < r1; ++r) pe[r] = acc[r] ? pey[r] : pex[r];
         select_rows(x_out.mutable_data_ptr<T>(), py, px, acc, r0, r1, d);
         select_rows(g_out.mutable_data_ptr<T>(), pgy, pgx, acc, r0, r1, d);
       }

@@ -51,7 +51,7 @@ __global__ void __launch_bounds__(chain::kMaxThreads)
         xn[j] = x[j];
         gn[j] = g[j];
       }
-      const C h0 = e + kinetic_energy(p, inv_mass, d);
+      const C h0 = e + row_kinetic_energy(p, inv_mass, d);
       C en = e;
       for (int l = 0; l < n_leapfrog; ++l) {
         const C k = l == 0 ? half : eps;
@@ -63,7 +63,7 @@ __global__ void __launch_bounds__(chain::kMaxThreads)
         en = chain::energy_grad<C>(m, xn, gn, s, d, true);
       }
       for (int64_t j = 0; j < d; ++j) p[j] = kick(p[j], gn[j], half);
-      const C h1 = en + kinetic_energy(p, inv_mass, d);
+      const C h1 = en + row_kinetic_energy(p, inv_mass, d);
       accepted = metropolis_accept(chain::chain_uniform<C>(key, static_cast<uint32_t>(t), c), h0 - h1);
       if (accepted) {
         if constexpr (kD > 0) {

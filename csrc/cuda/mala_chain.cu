@@ -49,7 +49,7 @@ __global__ void __launch_bounds__(chain::kMaxThreads)
       for (int64_t j = 0; j < d; ++j)
         y[j] = langevin_point(x[j], g[j], z.at(static_cast<uint64_t>(c * d + j)), prop);
       const C ey = chain::energy_grad<C>(m, y, gy, s, d, true);
-      const C log_r = mala_log_ratio(x, y, g, gy, e, ey, at, bt, d);
+      const C log_r = row_mala_log_ratio<C>(x, y, g, gy, e, ey, at, bt, d);
       accepted = metropolis_accept(chain::chain_uniform<C>(key, static_cast<uint32_t>(t), c), log_r);
       if (accepted) {
         if constexpr (kD > 0) {

@@ -3,7 +3,7 @@
 // A chain's decision needs its uniform (given, or Philox stream 1 at [B], group by group as
 // philox_uniform draws it) and, for MALA, two sums over its row. MALA assigns a team of `team`
 // lanes (a power of two <= 32, sized to the row) to each row and reduces with warp shuffles; a
-// team of one lane evaluates the shared mala_log_ratio exactly as the CPU does.
+// team of one lane sums in the CPU kernels' order (row_mala_log_ratio).
 #include "launchers.h"
 #include "storage.cuh"
 
@@ -75,30 +75,28 @@ __global__ void __launch_bounds__(kThreads)
     const bool active = row < batch;
     const int64_t o = active ? row * d : 0;
     C log_r = C(0);
-    bool done = false;
-    if constexpr (std::is_same_v<T, C>) {
-      if (team == 1) {
-        // The CPU's formula and summation order (updates.h).
-        if (active) log_r = mala_log_ratio(x + o, y + o, gx + o, gy + o, ex[row], ey[row], a, b, d);
-        done = true;
+    if (team == 1) {  // `team` is the same for the whole grid: the branches are warp-uniform
+      // The CPU's formula and summation order.
+      if (active) {
+        log_r = row_mala_log_ratio<C>(x + o, y + o, gx + o, gy + o, to_compute(ex[row]),
+                                      to_compute(ey[row]), a, b, d);
       }
-    }
-    if (!done) {  // `team` is the same for the whole grid: the branch is warp-uniform
+    } else {
       C fwd = C(0), bwd = C(0);
       if (active) {
         for (int64_t j = r; j < d; j += team) {
           const C xj = to_compute(x[o + j]), yj = to_compute(y[o + j]);
-          const C f = yj - xj + a * to_compute(gx[o + j]);
-          const C k = xj - yj + a * to_compute(gy[o + j]);
-          fwd += f * f;
-          bwd += k * k;
+          fwd += mala_forward_term(xj, yj, to_compute(gx[o + j]), a);
+          bwd += mala_backward_term(xj, yj, to_compute(gy[o + j]), a);
         }
       }
       for (int off = team / 2; off > 0; off /= 2) {
         fwd += __shfl_xor_sync(0xffffffffu, fwd, off, team);
         bwd += __shfl_xor_sync(0xffffffffu, bwd, off, team);
       }
-      if (active) log_r = to_compute(ex[row]) - to_compute(ey[row]) + (fwd - bwd) / (C(2) * b * b);
+      if (active) {
+        log_r = mala_log_ratio_from_sums(fwd, bwd, to_compute(ex[row]), to_compute(ey[row]), b);
+      }
     }
     if (!active) continue;
     const bool take = metropolis_accept(chain_uniform(uniform, row, ps), log_r);

@@ -136,6 +136,28 @@ __device__ __forceinline__ void group_uniforms(PhiloxKey key, uint64_t g, uint32
   uniforms_from_words(w, u);
 }
 
+// Row reductions of the update rules (torchebm/updates.h), summed in ordered_sum's fixed
+// 8-way order, the order of the CPU kernels' sum8 over the same terms.
+template <class C, class X>
+__device__ __forceinline__ C row_mala_log_ratio(const X* x, const X* y, const X* gx, const X* gy,
+                                                C ex, C ey, C a, C b, int64_t d) {
+  const C fwd = ordered_sum<C>(d, [&](int64_t j) {
+    return mala_forward_term(to_compute(x[j]), to_compute(y[j]), to_compute(gx[j]), a);
+  });
+  const C bwd = ordered_sum<C>(d, [&](int64_t j) {
+    return mala_backward_term(to_compute(x[j]), to_compute(y[j]), to_compute(gy[j]), a);
+  });
+  return mala_log_ratio_from_sums(fwd, bwd, ex, ey, b);
+}
+
+// Kinetic energy 1/2 sum_j m_j p_j^2 (m = inverse mass; 1 when null).
+template <class C>
+__device__ __forceinline__ C row_kinetic_energy(const C* p, const C* inv_mass, int64_t d) {
+  return C(0.5) * ordered_sum<C>(d, [&](int64_t j) {
+    return kinetic_term(p[j], inv_mass == nullptr ? C(1) : inv_mass[j]);
+  });
+}
+
 // Grid of a grid-stride loop over `work` items: enough blocks to fill every multiprocessor
 // several times over, no more than the work needs.
 inline unsigned grid_for(int64_t work, int threads, const Launch& launch, int blocks_per_sm = 8) {

@@ -16,7 +16,7 @@ from __future__ import annotations
 import inspect
 import warnings
 from abc import ABC, abstractmethod
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence
 
 import torch
 from torch import nn
@@ -226,6 +226,8 @@ class BaseContrastiveDivergence(BaseLoss):
                 raise TypeError(f"{owner}: pass model= or its old name energy_function=, not both")
             model = energy_function
         if k is not None:
+            # A k_steps equal to its default cannot be told from one not given: only a
+            # different value counts as a conflict.
             if k_steps != type(self)._default_k_steps():
                 raise TypeError(f"{owner}: pass k_steps= or its old name k=, not both")
             k_steps = k

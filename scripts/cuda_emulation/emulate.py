@@ -1,0 +1,164 @@
+"""Checks the CUDA kernels' logic on a machine without a GPU, by emulation.
+
+The CUDA sources (``csrc/cuda``, as listed in ``csrc/sources.txt``) are rewritten for the host:
+every ``kernel<<<grid, block, smem, stream>>>(args)`` becomes a call of ``emu::launch``, which
+runs each block's CUDA threads as host threads (``emu_cuda.h`` emulates ``__syncthreads``, warp
+shuffles and shared memory), and the CUDA registrations become the ops of a separate library
+``torch.ops.torchebm_cuda_emu`` that take CPU tensors. ``tests/test_cuda.py`` then runs in its
+``emulated`` mode: the same tests as on a GPU (parity with the references and the CPU kernels,
+chains against their per-step loops, statistics), minus CUDA graphs and stream checks.
+
+What it cannot show: anything about real GPU execution (memory coherence, occupancy, speed,
+compiler differences of nvcc's device code). It complements, not replaces, ``gpu_check.sh``.
+
+Usage (in an environment with torch, ninja, pytest and the CPU build of torchebm installed):
+    python scripts/cuda_emulation/emulate.py [--build-dir build/cuda-emu] [-- pytest args]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+
+
+def cuda_sources() -> list[str]:
+    lines = (REPO / "csrc" / "sources.txt").read_text().splitlines()
+    return [line.strip() for line in lines if line.strip().startswith("cuda/")]
+
+
+def _matching(text: str, i: int, open_ch: str, close_ch: str) -> int:
+    """Index of the bracket closing the one at text[i]."""
+    depth = 0
+    for j in range(i, len(text)):
+        if text[j] == open_ch:
+            depth += 1
+        elif text[j] == close_ch:
+            depth -= 1
+            if depth == 0:
+                return j
+    raise ValueError(f"unbalanced {open_ch}{close_ch} at {i}")
+
+
+def _split_top_level(args: str) -> list[str]:
+    parts, depth, cur = [], 0, ""
+    for ch in args:
+        if ch in "(<[{":
+            depth += 1
+        elif ch in ")>]}":
+            depth -= 1
+        if ch == "," and depth == 0:
+            parts.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    parts.append(cur.strip())
+    return parts
+
+
+def rewrite_launches(text: str) -> str:
+    """``name<T>(cfg)<<<g, b, s, st>>>(args);`` -> ``emu::launch(dim3(g), dim3(b), [&] { ... });``"""
+    out, pos = [], 0
+    while True:
+        k = text.find("<<<", pos)
+        if k < 0:
+            out.append(text[pos:])
+            return "".join(out)
+        line_start = text.rfind("\n", 0, k) + 1
+        indent = len(text[line_start:k]) - len(text[line_start:k].lstrip())
+        kernel = text[line_start + indent:k]
+        end_cfg = text.find(">>>", k)
+        cfg = _split_top_level(text[k + 3:end_cfg])
+        open_paren = end_cfg + 3
+        assert text[open_paren] == "(", text[k - 40:open_paren + 10]
+        close_paren = _matching(text, open_paren, "(", ")")
+        call_args = text[open_paren + 1:close_paren]
+        out.append(text[pos:line_start + indent])
+        out.append(f"emu::launch(dim3({cfg[0]}), dim3({cfg[1]}), [&] {{ {kernel}({call_args}); }})")
+        pos = close_paren + 1
+
+
+_REGISTRATION_SHIMS = """
+// ---- emulation shims (scripts/cuda_emulation/emulate.py) ----
+namespace c10::cuda {
+struct CUDAGuard {
+  explicit CUDAGuard(c10::Device) {}
+};
+struct EmuStream {
+  cudaStream_t stream() const { return nullptr; }
+};
+inline EmuStream getCurrentCUDAStream() { return {}; }
+}  // namespace c10::cuda
+namespace at::cuda {
+struct EmuProps {
+  int multiProcessorCount = 1;
+};
+inline EmuProps* getCurrentDeviceProperties() {
+  static EmuProps props;
+  return &props;
+}
+}  // namespace at::cuda
+"""
+
+
+def rewrite_registration(text: str) -> str:
+    for header in ("ATen/cuda/CUDAContext.h", "c10/cuda/CUDAGuard.h", "c10/cuda/CUDAStream.h"):
+        text = text.replace(f"#include <{header}>\n", "")
+    text = text.replace('#include "launchers.h"\n', '#include "launchers.h"\n' + _REGISTRATION_SHIMS)
+    text = text.replace(".is_cuda()", ".is_cpu()").replace("at::Device(at::kCUDA)", "at::Device(at::kCPU)")
+    text = text.replace("TORCH_LIBRARY_IMPL(torchebm, CUDA, m)", "TORCH_LIBRARY(torchebm_cuda_emu, m)")
+    return re.sub(r"\bm\.impl\(", "m.def(", text)
+
+
+def build(build_dir: Path) -> Path:
+    from torch.utils.cpp_extension import load
+
+    src = build_dir / "src"
+    src.mkdir(parents=True, exist_ok=True)
+    cuda_dir = REPO / "csrc" / "cuda"
+    for header in list(cuda_dir.glob("*.h")) + list(cuda_dir.glob("*.cuh")):
+        (src / header.name).write_text(rewrite_launches(header.read_text()))
+    sources = []
+    for rel in cuda_sources():
+        path = REPO / "csrc" / rel
+        text = path.read_text()
+        text = rewrite_registration(text) if path.suffix == ".cpp" else rewrite_launches(text)
+        target = src / (path.stem + ("_emu.cpp"))
+        if not target.exists() or target.read_text() != text:
+            target.write_text(text)
+        sources.append(str(target))
+    cuda_home = os.environ.get("CUDA_HOME", "/usr/local/cuda")
+    load(
+        name="torchebm_cuda_emu",
+        sources=sources,
+        extra_include_paths=[str(src), str(REPO / "csrc" / "include"), str(HERE), f"{cuda_home}/include"],
+        extra_cflags=["-O1", "-include", "emu_cuda.h", "-Wno-attributes", "-pthread"],
+        extra_ldflags=["-pthread"],
+        build_directory=str(build_dir),
+        is_python_module=False,
+        verbose=os.environ.get("TORCHEBM_JIT_VERBOSE") == "1",
+    )
+    return build_dir / "torchebm_cuda_emu.so"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--build-dir", default=str(REPO / "build" / "cuda-emu"))
+    parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
+    args = parser.parse_args()
+    lib = build(Path(args.build_dir).resolve())
+    print(f"emulated CUDA kernels: {lib}", flush=True)
+    env = dict(os.environ, TORCHEBM_CUDA_TESTS_ON="emulated", TORCHEBM_CUDA_EMU_LIB=str(lib))
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+           str(REPO / "tests" / "test_cuda.py"), *args.pytest_args]
+    return subprocess.call(cmd, env=env, cwd=REPO)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
