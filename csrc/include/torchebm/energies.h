@@ -15,8 +15,10 @@
 // | styblinski_tang   | -                      | 1/2 sum (x_i^4 - 16 x_i^2 + 5 x_i)                    |
 //
 // Ackley's gradient at x = 0 (where autograd gives NaN) is taken as 0 for the radial term.
-// Sums over a row use ordered_sum (a fixed 8-way split), so a row's energy does not depend on
-// how the loop around it is vectorised or threaded.
+// Sums over a row use a fixed 8-way split (ordered_sum over a term function, sum8 over an array
+// of terms: the same order), so a row's energy does not depend on how the loop around it is
+// vectorised or threaded. The CPU kernels evaluate the Gaussian as a blocked GEMM and the
+// separable energies as terms + sum8 (csrc/cpu/analytic_models.h), in the same order.
 #pragma once
 
 #include <cstdint>

@@ -3,11 +3,10 @@
 // The transcendental functions are our own branch-free polynomials, so that a CPU loop over a
 // block of counters vectorises without -ffast-math (GCC only calls its vector libm under
 // fast-math, and fast-math would flush denormals process-wide), and so that CUDA computes the
-// same formulas. Accuracy, measured against float64 libm (tests/test_kernels_rng.py):
-//   log_approx(float)      <= 2 ulp on positive normal floats
-//   sincos_2pi(float t)    <= 2 ulp of the result's magnitude scale (absolute error <= 2^-24
-//                             near the zeros), |t| < 2^22
-//   double versions        <= 2 ulp (log), <= 2 ulp abs (sincos_2pi)
+// same formulas. Accuracy, measured against libm in long double (tests/test_kernels_rng.py):
+//   log_approx:  <= 1.95 ulp (float and double), positive normal inputs
+//   sincos_2pi:  float <= 1.9 ulp of the result, and <= 1.2 eps absolute near the zeros;
+//                double <= 1.1 eps absolute (|t| < 2^22 for the int32 quadrant)
 //
 // Uniform layout (docs/kernels.md):
 //   float32: one word per uniform, u = (k + 1/2) 2^-23 with k = w >> 9 (23 bits). Smallest

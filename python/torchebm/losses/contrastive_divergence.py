@@ -245,7 +245,15 @@ class ContrastiveDivergence(BaseContrastiveDivergence):
         return loss
 
     def _energies(self, x: torch.Tensor, model_kwargs: Dict[str, Any]) -> torch.Tensor:
-        """``E(x)`` as [B], in at least float32 (a bfloat16 network under autocast included)."""
+        """``E(x)`` as [B], in at least float32.
+
+        A network kept in a lower precision than the chains (bfloat16 weights, float32 states)
+        is fed its own dtype, as the sampler does; a network run under autocast gets ``x`` as
+        is. Either way the energies are reduced in float32 or wider.
+        """
+        weight = next((p for p in self.model.parameters() if p.is_floating_point()), None)
+        if weight is not None and weight.dtype != x.dtype:
+            x = x.to(weight.dtype)
         energy = self.model(x, **model_kwargs)
         if energy.shape != (x.shape[0],):
             raise ValueError(
