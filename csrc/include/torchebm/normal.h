@@ -16,11 +16,9 @@
 // Both are exact in floating point and lie strictly inside (0, 1), so log(u) is finite.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
-#if !defined(__CUDACC__) && !defined(__HIPCC__)
-#include <cmath>
-#endif
 
 #include "torchebm/philox.h"
 
