@@ -1,8 +1,9 @@
 // Host emulation of the CUDA device features the torchebm kernels use, so that their logic
 // (indexing, tails, reductions, warp shuffles, block barriers) can be checked against the CPU
 // kernels on a machine without a GPU (scripts/cuda_emulation/emulate.py). Each CUDA thread of
-// a block is a host thread; blocks run one after another. Not a CUDA runtime: no memory model,
-// no warp divergence rules beyond what the kernels rely on, no timings.
+// a block is a cooperative fiber (ucontext) on one host thread; a barrier or a shuffle yields to
+// the next fiber, so every thread of the block (or lanes of the warp) arrives before any goes
+// on. Blocks run one after another. Not a CUDA runtime: no memory model, no timings.
 #pragma once
 
 #define __global__
@@ -15,62 +16,91 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <ucontext.h>
+
 #include <algorithm>
-#include <barrier>
 #include <cstdint>
+#include <cstdlib>
 #include <functional>
 #include <memory>
-#include <thread>
 #include <vector>
 
 namespace emu {
 
-inline thread_local uint3 thread_idx, block_idx;
+inline uint3 thread_idx, block_idx;  // of the running fiber
 inline dim3 block_dim, grid_dim;
 
-struct Warp {
-  std::barrier<> bar{32};
-  double vals[32];
+struct Fiber {
+  ucontext_t ctx;
+  std::unique_ptr<char[]> stack;
+  bool done = false;
 };
 
 struct Block {
-  std::barrier<> bar;
-  std::vector<std::unique_ptr<Warp>> warps;
-  explicit Block(unsigned n) : bar(n) {
-    for (unsigned w = 0; w < (n + 31) / 32; ++w) warps.push_back(std::make_unique<Warp>());
-  }
+  ucontext_t scheduler;
+  std::vector<Fiber> fibers;
+  std::vector<double> lanes;  // one exchange slot per thread (warp shuffles)
+  const std::function<void()>* body = nullptr;
+  unsigned running = 0;
 };
 inline Block* current = nullptr;
 
+inline void fiber_main() {
+  Block& b = *current;
+  (*b.body)();
+  b.fibers[b.running].done = true;
+  swapcontext(&b.fibers[b.running].ctx, &b.scheduler);
+}
+
+// Suspends the running fiber; it resumes when every other fiber of the block has run up to its
+// own next yield (or its end): a barrier for the block, and for the lanes of each warp.
+inline void yield() {
+  Block& b = *current;
+  swapcontext(&b.fibers[b.running].ctx, &b.scheduler);
+}
+
 inline void launch(dim3 grid, dim3 block, const std::function<void()>& body) {
+  constexpr size_t kStack = 256 * 1024;
   grid_dim = grid;
   block_dim = block;
-  for (unsigned b = 0; b < grid.x; ++b) {
-    Block blk(block.x);
-    current = &blk;
-    std::vector<std::thread> threads;
-    threads.reserve(block.x);
-    for (unsigned t = 0; t < block.x; ++t) {
-      threads.emplace_back([&, t, b] {
-        thread_idx = uint3{t, 0, 0};
-        block_idx = uint3{b, 0, 0};
-        body();
-      });
+  for (unsigned bx = 0; bx < grid.x; ++bx) {
+    Block b;
+    b.body = &body;
+    b.fibers.resize(block.x);
+    b.lanes.assign(block.x, 0.0);
+    current = &b;
+    block_idx = uint3{bx, 0, 0};
+    for (auto& f : b.fibers) {
+      f.stack.reset(new char[kStack]);
+      getcontext(&f.ctx);
+      f.ctx.uc_stack.ss_sp = f.stack.get();
+      f.ctx.uc_stack.ss_size = kStack;
+      f.ctx.uc_link = nullptr;
+      makecontext(&f.ctx, fiber_main, 0);
     }
-    for (auto& th : threads) th.join();
+    for (bool left = true; left;) {  // passes: each fiber runs to its next yield
+      left = false;
+      for (unsigned t = 0; t < block.x; ++t) {
+        if (b.fibers[t].done) continue;
+        b.running = t;
+        thread_idx = uint3{t, 0, 0};
+        swapcontext(&b.scheduler, &b.fibers[t].ctx);
+        left = left || !b.fibers[t].done;
+      }
+    }
     current = nullptr;
   }
 }
 
-// Every lane of the warp writes its value, then reads lane `src(lane)`'s.
+// Every lane writes its value, all yield, each reads lane src(lane) of its warp, all yield.
 template <class T, class Src>
 T exchange(T v, Src src) {
-  Warp& w = *current->warps[thread_idx.x / 32];
-  const unsigned lane = thread_idx.x % 32;
-  w.vals[lane] = static_cast<double>(v);
-  w.bar.arrive_and_wait();
-  const T r = static_cast<T>(w.vals[src(lane)]);
-  w.bar.arrive_and_wait();
+  Block& b = *current;
+  const unsigned self = thread_idx.x, warp0 = self / 32 * 32;
+  b.lanes[self] = static_cast<double>(v);
+  yield();
+  const T r = static_cast<T>(b.lanes[warp0 + src(self % 32)]);
+  yield();
   return r;
 }
 
@@ -83,7 +113,7 @@ inline const char* error_string(cudaError_t) { return "(emulated)"; }
 #define blockIdx emu::block_idx
 #define blockDim emu::block_dim
 #define gridDim emu::grid_dim
-#define __syncthreads() emu::current->bar.arrive_and_wait()
+#define __syncthreads() emu::yield()
 #define cudaGetLastError emu::no_error
 #define cudaGetErrorString emu::error_string
 
