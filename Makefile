@@ -43,11 +43,14 @@ bench: build $(VENV089)/.deps
 # cuda-build: the CUDA kernels compile, link, register and import on a machine without a GPU,
 # in a venv of their own with a CUDA build of torch and the machine's nvcc (no GPU needed).
 # TORCH_CUDA_ARCH_LIST picks the GPUs (default 9.0: H100/H200); build/cuda keeps the objects.
+# CUDA_EMULATE=1 also runs tests/test_cuda.py on the kernels compiled for the host (no GPU;
+# scripts/cuda_emulation/emulate.py, a few minutes more).
 VENV_CUDA := .venv-cuda
 PY_CUDA := $(VENV_CUDA)/bin/python
 TORCH_CUDA_VERSION := 2.14.1
 CUDA_HOME ?= /usr/local/cuda
 TORCH_CUDA_ARCH_LIST ?= 9.0
+CUDA_EMULATE ?= 0
 
 $(VENV_CUDA)/.deps-torch-$(TORCH_CUDA_VERSION):
 	$(PYTHON) -m venv $(VENV_CUDA)
@@ -62,6 +65,8 @@ cuda-build: $(VENV_CUDA)/.deps-torch-$(TORCH_CUDA_VERSION)
 	&& echo "cuda-build: extension built in $$(( $$(date +%s) - start )) s"
 	$(PY_CUDA) scripts/cuda_build_check.py
 	$(PY_CUDA) -m pytest -q -p no:cacheprovider tests/test_cuda.py
+	@if [ "$(CUDA_EMULATE)" = 1 ]; then \
+	  CUDA_HOME=$(CUDA_HOME) $(PY_CUDA) scripts/cuda_emulation/emulate.py -- -k "not exact"; fi
 
 clean:
 	rm -rf build demo_out bench_out

@@ -39,12 +39,15 @@ def main() -> int:
     if not kernels.available():
         problems.append(f"the compiled kernels did not load: {kernels.loader._state['error']!r}")
         return report(problems)
-    from torchebm import _C
-
     print(f"torch {torch.__version__} (CUDA {torch.version.cuda}), GPU present: "
           f"{torch.cuda.is_available()}")
     print(f"torchebm {torchebm.__version__} from {torchebm.__file__}")
-    print(f"extension {_C.__file__} (loaded: {kernels.how_loaded()})")
+    library = None
+    if kernels.how_loaded() == "installed":
+        from torchebm import _C
+
+        library = _C.__file__
+    print(f"extension {library or '(built just in time)'} (loaded: {kernels.how_loaded()})")
     if torch.version.cuda is None:
         problems.append("this torch has no CUDA: the CUDA kernels cannot have been built")
     for name in CUDA_OPS:
@@ -57,13 +60,14 @@ def main() -> int:
             problems.append(f"{qualified} has no schema (csrc/ops.cpp)")
         if not has_cuda:
             problems.append(f"{qualified} has no CUDA kernel")
-    needed = subprocess.run(["readelf", "-d", _C.__file__], capture_output=True, text=True).stdout
-    libs = [line.split("[", 1)[1].rstrip("]") for line in needed.splitlines() if "(NEEDED)" in line]
-    print(f"  NEEDED: {' '.join(libs)}")
-    if any(lib.startswith("libcuda.so") for lib in libs):
-        problems.append("the extension links libcuda (the driver): it would not import without a GPU")
-    if not any(lib.startswith("libc10_cuda") for lib in libs):
-        problems.append("the extension does not link libc10_cuda: no CUDA code was built")
+    if library is not None:  # the installed build's dynamic dependencies
+        needed = subprocess.run(["readelf", "-d", library], capture_output=True, text=True).stdout
+        libs = [ln.split("[", 1)[1].rstrip("]") for ln in needed.splitlines() if "(NEEDED)" in ln]
+        print(f"  NEEDED: {' '.join(libs)}")
+        if any(lib.startswith("libcuda.so") for lib in libs):
+            problems.append("the extension links libcuda (the driver): no import without a GPU")
+        if not any(lib.startswith("libc10_cuda") for lib in libs):
+            problems.append("the extension does not link libc10_cuda: no CUDA code was built")
     return report(problems)
 
 

@@ -103,7 +103,8 @@ class BaseSampler(Schedulable, ABC):
 
     Attributes:
         last_path: the path the last ``sample()`` call took (``"chain"``, ``"fused"``,
-            ``"reference"``), None before the first call.
+            ``"reference"``, or ``"cuda_graph"`` for ``LangevinDynamics(cuda_graph=True)``),
+            None before the first call.
     """
 
     def __init__(

@@ -35,8 +35,9 @@ from torchebm.kernels.loader import load_ops
 BACKENDS = ("auto", "fused", "reference")
 """The values of a sampler's ``backend=`` argument."""
 
-PATHS = ("chain", "fused", "reference")
-"""The values of ``sampler.last_path``."""
+PATHS = ("chain", "fused", "reference", "cuda_graph")
+"""The values of ``sampler.last_path`` (``"cuda_graph"``: ``LangevinDynamics`` asked for
+``cuda_graph=True``, which bypasses :func:`choose_path`)."""
 
 KERNEL_DTYPES = (torch.float32, torch.float64)
 """Dtypes the compiled kernels are instantiated for."""

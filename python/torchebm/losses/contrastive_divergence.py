@@ -10,8 +10,9 @@ of ``B`` data points and ``B`` negatives, is
 
 where the ``alpha`` term (``energy_reg_weight``) keeps the energies near 0 so they cannot drift
 without bound (Du & Mordatch 2019). The negatives are detached: no gradient flows through the
-chain. Chains start at the data (CD) or at states kept in a replay buffer between calls (PCD,
-Tieleman 2008; see :mod:`torchebm.losses.replay_buffer`).
+chain, unless ``backprop_through_chain=True`` asks for the gradient of the unrolled chain (see
+:class:`ContrastiveDivergence`). Chains start at the data (CD) or at states kept in a replay
+buffer between calls (PCD, Tieleman 2008; see :mod:`torchebm.losses.replay_buffer`).
 
 Two calling conventions::
 
@@ -46,6 +47,9 @@ from torch import nn
 from torchebm.core.argument_checks import real_number
 from torchebm.core.base_loss import BaseContrastiveDivergence, TorchEBMDeprecationWarning
 from torchebm.core.base_module import DeviceLike, warn_once
+from torchebm.core.base_sampler import _randn
+from torchebm.kernels import reference
+from torchebm.samplers.langevin_dynamics import LangevinDynamics
 
 __all__ = ["ContrastiveDivergence", "PersistentContrastiveDivergence"]
 
@@ -75,6 +79,30 @@ class ContrastiveDivergence(BaseContrastiveDivergence):
         check_finite: raise ``FloatingPointError`` when the loss is NaN or infinite. The check
             reads one boolean back from the device per call; ``False`` skips it (a NaN then
             propagates to the optimiser untouched, it is never replaced).
+        backprop_through_chain: keyword-only. False (default): the negatives come from
+            ``sampler.sample`` and are constants of the loss, so its gradient is
+            ``mean ∇θE(x+) - mean ∇θE(x-)`` (+ the ``alpha`` terms). True: they come from a
+            differentiable unrolled Langevin chain, ``k_steps`` steps from the start points
+            ``x_0`` (detached), step ``t``
+
+            ``x_{t+1} = clamp(x_t - a_t clip(∇x E_θ(x_t)) + b_t ξ_t)``, ``ξ_t ~ N(0, I)``,
+            states ``[B, *event]``,
+
+            with ``∇x E_θ`` taken by autograd with ``create_graph=True``, so ``x- = x_k(θ)``
+            and the loss's gradient adds ``-mean (∂x_k/∂θ)^T ∇x E_θ(x_k)`` (+ alpha terms):
+            the gradient flows through every step into the model's parameters. ``sampler`` must
+            be a :class:`~torchebm.samplers.LangevinDynamics`; its coefficients (``a_t = eta_t``,
+            ``b_t = sigma_t sqrt(2 eta_t)`` or ``noise_std``, computed by the sampler's own
+            code), schedules (advanced by ``k_steps`` per call, as by sampling),
+            ``clamp`` and ``grad_clip`` are used, the update is
+            :func:`torchebm.kernels.reference.langevin_update` and the noise is drawn from
+            ``generator`` after each gradient, as on the sampler's reference path (so the chain
+            is the sampler's own; ``backend`` and ``cuda_graph`` do not apply, and the energy
+            gradient is autograd of ``sampler.model``'s ``forward``, not its ``gradient``).
+            Cost: the autograd graph of all ``k_steps`` steps, each holding a forward and a
+            backward pass of the network over the batch, lives until ``backward()``: memory
+            ``O(k_steps * B)`` activations (``k_steps`` times plain CD's), and the backward pass
+            makes a Hessian-vector product per step (about 2-3 forward passes each).
         **kwargs: ``energy_function``, ``k``, ``buffer_init``, ``buffer_init_scale`` (see
             :class:`~torchebm.core.base_loss.BaseContrastiveDivergence`) and ``cfg_dropout``,
             ``null_condition``, ``check_conditioning`` (see :class:`~torchebm.core.BaseLoss`).
@@ -97,6 +125,7 @@ class ContrastiveDivergence(BaseContrastiveDivergence):
         device: DeviceLike = None,
         *,
         check_finite: bool = True,
+        backprop_through_chain: bool = False,
         **kwargs: Any,
     ):
         super().__init__(
@@ -116,6 +145,9 @@ class ContrastiveDivergence(BaseContrastiveDivergence):
         self.add_noise_to_real = bool(add_noise_to_real)
         self.noise_scale = real_number(owner, "noise_scale", noise_scale, non_negative=True)
         self.check_finite = bool(check_finite)
+        self.backprop_through_chain = bool(backprop_through_chain)
+        if self.backprop_through_chain:
+            _langevin_sampler(owner, self.sampler)
 
     def forward(
         self,
@@ -184,10 +216,41 @@ class ContrastiveDivergence(BaseContrastiveDivergence):
             self._check_model_uses_condition(self.model, x, mk)
             mk = self._drop_condition(mk, generator)
         start = self.get_start_points(x, generator=generator)
-        negatives = self._run_sampler(start, self.k_steps, mk, generator)
-        self.update_buffer(negatives)
+        if self.backprop_through_chain:
+            negatives = self._unrolled_chain(start, mk, generator)
+        else:
+            negatives = self._run_sampler(start, self.k_steps, mk, generator)
+        self.update_buffer(negatives.detach())
         loss = self.compute_loss(x, negatives, model_kwargs=mk, generator=generator, **overrides)
-        return loss, negatives
+        return loss, negatives.detach()
+
+    def _unrolled_chain(
+        self,
+        start: torch.Tensor,
+        model_kwargs: Dict[str, Any],
+        generator: Optional[torch.Generator],
+    ) -> torch.Tensor:
+        """``k_steps`` differentiable Langevin steps from ``start`` [B, *event] (see
+        ``backprop_through_chain``); returns ``x_k`` [B, *event], attached to the graph.
+
+        Under ``torch.no_grad()`` the same chain runs without ``create_graph`` (nothing to
+        differentiate), keeping one step's graph at a time.
+        """
+        sampler = _langevin_sampler(type(self).__name__, self.sampler)
+        lo, hi = sampler.clamp if sampler.clamp is not None else (None, None)
+        differentiable = torch.is_grad_enabled()
+        x = start.detach()
+        for _ in range(self.k_steps):
+            a, b = sampler._coefficients()
+            with torch.enable_grad():
+                x_var = x if x.requires_grad else x.detach().requires_grad_(True)
+                with sampler.autocast_context():
+                    energy = self._energies(x_var, model_kwargs, sampler.model)
+                (grad,) = torch.autograd.grad(energy.sum(), x_var, create_graph=differentiable)
+            noise = _randn(x.shape, x.dtype, x.device, generator)
+            x = reference.langevin_update(x_var, grad, noise, a, b, lo, hi, sampler.grad_clip)
+            sampler.step_schedulers()
+        return x
 
     def compute_loss(
         self,
@@ -201,7 +264,8 @@ class ContrastiveDivergence(BaseContrastiveDivergence):
         """The CD loss of data ``x`` [B, *event] against negatives ``pred_x`` [B, *event].
 
         ``L = mean E(x+) - mean E(x-) + alpha (mean E(x+)^2 + mean E(x-)^2)`` with
-        ``x+ = x (+ noise_scale * N(0, I) if add_noise_to_real)`` and ``x-`` detached. Energies
+        ``x+ = x (+ noise_scale * N(0, I) if add_noise_to_real)`` and ``x-`` detached (kept
+        attached with ``backprop_through_chain``, so that the gradient flows through it). Energies
         are reduced in at least float32. ``kwargs`` may override ``energy_reg_weight``,
         ``add_noise_to_real`` and ``noise_scale`` for this call.
 
@@ -231,7 +295,7 @@ class ContrastiveDivergence(BaseContrastiveDivergence):
         if kwargs.get("add_noise_to_real", self.add_noise_to_real):
             x_pos = x + noise_scale * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         e_pos = self._energies(x_pos, mk)
-        e_neg = self._energies(pred_x.detach(), mk)
+        e_neg = self._energies(pred_x if self.backprop_through_chain else pred_x.detach(), mk)
         loss = e_pos.mean() - e_neg.mean()
         if alpha > 0:
             loss = loss + alpha * (e_pos.square().mean() + e_neg.square().mean())
@@ -244,23 +308,36 @@ class ContrastiveDivergence(BaseContrastiveDivergence):
             )
         return loss
 
-    def _energies(self, x: torch.Tensor, model_kwargs: Dict[str, Any]) -> torch.Tensor:
-        """``E(x)`` as [B], in at least float32.
+    def _energies(
+        self, x: torch.Tensor, model_kwargs: Dict[str, Any], model: Optional[nn.Module] = None
+    ) -> torch.Tensor:
+        """``E(x)`` as [B], in at least float32, of ``model`` (default: the trained model).
 
         A network kept in a lower precision than the chains (bfloat16 weights, float32 states)
         is fed its own dtype, as the sampler does; a network run under autocast gets ``x`` as
         is. Either way the energies are reduced in float32 or wider.
         """
-        weight = next((p for p in self.model.parameters() if p.is_floating_point()), None)
+        model = self.model if model is None else model
+        weight = next((p for p in model.parameters() if p.is_floating_point()), None)
         if weight is not None and weight.dtype != x.dtype:
             x = x.to(weight.dtype)
-        energy = self.model(x, **model_kwargs)
+        energy = model(x, **model_kwargs)
         if energy.shape != (x.shape[0],):
             raise ValueError(
-                f"{type(self).__name__}: {type(self.model).__name__} returned energies of shape "
+                f"{type(self).__name__}: {type(model).__name__} returned energies of shape "
                 f"{tuple(energy.shape)} for a batch of {x.shape[0]}; expected ({x.shape[0]},)"
             )
         return energy.to(torch.promote_types(energy.dtype, torch.float32))
+
+
+def _langevin_sampler(owner: str, sampler: nn.Module) -> LangevinDynamics:
+    """``sampler``, which ``backprop_through_chain`` unrolls: a ``LangevinDynamics``."""
+    if not isinstance(sampler, LangevinDynamics):
+        raise TypeError(
+            f"{owner}: backprop_through_chain=True unrolls Langevin steps and needs a "
+            f"LangevinDynamics sampler, got {type(sampler).__name__}"
+        )
+    return sampler
 
 
 class PersistentContrastiveDivergence(ContrastiveDivergence):

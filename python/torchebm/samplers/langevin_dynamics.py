@@ -2,8 +2,10 @@ r"""Unadjusted Langevin dynamics (ULA / SGLD), the workhorse sampler of EBM trai
 
 from __future__ import annotations
 
+import itertools
 import math
 import numbers
+from collections import OrderedDict
 from typing import Any, Optional, Sequence, Union
 
 import torch
@@ -13,6 +15,8 @@ from torchebm.core.base_module import DeviceLike
 from torchebm.core.base_sampler import BaseSampler, _check_scheduled, _randn
 from torchebm.core.base_scheduler import BaseScheduler
 from torchebm.kernels import reference
+from torchebm.kernels.cuda_graph import _GRAPH_OPS, LangevinGraph, capture_langevin
+from torchebm.kernels.dispatch import NoKernelError, kernels_blocker
 from torchebm.samplers.sampling_loop import (
     ChainResult,
     KernelModel,
@@ -25,6 +29,9 @@ from torchebm.samplers.sampling_loop import (
 Scheduled = Union[float, BaseScheduler]
 
 _INTEGRATORS = (None, "euler_maruyama", "EulerMaruyamaIntegrator")
+
+_MAX_STEPS_PER_GRAPH = 32  # Langevin steps recorded in one CUDA graph, at most
+_MAX_CUDA_GRAPHS = 4  # captures kept per sampler (least recently used dropped first)
 
 
 class LangevinDynamics(BaseSampler):
@@ -55,6 +62,29 @@ class LangevinDynamics(BaseSampler):
     (:func:`torchebm.kernels.reference.langevin_update` with ``torch.randn`` noise drawn after
     the gradient, from ``generator``). See :mod:`torchebm.kernels.dispatch`.
 
+    ``cuda_graph=True`` adds a fourth, ``"cuda_graph"``, for neural energies on a GPU, where
+    the per-step fused path is bound by kernel launches (a forward and backward pass of small
+    kernels per step): the same step loop, gradient ``model.gradient`` and update
+    ``langevin_update`` with Philox noise at ``(seed, t)``, is captured once into a CUDA graph
+    (:func:`torchebm.kernels.cuda_graph.capture_langevin`) and replayed, so it gives the fused
+    path's result for the same seed (to rounding) with one launch per block of steps. The
+    capture is cached on the sampler per state shape, dtype and device, coefficients
+    ``(a, b)``, ``clamp``, ``grad_clip``, block length, model (identity, training mode,
+    parameter and buffer storages) and mixed-precision setting (the 4 most recently used are
+    kept); later calls with the same key only replay. In-place updates of the parameters (an
+    optimiser step) are seen by the replays. It requires, and raises otherwise:
+
+    * constant ``a``, ``b`` over the call (``ValueError`` naming the varying scheduler);
+    * the final state only: no ``return_trajectory``/``return_diagnostics`` (``ValueError``);
+    * no ``model_kwargs``/``y``, and a backend other than ``"reference"`` (``ValueError``);
+    * the state on a CUDA device with the graph-safe ops built
+      (:class:`~torchebm.kernels.dispatch.NoKernelError`, a ``RuntimeError``; no silent
+      fallback to another path).
+
+    The model must be graph-capturable: no host synchronisation (``.item()``, data-dependent
+    Python control flow) in its forward and gradient. A built-in analytic model is captured
+    like any other, but its ``"chain"`` path (``cuda_graph=False``) is faster still.
+
     Args:
         model: the energy model (old keyword: ``energy_function``).
         step_size: :math:`\eta > 0`, a float or a scheduler.
@@ -69,6 +99,9 @@ class LangevinDynamics(BaseSampler):
         grad_clip: keyword-only; clip each gradient element to ``[-grad_clip, grad_clip]``.
         backend: ``"auto"``, ``"fused"`` or ``"reference"``.
         progress: show a progress bar over the steps.
+        cuda_graph: keyword-only; the default of ``sample(cuda_graph=...)`` for this sampler
+            (so that callers that do not pass it, such as
+            :class:`~torchebm.losses.ContrastiveDivergence`, sample through CUDA graphs).
     """
 
     chain_op = "langevin_chain"
@@ -91,6 +124,7 @@ class LangevinDynamics(BaseSampler):
         grad_clip: Optional[float] = None,
         backend: str = "auto",
         progress: bool = False,
+        cuda_graph: bool = False,
     ):
         super().__init__(
             model,
@@ -124,6 +158,8 @@ class LangevinDynamics(BaseSampler):
                 f"implemented), got {integrator!r}"
             )
         self.integrator = integrator
+        self.cuda_graph = _check_flag(owner, "cuda_graph", cuda_graph)
+        self._cuda_graphs: OrderedDict[tuple, tuple[nn.Module, LangevinGraph]] = OrderedDict()
 
     @torch.no_grad()
     def sample(
@@ -142,6 +178,7 @@ class LangevinDynamics(BaseSampler):
         generator: Optional[torch.Generator] = None,
         n_chains: Optional[int] = None,
         device: DeviceLike = None,
+        cuda_graph: Optional[bool] = None,
     ):
         """Run ``n_samples`` chains for ``n_steps`` steps.
 
@@ -169,11 +206,24 @@ class LangevinDynamics(BaseSampler):
                 the one Philox seed of a kernel path); None uses the global RNG.
             n_chains: old name of ``n_samples``.
             device: move the sampler (and its model) there first, as ``sampler.to(device)``.
+            cuda_graph: run the steps as a replayed CUDA graph (path ``"cuda_graph"``, see the
+                class docstring): constant coefficients, final state only, a CUDA state.
+                None (default) takes the constructor's ``cuda_graph`` (False by default).
 
         Returns:
             The final state ``[n_samples, *event]`` (``[dim]`` for a 1-D ``x``), or the
             trajectory; with ``return_diagnostics``, a tuple ``(that, diagnostics)``.
+
+        Raises:
+            ValueError: ``cuda_graph`` with a varying step size or noise, trajectory or
+                diagnostics requested, ``model_kwargs``/``y``, or ``backend="reference"``.
+            NoKernelError: ``cuda_graph`` and the state is not on CUDA, or the graph-safe CUDA
+                ops are not built.
         """
+        owner = type(self).__name__
+        if cuda_graph is None:
+            cuda_graph = self.cuda_graph
+        cuda_graph = _check_flag(owner, "cuda_graph", cuda_graph)
         return run_sample(
             self,
             x=x,
@@ -189,6 +239,7 @@ class LangevinDynamics(BaseSampler):
             generator=generator,
             n_chains=n_chains,
             device=device,
+            cuda_graph=cuda_graph,
         )
 
     # ---------------------------------------------------------------- the algorithm
@@ -260,12 +311,116 @@ class LangevinDynamics(BaseSampler):
             None,
         )
 
+    # ---------------------------------------------------------------- the CUDA-graph path
+    def _check_cuda_graph(
+        self,
+        x: torch.Tensor,
+        n_steps: int,
+        model_kwargs: dict,
+        return_trajectory: bool,
+        return_diagnostics: bool,
+    ) -> None:
+        """Raise unless a ``cuda_graph=True`` call can be honoured (after the schedulers were
+        reset, so ``n_steps`` scheduled values from the current ones are the call's).
+
+        Argument conflicts (``ValueError``) are checked before the hardware
+        (:class:`NoKernelError`), so they are reported the same way on every machine.
+        """
+        owner = type(self).__name__
+        if self.backend == "reference":
+            raise ValueError(
+                f"{owner}: cuda_graph=True runs the compiled graph-safe kernels, but "
+                f"backend='reference'; use backend='auto' or 'fused', or cuda_graph=False"
+            )
+        for name, asked in (
+            ("return_trajectory", return_trajectory),
+            ("return_diagnostics", return_diagnostics),
+        ):
+            if asked:
+                raise ValueError(
+                    f"{owner}: cuda_graph=True returns the final state only, got {name}=True; "
+                    f"use cuda_graph=False to record the chain"
+                )
+        if model_kwargs:
+            raise ValueError(
+                f"{owner}: cuda_graph=True captures a gradient of x alone, got model_kwargs/y "
+                f"(keys {sorted(model_kwargs)}); use cuda_graph=False for a conditional model"
+            )
+        for name in ("step_size", "noise_std" if self.noise_std is not None else "noise_scale"):
+            scheduler = self.schedulers[name]
+            values = scheduler.values(n_steps)
+            if any(v != values[0] for v in values):
+                raise ValueError(
+                    f"{owner}: cuda_graph=True captures constant coefficients, but the {name} "
+                    f"scheduler {scheduler!r} varies over the {n_steps} steps of this call "
+                    f"(from {min(values):.6g} to {max(values):.6g}); use a constant {name} or "
+                    f"cuda_graph=False"
+                )
+        reason = _graph_blocker(x)
+        if reason is not None:
+            raise NoKernelError(
+                f"{owner}: cuda_graph=True cannot be honoured: {reason}; pass cuda_graph=False "
+                f"for the other paths"
+            )
+
+    def _run_cuda_graph(self, x: torch.Tensor, n_steps: int, seed: int) -> torch.Tensor:
+        """``n_steps >= 1`` constant-coefficient steps from ``x [B, *event]`` (CUDA) by graph
+        replays, Philox ``seed``; returns the final state ``[B, *event]``.
+
+        Blocks of :func:`_steps_per_graph` steps (a divisor of ``n_steps``, so no step runs
+        eagerly). The capture is looked up in, or added to, the sampler's cache.
+        """
+        a, b = self._coefficients()
+        lo, hi = self.clamp if self.clamp is not None else (None, None)
+        block = _steps_per_graph(n_steps)
+        model = self.model
+        storages = tuple(t.data_ptr() for t in itertools.chain(model.parameters(), model.buffers()))
+        key = (
+            tuple(x.shape), x.dtype, x.device, a, b, lo, hi, self.grad_clip, block,
+            id(model), model.training, storages, self.use_mixed_precision, self.amp_dtype,
+        )
+        # The entry holds the model, so its id cannot be reused by another model while cached.
+        entry = self._cuda_graphs.pop(key, None)
+        if entry is None:
+            graph = capture_langevin(
+                self._model_gradient, x, a=a, b=b, steps_per_graph=block,
+                clamp_min=lo, clamp_max=hi, grad_clip=self.grad_clip,
+            )
+            entry = (model, graph)
+        self._cuda_graphs[key] = entry  # most recently used last
+        while len(self._cuda_graphs) > _MAX_CUDA_GRAPHS:
+            self._cuda_graphs.popitem(last=False)
+        return entry[1].run(x, seed=seed, n_steps=n_steps)
+
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(model={type(self.model).__name__}, "
             f"step_size={self.step_size!r}, noise_scale={self.noise_scale!r}, "
             f"integrator=EulerMaruyamaIntegrator)"
         )
+
+
+def _graph_blocker(x: torch.Tensor) -> Optional[str]:
+    """Why the graph-safe CUDA ops cannot step a state like ``x``, or None when they can."""
+    if x.device.type != "cuda":
+        return (
+            f"the chain state is on {x.device}, not a CUDA device (torch.cuda.is_available() is "
+            f"{torch.cuda.is_available()})"
+        )
+    return kernels_blocker(_GRAPH_OPS, x.device, x.dtype)
+
+
+def _steps_per_graph(n_steps: int) -> int:
+    """Steps per captured block: the largest divisor of ``n_steps >= 1`` not above
+    ``_MAX_STEPS_PER_GRAPH`` (``n_steps`` itself up to 32; 25 for 100; 1 for a prime > 32)."""
+    return max(k for k in range(1, min(n_steps, _MAX_STEPS_PER_GRAPH) + 1) if n_steps % k == 0)
+
+
+def _check_flag(owner: str, name: str, value: Any) -> bool:
+    """``value`` if it is a bool, else ``TypeError`` naming ``name`` and the value."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{owner}: {name} must be a bool, got {value!r} ({type(value).__name__})")
+    return value
 
 
 def _check_clamp(owner: str, clamp: Any) -> Optional[tuple[Optional[float], Optional[float]]]:

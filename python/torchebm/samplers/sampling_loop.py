@@ -1,5 +1,6 @@
 """The ``sample()`` call the built-in samplers share: arguments, starting state, path choice,
-the step loop (reference or per-step fused) or the whole-chain kernel, recording and return.
+the step loop (reference or per-step fused), the whole-chain kernel or a replayed CUDA graph
+(``LangevinDynamics`` with ``cuda_graph=True``), recording and return.
 
 A sampler plugs in the algorithm through a few methods (see :class:`MCMCAlgorithm`); this
 module owns everything around it, so the three samplers agree on every argument, shape and
@@ -10,8 +11,9 @@ the Philox seed.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Callable, Iterator, Optional, Protocol
 
 import torch
 
@@ -189,8 +191,15 @@ def run_sample(
     generator: Optional[torch.Generator],
     n_chains: Any = None,
     device: Any = None,
+    cuda_graph: bool = False,
 ):
-    """The body of the built-in samplers' ``sample()`` (documented there)."""
+    """The body of the built-in samplers' ``sample()`` (documented there).
+
+    ``cuda_graph=True`` (a sampler with ``_check_cuda_graph`` and ``_run_cuda_graph``, i.e.
+    :class:`~torchebm.samplers.LangevinDynamics`) replaces the path choice: the call is checked
+    by ``_check_cuda_graph`` (which raises where it cannot be honoured) and runs on the
+    ``"cuda_graph"`` path.
+    """
     owner = type(sampler).__name__
     algo: MCMCAlgorithm = sampler  # type: ignore[assignment]
     n_steps = count(owner, "n_steps", n_steps, minimum=0)
@@ -247,21 +256,25 @@ def run_sample(
         state = sampler._init_state(None, dim, n_samples, generator)
 
     kmodel = None
-    if mk:
-        chain_blocker = "model_kwargs/y given (the kernels evaluate x-only closed forms)"
+    if cuda_graph:
+        sampler._check_cuda_graph(state, n_steps, mk, return_trajectory, return_diagnostics)
+        route = dispatch.Route("cuda_graph")
     else:
-        kmodel, chain_blocker = kernel_model(sampler.model, state)
-        if kmodel is not None:
-            chain_blocker = algo._chain_blocker(state)
-    route = dispatch.choose_path(
-        sampler.backend,
-        device=state.device,
-        dtype=state.dtype,
-        chain_ops=(algo.chain_op,),
-        step_ops=algo.step_ops,
-        chain_blocker=chain_blocker,
-        sampler=owner,
-    )
+        if mk:
+            chain_blocker = "model_kwargs/y given (the kernels evaluate x-only closed forms)"
+        else:
+            kmodel, chain_blocker = kernel_model(sampler.model, state)
+            if kmodel is not None:
+                chain_blocker = algo._chain_blocker(state)
+        route = dispatch.choose_path(
+            sampler.backend,
+            device=state.device,
+            dtype=state.dtype,
+            chain_ops=(algo.chain_op,),
+            step_ops=algo.step_ops,
+            chain_blocker=chain_blocker,
+            sampler=owner,
+        )
     sampler.last_path = route.path
     sampler.last_route = route
 
@@ -280,18 +293,19 @@ def run_sample(
         # accept raises the model's own error, as it does on the other paths.
         sampler._model_energy(state[:1], mk)
         record_trajectory = return_trajectory or return_diagnostics
-        bar = progress_bar(total=n_steps, desc=owner, enabled=sampler.progress) if sampler.progress else None
-        result = algo._run_chain(
-            state.contiguous(), kmodel, n_steps, thin, record_trajectory, return_diagnostics, seed
-        )
-        _advance_schedulers(sampler, n_steps)
-        if bar is not None:
-            bar.update(n_steps)
-            bar.close()
+        with _whole_run_progress(sampler, owner, n_steps):
+            result = algo._run_chain(
+                state.contiguous(), kmodel, n_steps, thin, record_trajectory, return_diagnostics, seed
+            )
         final, trajectory = result.x, result.trajectory
         diag = None
         if return_diagnostics:
             diag = _chain_diagnostics(sampler, result, n_kept, thin, mk)
+    elif route.path == "cuda_graph":
+        # _check_cuda_graph rejected trajectories and diagnostics: the final state only.
+        with _whole_run_progress(sampler, owner, n_steps):
+            final = sampler._run_cuda_graph(state, n_steps, seed)
+        trajectory, diag = None, None
     else:
         ctx = StepContext(route.path, generator, seed, mk)
         recorder = _Recorder(state, n_kept, return_trajectory, return_diagnostics, algo.has_accept_step)
@@ -319,12 +333,21 @@ def _energy_reader(sampler, algo, state, carry, mk) -> Callable[[], torch.Tensor
     return read
 
 
-def _advance_schedulers(sampler: BaseSampler, n_steps: int) -> None:
-    # The chain op consumed n_steps scheduled values; leave every scheduler where the step loop
-    # would have left it.
+@contextlib.contextmanager
+def _whole_run_progress(sampler: BaseSampler, owner: str, n_steps: int) -> Iterator[None]:
+    """Around a path that runs all ``n_steps`` in one go (chain op, CUDA graph): the progress
+    bar advances once at the end, and every scheduler is left where the step loop would have
+    left it (the run consumed ``n_steps`` scheduled values)."""
+    bar = None
+    if sampler.progress:
+        bar = progress_bar(total=n_steps, desc=owner, enabled=True)
+    yield
     for scheduler in sampler._subtree_schedulers():
         for _ in range(n_steps):
             scheduler.step()
+    if bar is not None:
+        bar.update(n_steps)
+        bar.close()
 
 
 def _chain_diagnostics(
