@@ -71,6 +71,15 @@ TORCH_LIBRARY(torchebm, m) {
       "hmc_chain(str energy, Tensor x0, Tensor step_size, int n_leapfrog, Tensor? inv_mass, "
       "float[] params, Tensor? mean, Tensor? precision, int seed, int thin, "
       "bool record_trajectory, bool record_energy) -> (Tensor, Tensor, Tensor, Tensor)");
+
+  // ---- CUDA-graph-safe RNG (CUDA kernels only; docs/kernels.md, "CUDA graphs") -------------
+  // In place: the Langevin update drawing stream 0 at (seed_state[0], seed_state[1] +
+  // step_offset), both read on the device, so a captured graph replays with fresh noise.
+  m.def(
+      "langevin_update_graphsafe_(Tensor(a!) x, Tensor grad, float a, float b, float? clamp_min, "
+      "float? clamp_max, float? grad_clip, Tensor seed_state, int step_offset) -> ()");
+  // seed_state[1] += increment, on the device.
+  m.def("philox_state_advance_(Tensor(a!) seed_state, int increment) -> ()");
 }
 
 namespace {

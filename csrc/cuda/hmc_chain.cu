@@ -64,7 +64,8 @@ __global__ void __launch_bounds__(chain::kMaxThreads)
       }
       for (int64_t j = 0; j < d; ++j) p[j] = kick(p[j], gn[j], half);
       const C h1 = en + row_kinetic_energy(p, inv_mass, d);
-      accepted = metropolis_accept(chain::chain_uniform<C>(key, static_cast<uint32_t>(t), c), h0 - h1);
+      const C u = chain::chain_uniform<C>(key, static_cast<uint32_t>(t), c);
+      accepted = metropolis_accept(u, h0 - h1);
       if (accepted) {
         if constexpr (kD > 0) {
           for (int64_t j = 0; j < d; ++j) {

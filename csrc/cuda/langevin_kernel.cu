@@ -53,14 +53,15 @@ cudaError_t run(const void* x, const void* grad, const void* noise, void* out, i
   const bool aligned = pack_aligned<T>(x) && pack_aligned<T>(grad) && pack_aligned<T>(noise) &&
                        pack_aligned<T>(out);
   const int64_t groups = (n + kGroup<T> - 1) / kGroup<T>;
-  const unsigned grid = grid_for(groups, kThreads, launch);
   const T* xp = static_cast<const T*>(x);
   const T* gp = static_cast<const T*>(grad);
   T* op = static_cast<T*>(out);
   if (noise != nullptr) {
+    const unsigned grid = resident_grid(langevin_update_kernel<T, true>, groups, kThreads, launch);
     langevin_update_kernel<T, true><<<grid, kThreads, 0, launch.stream>>>(
         xp, gp, static_cast<const T*>(noise), op, n, k, rng, aligned);
   } else {
+    const unsigned grid = resident_grid(langevin_update_kernel<T, false>, groups, kThreads, launch);
     langevin_update_kernel<T, false><<<grid, kThreads, 0, launch.stream>>>(xp, gp, nullptr, op, n,
                                                                             k, rng, aligned);
   }
@@ -72,13 +73,10 @@ cudaError_t run(const void* x, const void* grad, const void* noise, void* out, i
 cudaError_t langevin_update(const void* x, const void* grad, const void* noise, void* out,
                             Dtype dtype, int64_t n, LangevinCoeffs coeffs, PhiloxArgs rng,
                             Launch launch) {
-  switch (dtype) {
-    case Dtype::kFloat32: return run<float>(x, grad, noise, out, n, coeffs, rng, launch);
-    case Dtype::kFloat64: return run<double>(x, grad, noise, out, n, coeffs, rng, launch);
-    case Dtype::kFloat16: return run<__half>(x, grad, noise, out, n, coeffs, rng, launch);
-    case Dtype::kBFloat16: return run<__nv_bfloat16>(x, grad, noise, out, n, coeffs, rng, launch);
-  }
-  return cudaErrorInvalidValue;
+  return with_dtype(dtype, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    return run<T>(x, grad, noise, out, n, coeffs, rng, launch);
+  });
 }
 
 }  // namespace torchebm::cuda

@@ -57,18 +57,20 @@ cudaError_t run(const void* x, const void* p, const void* grad, const void* inv_
   const bool aligned = pack_aligned<T>(x) && pack_aligned<T>(p) && pack_aligned<T>(grad) &&
                        pack_aligned<T>(x_out) && pack_aligned<T>(p_out);
   const int64_t groups = (n + kGroup<T> - 1) / kGroup<T>;
-  const unsigned grid = grid_for(groups, kThreads, launch);
   const T *xp = static_cast<const T*>(x), *pp = static_cast<const T*>(p),
           *gp = static_cast<const T*>(grad), *mp = static_cast<const T*>(inv_mass);
   T *xo = static_cast<T*>(x_out), *po = static_cast<T*>(p_out);
   if (inv_mass == nullptr) {
+    const unsigned grid = resident_grid(kick_drift_kernel<T, kUnit>, groups, kThreads, launch);
     kick_drift_kernel<T, kUnit><<<grid, kThreads, 0, launch.stream>>>(
         xp, pp, gp, mp, d, xo, po, n, C(kick), C(drift), aligned);
   } else if (inv_mass_len == 1) {
+    const unsigned grid = resident_grid(kick_drift_kernel<T, kScalar>, groups, kThreads, launch);
     kick_drift_kernel<T, kScalar><<<grid, kThreads, 0, launch.stream>>>(
         xp, pp, gp, mp, d, xo, po, n, C(kick), C(drift), aligned);
   } else {
     if (inv_mass_len != d || d <= 0) return cudaErrorInvalidValue;
+    const unsigned grid = resident_grid(kick_drift_kernel<T, kDiagonal>, groups, kThreads, launch);
     kick_drift_kernel<T, kDiagonal><<<grid, kThreads, 0, launch.stream>>>(
         xp, pp, gp, mp, d, xo, po, n, C(kick), C(drift), aligned);
   }
@@ -81,18 +83,10 @@ cudaError_t leapfrog_kick_drift(const void* x, const void* p, const void* grad,
                                 const void* inv_mass, int64_t inv_mass_len, int64_t dim,
                                 void* x_out, void* p_out, Dtype dtype, int64_t n, double kick,
                                 double drift, Launch launch) {
-  switch (dtype) {
-    case Dtype::kFloat32:
-      return run<float>(x, p, grad, inv_mass, inv_mass_len, dim, x_out, p_out, n, kick, drift, launch);
-    case Dtype::kFloat64:
-      return run<double>(x, p, grad, inv_mass, inv_mass_len, dim, x_out, p_out, n, kick, drift, launch);
-    case Dtype::kFloat16:
-      return run<__half>(x, p, grad, inv_mass, inv_mass_len, dim, x_out, p_out, n, kick, drift, launch);
-    case Dtype::kBFloat16:
-      return run<__nv_bfloat16>(x, p, grad, inv_mass, inv_mass_len, dim, x_out, p_out, n, kick,
-                                drift, launch);
-  }
-  return cudaErrorInvalidValue;
+  return with_dtype(dtype, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    return run<T>(x, p, grad, inv_mass, inv_mass_len, dim, x_out, p_out, n, kick, drift, launch);
+  });
 }
 
 }  // namespace torchebm::cuda

@@ -50,7 +50,8 @@ __global__ void __launch_bounds__(chain::kMaxThreads)
         y[j] = langevin_point(x[j], g[j], z.at(static_cast<uint64_t>(c * d + j)), prop);
       const C ey = chain::energy_grad<C>(m, y, gy, s, d, true);
       const C log_r = row_mala_log_ratio<C>(x, y, g, gy, e, ey, at, bt, d);
-      accepted = metropolis_accept(chain::chain_uniform<C>(key, static_cast<uint32_t>(t), c), log_r);
+      const C u = chain::chain_uniform<C>(key, static_cast<uint32_t>(t), c);
+      accepted = metropolis_accept(u, log_r);
       if (accepted) {
         if constexpr (kD > 0) {
           for (int64_t j = 0; j < d; ++j) {

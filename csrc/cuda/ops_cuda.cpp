@@ -13,7 +13,6 @@
 #include <cmath>
 #include <optional>
 #include <string>
-#include <string_view>
 #include <tuple>
 
 #include "launchers.h"
@@ -47,7 +46,9 @@ int64_t batched(const at::Tensor& x, const char* op) {
 }
 
 // float64 for float64 states, float32 for the others.
-at::ScalarType compute_type(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
+at::ScalarType compute_type(at::ScalarType t) {
+  return t == at::kDouble ? at::kDouble : at::kFloat;
+}
 
 Launch current_launch() {
   return Launch{c10::cuda::getCurrentCUDAStream().stream(),
@@ -160,19 +161,17 @@ void langevin_update_graphsafe_(const at::Tensor& x, const at::Tensor& grad, dou
   const LangevinCoeffs k = langevin_coeffs(a, b, clamp_min, clamp_max, grad_clip, op);
   const c10::cuda::CUDAGuard guard(x.device());
   const at::Tensor gc = grad.contiguous();
+  const PhiloxArgs rng{0, step_offset, seed_state.const_data_ptr<int64_t>()};
   check_launch(cuda::langevin_update(x.const_data_ptr(), gc.const_data_ptr(), nullptr,
-                                     x.data_ptr(), dt, x.numel(), k,
-                                     PhiloxArgs{0, step_offset, seed_state.const_data_ptr<int64_t>()},
-                                     current_launch()),
+                                     x.data_ptr(), dt, x.numel(), k, rng, current_launch()),
                op);
 }
 
 // ---- leapfrog, Metropolis, MALA ---------------------------------------------------------------
 
-std::tuple<at::Tensor, at::Tensor> leapfrog_kick_drift_op(const at::Tensor& x, const at::Tensor& p,
-                                                       const at::Tensor& grad, double kick_size,
-                                                       double drift_size,
-                                                       const std::optional<at::Tensor>& inv_mass) {
+std::tuple<at::Tensor, at::Tensor> leapfrog_kick_drift_op(
+    const at::Tensor& x, const at::Tensor& p, const at::Tensor& grad, double kick_size,
+    double drift_size, const std::optional<at::Tensor>& inv_mass) {
   const char* op = "leapfrog_kick_drift";
   const Dtype dt = state(x, op, "x");
   checks::like(p, x, op, "p", "x");
@@ -205,11 +204,9 @@ std::tuple<at::Tensor, at::Tensor> leapfrog_kick_drift_op(const at::Tensor& x, c
   return {x_out, p_out};
 }
 
-std::tuple<at::Tensor, at::Tensor> metropolis_select_op(const at::Tensor& log_accept_ratio,
-                                                     const at::Tensor& x,
-                                                     const at::Tensor& x_proposed,
-                                                     const std::optional<at::Tensor>& uniform,
-                                                     int64_t seed, int64_t step) {
+std::tuple<at::Tensor, at::Tensor> metropolis_select_op(
+    const at::Tensor& log_accept_ratio, const at::Tensor& x, const at::Tensor& x_proposed,
+    const std::optional<at::Tensor>& uniform, int64_t seed, int64_t step) {
   const char* op = "metropolis_select";
   const int64_t B = batched(x, op);
   const Dtype dt = state(x, op, "x");
@@ -276,11 +273,9 @@ at::Tensor out_dtype(const at::Tensor& t, at::ScalarType dtype) {
   return t.scalar_type() == dtype ? t : t.to(dtype);
 }
 
-std::tuple<at::Tensor, at::Tensor> analytic_energy_grad_op(const std::string& energy,
-                                                        const at::Tensor& x,
-                                                        c10::ArrayRef<double> params,
-                                                        const std::optional<at::Tensor>& mean,
-                                                        const std::optional<at::Tensor>& precision) {
+std::tuple<at::Tensor, at::Tensor> analytic_energy_grad_op(
+    const std::string& energy, const at::Tensor& x, c10::ArrayRef<double> params,
+    const std::optional<at::Tensor>& mean, const std::optional<at::Tensor>& precision) {
   const char* op = "analytic_energy_grad";
   state(x, op, "x");
   const Energy e = checks::energy(energy, params, mean, precision, x, op);

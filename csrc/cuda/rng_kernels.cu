@@ -33,20 +33,18 @@ template <bool kUniform, class T>
 cudaError_t fill(void* out, int64_t n, PhiloxArgs rng, Launch launch) {
   if (n == 0) return cudaSuccess;
   const int64_t groups = (n + kGroup<T> - 1) / kGroup<T>;
-  philox_fill_kernel<T, kUniform><<<grid_for(groups, kThreads, launch), kThreads, 0, launch.stream>>>(
+  const unsigned grid = resident_grid(philox_fill_kernel<T, kUniform>, groups, kThreads, launch);
+  philox_fill_kernel<T, kUniform><<<grid, kThreads, 0, launch.stream>>>(
       static_cast<T*>(out), n, rng, pack_aligned<T>(out));
   return launch_status();
 }
 
 template <bool kUniform>
 cudaError_t fill_dtype(void* out, Dtype dtype, int64_t n, PhiloxArgs rng, Launch launch) {
-  switch (dtype) {
-    case Dtype::kFloat32: return fill<kUniform, float>(out, n, rng, launch);
-    case Dtype::kFloat64: return fill<kUniform, double>(out, n, rng, launch);
-    case Dtype::kFloat16: return fill<kUniform, __half>(out, n, rng, launch);
-    case Dtype::kBFloat16: return fill<kUniform, __nv_bfloat16>(out, n, rng, launch);
-  }
-  return cudaErrorInvalidValue;
+  return with_dtype(dtype, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    return fill<kUniform, T>(out, n, rng, launch);
+  });
 }
 
 __global__ void philox_state_advance_kernel(int64_t* state, int64_t increment) {

@@ -128,7 +128,8 @@ cudaError_t run_metropolis(const void* lar, const void* x, const void* xp, const
   int64_t tile_rows = d > 0 ? 8192 / d : kTileRows;
   tile_rows = tile_rows < 1 ? 1 : (tile_rows > kTileRows ? kTileRows : tile_rows);
   const int64_t tiles = (batch + tile_rows - 1) / tile_rows;
-  const unsigned grid = grid_for(tiles * kThreads, kThreads, launch);
+  const unsigned grid =
+      resident_grid(metropolis_select_kernel<T>, tiles * kThreads, kThreads, launch);
   metropolis_select_kernel<T><<<grid, kThreads, 0, launch.stream>>>(
       static_cast<const T*>(lar), static_cast<const T*>(x), static_cast<const T*>(xp),
       static_cast<const T*>(uniform), static_cast<T*>(x_out), accepted, batch, d, tile_rows, rng);
@@ -144,7 +145,7 @@ cudaError_t run_mala(const void* x, const void* y, const void* gx, const void* g
   if (batch == 0) return cudaSuccess;
   const int team = team_for(d);
   const int64_t lanes = (batch + (32 / team) - 1) / (32 / team) * 32;
-  const unsigned grid = grid_for(lanes, kThreads, launch);
+  const unsigned grid = resident_grid(mala_select_kernel<T>, lanes, kThreads, launch);
   mala_select_kernel<T><<<grid, kThreads, 0, launch.stream>>>(
       static_cast<const T*>(x), static_cast<const T*>(y), static_cast<const T*>(gx),
       static_cast<const T*>(gy), static_cast<const T*>(ex), static_cast<const T*>(ey),
@@ -158,39 +159,21 @@ cudaError_t run_mala(const void* x, const void* y, const void* gx, const void* g
 cudaError_t metropolis_select(const void* lar, const void* x, const void* x_proposed,
                               const void* uniform, void* x_out, bool* accepted, Dtype dtype,
                               int64_t batch, int64_t row, PhiloxArgs rng, Launch launch) {
-  switch (dtype) {
-    case Dtype::kFloat32:
-      return run_metropolis<float>(lar, x, x_proposed, uniform, x_out, accepted, batch, row, rng, launch);
-    case Dtype::kFloat64:
-      return run_metropolis<double>(lar, x, x_proposed, uniform, x_out, accepted, batch, row, rng, launch);
-    case Dtype::kFloat16:
-      return run_metropolis<__half>(lar, x, x_proposed, uniform, x_out, accepted, batch, row, rng, launch);
-    case Dtype::kBFloat16:
-      return run_metropolis<__nv_bfloat16>(lar, x, x_proposed, uniform, x_out, accepted, batch, row,
-                                           rng, launch);
-  }
-  return cudaErrorInvalidValue;
+  return with_dtype(dtype, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    return run_metropolis<T>(lar, x, x_proposed, uniform, x_out, accepted, batch, row, rng, launch);
+  });
 }
 
 cudaError_t mala_select(const void* x, const void* y, const void* grad_x, const void* grad_y,
                         const void* energy_x, const void* energy_y, void* x_out, void* grad_out,
                         void* energy_out, bool* accepted, Dtype dtype, int64_t batch, int64_t row,
                         double a, double b, const void* uniform, PhiloxArgs rng, Launch launch) {
-  switch (dtype) {
-    case Dtype::kFloat32:
-      return run_mala<float>(x, y, grad_x, grad_y, energy_x, energy_y, x_out, grad_out, energy_out,
-                             accepted, batch, row, a, b, uniform, rng, launch);
-    case Dtype::kFloat64:
-      return run_mala<double>(x, y, grad_x, grad_y, energy_x, energy_y, x_out, grad_out, energy_out,
-                              accepted, batch, row, a, b, uniform, rng, launch);
-    case Dtype::kFloat16:
-      return run_mala<__half>(x, y, grad_x, grad_y, energy_x, energy_y, x_out, grad_out, energy_out,
-                              accepted, batch, row, a, b, uniform, rng, launch);
-    case Dtype::kBFloat16:
-      return run_mala<__nv_bfloat16>(x, y, grad_x, grad_y, energy_x, energy_y, x_out, grad_out,
-                                     energy_out, accepted, batch, row, a, b, uniform, rng, launch);
-  }
-  return cudaErrorInvalidValue;
+  return with_dtype(dtype, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    return run_mala<T>(x, y, grad_x, grad_y, energy_x, energy_y, x_out, grad_out, energy_out,
+                       accepted, batch, row, a, b, uniform, rng, launch);
+  });
 }
 
 }  // namespace torchebm::cuda

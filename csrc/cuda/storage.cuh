@@ -8,7 +8,9 @@
 
 #include <cstdint>
 #include <limits>
+#include <mutex>
 #include <type_traits>
+#include <unordered_map>
 
 #include "launchers.h"
 #include "torchebm/normal.h"
@@ -158,13 +160,53 @@ __device__ __forceinline__ C row_kinetic_energy(const C* p, const C* inv_mass, i
   });
 }
 
-// Grid of a grid-stride loop over `work` items: enough blocks to fill every multiprocessor
-// several times over, no more than the work needs.
-inline unsigned grid_for(int64_t work, int threads, const Launch& launch, int blocks_per_sm = 8) {
+// Grid of a grid-stride loop over `work` items: `blocks_per_sm` blocks per multiprocessor at
+// most, no more than the work needs.
+inline unsigned grid_for(int64_t work, int threads, const Launch& launch, int blocks_per_sm) {
   const int64_t needed = (work + threads - 1) / threads;
-  const int64_t cap = static_cast<int64_t>(launch.sm_count > 0 ? launch.sm_count : 132) * blocks_per_sm;
+  const int64_t sms = launch.sm_count > 0 ? launch.sm_count : 132;
+  const int64_t cap = sms * blocks_per_sm;
   const int64_t blocks = needed < cap ? needed : cap;
   return static_cast<unsigned>(blocks > 0 ? blocks : 1);
+}
+
+// Grid of a grid-stride launch of `kernel`: exactly one wave of the blocks that fit on the GPU
+// at once (a partial second wave would nearly double the time of a memory-bound kernel), fewer
+// when the work needs fewer. The occupancy is asked of the runtime once per kernel.
+template <class Kernel>
+unsigned resident_grid(Kernel kernel, int64_t work, int threads, const Launch& launch) {
+  static std::mutex mutex;
+  static std::unordered_map<const void*, int> per_sm;
+  const void* key = reinterpret_cast<const void*>(kernel);
+  int blocks = 0;
+  {
+    const std::lock_guard<std::mutex> lock(mutex);
+    const auto it = per_sm.find(key);
+    if (it != per_sm.end()) {
+      blocks = it->second;
+    } else {
+      const cudaError_t err =
+          cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, threads, 0);
+      if (err != cudaSuccess || blocks < 1) {
+        (void)cudaGetLastError();  // clear it; fall back to a safe guess
+        blocks = 2;
+      }
+      per_sm.emplace(key, blocks);
+    }
+  }
+  return grid_for(work, threads, launch, blocks);
+}
+
+// f(static_cast<T*>(nullptr)) for the storage type T of `dtype` (the launchers' dtype switch).
+template <class F>
+cudaError_t with_dtype(Dtype dtype, F&& f) {
+  switch (dtype) {
+    case Dtype::kFloat32: return f(static_cast<float*>(nullptr));
+    case Dtype::kFloat64: return f(static_cast<double*>(nullptr));
+    case Dtype::kFloat16: return f(static_cast<__half*>(nullptr));
+    case Dtype::kBFloat16: return f(static_cast<__nv_bfloat16*>(nullptr));
+  }
+  return cudaErrorInvalidValue;
 }
 
 // The update rule's coefficients in the compute type; absent clamp bounds are -inf / +inf.

@@ -121,9 +121,10 @@ class LangevinGraph:
             )
         if int(n_steps) < 0:
             raise ValueError(f"LangevinGraph.run: n_steps must be >= 0, got {n_steps}")
+        seed = int(seed) & 0xFFFFFFFFFFFFFFFF  # any integer -> the int64 with its low 64 bits
         with torch.no_grad():
             self.x.copy_(x0)
-            self.seed_state[0].fill_(int(seed))
+            self.seed_state[0].fill_(seed - (1 << 64) if seed >= (1 << 63) else seed)
             self.seed_state[1].fill_(0)
         blocks, rest = divmod(int(n_steps), self.steps_per_graph)
         for _ in range(blocks):

@@ -395,3 +395,12 @@ if _LOADED:
     def _(energy, x0, step_size, n_leapfrog, inv_mass, params, mean, precision, seed, thin,
           record_trajectory, record_energy):
         return _chain_outputs(x0, step_size.shape[0], thin, record_trajectory, record_energy, True)
+
+    # The graph-safe ops mutate their first argument and return nothing.
+    @torch.library.register_fake("torchebm::langevin_update_graphsafe_")
+    def _(x, grad, a, b, clamp_min, clamp_max, grad_clip, seed_state, step_offset):
+        return None
+
+    @torch.library.register_fake("torchebm::philox_state_advance_")
+    def _(seed_state, increment):
+        return None
