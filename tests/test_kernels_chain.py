@@ -373,3 +373,19 @@ def test_kernel_args_turn_a_spec_into_op_arguments():
         ops.kernel_args(("mlp", {}), torch.float32)
     with pytest.raises(ValueError, match="lacks parameters"):
         ops.kernel_args(("ackley", {"a": 1.0}), torch.float32)
+
+
+@pytest.mark.parametrize("op", ["langevin_chain", "mala_chain", "hmc_chain"])
+def test_chain_with_no_chains_reports_zero_means(op):
+    x0 = torch.empty(0, 3, dtype=torch.float64)
+    coef = torch.full((4,), 0.01, dtype=torch.float64)
+    if op == "langevin_chain":
+        out = torch.ops.torchebm.langevin_chain(
+            "harmonic", x0, coef, coef, [1.0], None, None, None, None, None, 0, 1, False, True)
+    elif op == "mala_chain":
+        out = torch.ops.torchebm.mala_chain("harmonic", x0, coef, coef, [1.0], None, None, 0, 1, False, True)
+    else:
+        out = torch.ops.torchebm.hmc_chain("harmonic", x0, coef, 3, None, [1.0], None, None, 0, 1, False, True)
+    assert out[0].shape == (0, 3)
+    for per_step in out[2:]:
+        assert torch.equal(per_step, torch.zeros(4, dtype=torch.float64)), per_step

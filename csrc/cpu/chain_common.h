@@ -1,20 +1,94 @@
-// Shared pieces of the CPU whole-chain kernels: how chains are split into blocks, the outputs,
-// and the fixed-order reductions of the per-step statistics.
+// Shared pieces of the CPU whole-chain kernels: their argument checks and outputs, the split of
+// the chains into blocks run in parallel, what a block records (thinned trajectory, per-step
+// sums reduced in a fixed order) and the Metropolis-Hastings accept step of MALA and HMC. Each
+// kernel keeps only its transition.
 #pragma once
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <numeric>
 #include <optional>
+#include <string>
 #include <vector>
 
+#include "analytic_models.h"
+#include "elementwise_blocks.h"
 #include "philox_fill.h"
 #include "torchebm/checks.h"
 
 namespace torchebm::cpu {
+
+// What every chain op checks first, in this order: x0 ([B, d], floating), thin, the energy and
+// its parameters, then its first per-step schedule, whose length is the chain's n_steps.
+struct ChainArgs {
+  Energy energy;
+  int64_t n_steps;
+};
+
+inline ChainArgs check_chain_args(const std::string& energy, const at::Tensor& x0,
+                                  c10::ArrayRef<double> params,
+                                  const std::optional<at::Tensor>& mean,
+                                  const std::optional<at::Tensor>& precision, int64_t thin,
+                                  const at::Tensor& schedule, const char* schedule_name,
+                                  const char* op) {
+  checks::floating(x0, op, "x0");
+  TORCH_CHECK(x0.dim() == 2, op, ": x0 must have shape [B, d], got ", x0.sizes());
+  TORCH_CHECK(thin >= 1, op, ": thin must be >= 1, got ", thin);
+  ChainArgs c;
+  c.energy = checks::energy(energy, params, mean, precision, x0, op);
+  c.n_steps = schedule.dim() == 1 ? schedule.size(0) : -1;
+  TORCH_CHECK(c.n_steps >= 0, op, ": ", schedule_name,
+              " must be a 1-D per-step tensor [n_steps], got ", schedule.sizes());
+  TORCH_CHECK(c.n_steps <= static_cast<int64_t>(UINT32_MAX) + 1, op,
+              ": n_steps must be <= 2^32 (steps are Philox counter words), got ", c.n_steps);
+  return c;
+}
+
+// A per-step schedule as float64 values on the host, all finite (and > 0 when `positive`).
+inline std::vector<double> schedule_values(const at::Tensor& s, int64_t n_steps, const char* op,
+                                           const char* name, bool positive) {
+  checks::schedule(s, n_steps, op, name);
+  const at::Tensor c = s.to(at::kCPU, at::kDouble).contiguous();
+  std::vector<double> v(c.const_data_ptr<double>(), c.const_data_ptr<double>() + n_steps);
+  for (int64_t t = 0; t < n_steps; ++t) {
+    TORCH_CHECK(std::isfinite(v[t]) && (!positive || v[t] > 0), op, ": ", name, "[", t,
+                "] must be finite", positive ? " and > 0" : "", ", got ", v[t]);
+  }
+  return v;
+}
+
+// A chain op's outputs and what is recorded into them: x = copy of x0, stepped in place;
+// trajectory [B, n_steps / thin, d] or empty; energy_mean [n_steps] or empty; acceptance_rate
+// [n_steps] when `with_acceptance`.
+struct ChainOutputs {
+  at::Tensor x, trajectory, energy_mean, acceptance_rate;
+  int64_t n_steps, thin;
+  bool record_trajectory, record_energy, with_acceptance;
+};
+
+inline ChainOutputs chain_outputs(const at::Tensor& x0, int64_t n_steps, int64_t thin,
+                                  bool record_trajectory, bool record_energy,
+                                  bool with_acceptance) {
+  ChainOutputs o;
+  o.x = x0.contiguous().clone();
+  const int64_t kept = n_steps / thin;
+  o.trajectory = record_trajectory ? at::empty({x0.size(0), kept, x0.size(1)}, x0.options())
+                                   : at::empty({0}, x0.options());
+  // Zeros, not empty: with no chains there are no per-step sums to write, and the means are 0.
+  o.energy_mean = at::zeros({record_energy ? n_steps : 0}, x0.options());
+  if (with_acceptance) o.acceptance_rate = at::zeros({n_steps}, x0.options());
+  o.n_steps = n_steps;
+  o.thin = thin;
+  o.record_trajectory = record_trajectory;
+  o.record_energy = record_energy;
+  o.with_acceptance = with_acceptance;
+  return o;
+}
 
 // Chains are processed in blocks of `rows` chains, each block running every step with its state
 // in cache. The split depends only on (B, d, dtype), never on the thread count; it only decides
@@ -38,25 +112,6 @@ ChainBlocks chain_blocks(int64_t B, int64_t d) {
   b.rows = rows;
   b.count = B == 0 ? 0 : (B + rows - 1) / rows;
   return b;
-}
-
-struct ChainOutputs {
-  at::Tensor x, trajectory, energy_mean, acceptance_rate;
-};
-
-// x = copy of x0; trajectory [B, n_steps / thin, d] or empty; energy_mean [n_steps] or empty;
-// acceptance_rate [n_steps] when `with_acceptance`.
-inline ChainOutputs chain_outputs(const at::Tensor& x0, int64_t n_steps, int64_t thin,
-                                  bool record_trajectory, bool record_energy,
-                                  bool with_acceptance) {
-  ChainOutputs o;
-  o.x = x0.contiguous().clone();
-  const int64_t kept = n_steps / thin;
-  o.trajectory = record_trajectory ? at::empty({x0.size(0), kept, x0.size(1)}, x0.options())
-                                   : at::empty({0}, x0.options());
-  o.energy_mean = at::empty({record_energy ? n_steps : 0}, x0.options());
-  if (with_acceptance) o.acceptance_rate = at::empty({n_steps}, x0.options());
-  return o;
 }
 
 // Per-block, per-step partial sums, reduced over blocks in block order.
@@ -100,38 +155,131 @@ double block_sum(const T* e, int64_t n) {
   return s;
 }
 
-// Copies a block's rows into the trajectory slot `kept_index`.
+// One block of chains, as a kernel steps it.
 template <class T>
-void record_rows(T* traj, const T* x, int64_t r0, int64_t nr, int64_t d, int64_t kept,
-                 int64_t kept_index) {
-  for (int64_t i = 0; i < nr; ++i) {
-    std::memcpy(traj + ((r0 + i) * kept + kept_index) * d, x + i * d, sizeof(T) * d);
+struct ChainBlock {
+  int64_t first;       // index of the block's first chain
+  int64_t rows;        // its number of chains
+  int64_t d;
+  int64_t elems;       // rows * d
+  T* x;                // its states [rows, d]: rows of the output x, stepped in place
+  double* energy_sum;  // [n_steps]: sum of its energies after each step, or null (not recorded)
+  int64_t* accepted;   // [n_steps]: its acceptances at each step, or null (no accept test)
+  T* trajectory;       // the whole output trajectory [B, kept, d], or null (not recorded)
+  int64_t thin, kept;
+
+  // out[0, elems): the block's elements of step t's normal stream, indexed as in philox_normal
+  // over the whole [B, d] batch, so a draw does not depend on the blocking.
+  void normal(T* out, int64_t seed, int64_t t) const {
+    fill_normal(out, first * d, first * d + elems, static_cast<uint64_t>(seed),
+                static_cast<uint32_t>(t), kNormalStream);
   }
-}
 
-// A per-step schedule as float64 values on the host, all finite (and > 0 when `positive`).
-inline std::vector<double> schedule_values(const at::Tensor& s, int64_t n_steps, const char* op,
-                                           const char* name, bool positive) {
-  checks::schedule(s, n_steps, op, name);
-  const at::Tensor c = s.to(at::kCPU, at::kDouble).contiguous();
-  std::vector<double> v(c.const_data_ptr<double>(), c.const_data_ptr<double>() + n_steps);
-  for (int64_t t = 0; t < n_steps; ++t) {
-    TORCH_CHECK(std::isfinite(v[t]) && (!positive || v[t] > 0), op, ": ", name, "[", t,
-                "] must be finite", positive ? " and > 0" : "", ", got ", v[t]);
+  // out[0, rows): the block's per-chain values of step t's uniform stream (indexed by chain).
+  void uniform(T* out, int64_t seed, int64_t t) const {
+    fill_uniform(out, first, first + rows, static_cast<uint64_t>(seed), static_cast<uint32_t>(t),
+                 kUniformStream);
   }
-  return v;
+
+  // Called after step t: copies the states into the trajectory when t is a kept (thinned) step.
+  void record(int64_t t) const {
+    if (trajectory == nullptr || (t + 1) % thin != 0) return;
+    for (int64_t i = 0; i < rows; ++i) {
+      std::memcpy(trajectory + ((first + i) * kept + t / thin) * d, x + i * d, sizeof(T) * d);
+    }
+  }
+};
+
+// The blocks [k0, k1) that one thread runs, one after the other:
+// `for (const ChainBlock<T>& blk : range)`. No block has more than `rows` chains, the size of the
+// thread's buffers.
+template <class T>
+struct ChainBlockRange {
+  int64_t rows, k0, k1;
+  int64_t B, d, thin, kept;
+  T* x;
+  T* trajectory;
+  StepSums* sums;
+
+  ChainBlock<T> block(int64_t k) const {
+    const int64_t first = k * rows, n = std::min(B, first + rows) - first;
+    return {first, n, d, n * d, x + first * d, sums->energy_row(k), sums->accept_row(k),
+            trajectory, thin, kept};
+  }
+
+  struct iterator {
+    const ChainBlockRange* range;
+    int64_t k;
+    ChainBlock<T> operator*() const { return range->block(k); }
+    iterator& operator++() {
+      ++k;
+      return *this;
+    }
+    bool operator!=(const iterator& o) const { return k != o.k; }
+  };
+  iterator begin() const { return {this, k0}; }
+  iterator end() const { return {this, k1}; }
+};
+
+// Runs a chain kernel on out.x: splits the chains into blocks (chain_blocks), calls
+// run(model, range) on each thread with the concrete model and that thread's blocks, so the
+// thread allocates its buffers once for all its blocks, then writes the per-step means from the
+// blocks' sums.
+template <class T, class Run>
+void run_chain(ChainOutputs& out, Energy energy, c10::ArrayRef<double> params,
+               const std::optional<at::Tensor>& mean, const std::optional<at::Tensor>& precision,
+               Run&& run) {
+  const int64_t B = out.x.size(0), d = out.x.size(1);
+  const ChainBlocks blocks = chain_blocks<T>(B, d);
+  StepSums sums(blocks.count, out.n_steps, out.record_energy, out.with_acceptance);
+  ChainBlockRange<T> all{};
+  all.rows = blocks.rows;
+  all.B = B;
+  all.d = d;
+  all.thin = out.thin;
+  all.kept = out.n_steps / out.thin;
+  all.x = out.x.mutable_data_ptr<T>();
+  all.trajectory = out.record_trajectory ? out.trajectory.mutable_data_ptr<T>() : nullptr;
+  all.sums = &sums;
+  with_model<T>(energy, params, mean, precision, d, [&](const auto& m) {
+    at::parallel_for(0, blocks.count, 1, [&](int64_t k0, int64_t k1) {
+      ChainBlockRange<T> mine = all;
+      mine.k0 = k0;
+      mine.k1 = k1;
+      run(m, mine);
+    });
+  });
+  sums.write<T>(out, blocks.count, B);
 }
 
-inline void check_chain_args(const at::Tensor& x0, int64_t thin, const char* op) {
-  checks::floating(x0, op, "x0");
-  TORCH_CHECK(x0.dim() == 2, op, ": x0 must have shape [B, d], got ", x0.sizes());
-  TORCH_CHECK(thin >= 1, op, ": thin must be >= 1, got ", thin);
-}
+// One thread's buffers of a Metropolis-Hastings kernel (MALA, HMC), for blocks of up to `rows`
+// chains: the current gradients g and energies e, the proposal y with its gradients gy and
+// energies ey, and the accept test's log ratios and uniforms.
+template <class T>
+struct MetropolisBuffers {
+  std::vector<T> g, e, y, gy, ey, log_r, u;
+  std::vector<char> accepted;  // bools: std::vector<bool> is packed and has no bool*
 
-inline uint32_t chain_step_limit(int64_t n_steps, const char* op) {
-  TORCH_CHECK(n_steps <= static_cast<int64_t>(UINT32_MAX) + 1, op,
-              ": n_steps must be <= 2^32 (steps are Philox counter words), got ", n_steps);
-  return 0;
-}
+  MetropolisBuffers(int64_t rows, int64_t d)
+      : g(rows * d), e(rows), y(rows * d), gy(rows * d), ey(rows), log_r(rows), u(rows),
+        accepted(rows) {}
+
+  // The accept test of step t once log_r holds the block's log ratios: the accepted chains take
+  // the proposal's state, gradient and energy (so the gradient of the kept state is carried over,
+  // never recomputed); stores the block's acceptance count and energy sum of step t.
+  void accept(const ChainBlock<T>& b, int64_t seed, int64_t t) {
+    b.uniform(u.data(), seed, t);
+    bool* acc = reinterpret_cast<bool*>(accepted.data());
+    b.accepted[t] = accept_block(acc, u.data(), log_r.data(), b.rows);
+    for (int64_t i = 0; i < b.rows; ++i) {
+      if (acc[i]) {
+        std::memcpy(b.x + i * b.d, y.data() + i * b.d, sizeof(T) * b.d);
+        std::memcpy(g.data() + i * b.d, gy.data() + i * b.d, sizeof(T) * b.d);
+        e[i] = ey[i];
+      }
+    }
+    if (b.energy_sum) b.energy_sum[t] = block_sum(e.data(), b.rows);
+  }
+};
 
 }  // namespace torchebm::cpu

@@ -41,9 +41,17 @@ __all__ = [
 
 
 class _Draws:
-    """The random source of one call: float64 draws on the generator's device."""
+    """The calling convention of one generator call: the random source (``seed`` or
+    ``generator``: float64 draws on the generator's device) and the output's ``device`` and
+    ``dtype``, applied by :meth:`finish`."""
 
-    def __init__(self, seed: Optional[int], generator: Optional[torch.Generator]):
+    def __init__(
+        self,
+        seed: Optional[int],
+        generator: Optional[torch.Generator],
+        device: DeviceLike,
+        dtype: Optional[torch.dtype],
+    ):
         if seed is not None and generator is not None:
             raise ValueError(
                 f"pass either seed or generator, not both (got seed={seed!r} and a generator)"
@@ -54,6 +62,8 @@ class _Draws:
             generator = torch.Generator().manual_seed(seed)
         self.generator = generator
         self.device = generator.device if generator is not None else torch.device("cpu")
+        self.out_device = device if device is not None else self.device
+        self.out_dtype = dtype
 
     def normal(self, *shape: int) -> torch.Tensor:
         return torch.randn(
@@ -69,11 +79,21 @@ class _Draws:
             n_components, (n,), generator=self.generator, device=self.device
         )
 
+    def finish(self, points: torch.Tensor) -> torch.Tensor:
+        """The float64 ``points`` cast to the call's dtype (default: torch's default dtype) on
+        its device."""
+        dtype = self.out_dtype if self.out_dtype is not None else torch.get_default_dtype()
+        if not dtype.is_floating_point:
+            raise TypeError(f"dtype must be a floating-point dtype, got {dtype}")
+        return points.to(device=self.out_device, dtype=dtype)
 
-def _check_count(n_samples: int) -> int:
-    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 0:
-        raise ValueError(f"n_samples must be a non-negative int, got {n_samples!r}")
-    return n_samples
+
+def _check_int(name: str, value: int, allow_zero: bool = False) -> int:
+    """``value`` as an int (not a bool) that is > 0, or >= 0 when ``allow_zero``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < (0 if allow_zero else 1):
+        kind = "non-negative" if allow_zero else "positive"
+        raise ValueError(f"{name} must be a {kind} int, got {value!r}")
+    return value
 
 
 def _check_positive(name: str, value: float, allow_zero: bool = False) -> float:
@@ -82,15 +102,6 @@ def _check_positive(name: str, value: float, allow_zero: bool = False) -> float:
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name} must be {bound}, got {value!r}")
     return float(value)
-
-
-def _finish(
-    points: torch.Tensor, draws: _Draws, device: DeviceLike, dtype: Optional[torch.dtype]
-) -> torch.Tensor:
-    dtype = dtype if dtype is not None else torch.get_default_dtype()
-    if not dtype.is_floating_point:
-        raise TypeError(f"dtype must be a floating-point dtype, got {dtype}")
-    return points.to(device=device if device is not None else draws.device, dtype=dtype)
 
 
 def eight_gaussians(
@@ -112,13 +123,13 @@ def eight_gaussians(
     Returns:
         Tensor[n_samples, 2].
     """
-    n = _check_count(n_samples)
+    n = _check_int("n_samples", n_samples, allow_zero=True)
     radius = _check_positive("radius", radius)
     std = _check_positive("std", std, allow_zero=True)
-    draws = _Draws(seed, generator)
+    draws = _Draws(seed, generator, device, dtype)
     angle = draws.component(n, 8).to(torch.float64) * (2 * math.pi / 8)
     means = radius * torch.stack([angle.cos(), angle.sin()], dim=1)
-    return _finish(means + std * draws.normal(n, 2), draws, device, dtype)
+    return draws.finish(means + std * draws.normal(n, 2))
 
 
 def eight_gaussian_means(radius: float = 2.0) -> torch.Tensor:
@@ -146,16 +157,15 @@ def gaussian_grid(
     Returns:
         Tensor[n_samples, 2].
     """
-    n = _check_count(n_samples)
-    if isinstance(n_per_side, bool) or not isinstance(n_per_side, int) or n_per_side < 1:
-        raise ValueError(f"n_per_side must be a positive int, got {n_per_side!r}")
+    n = _check_int("n_samples", n_samples, allow_zero=True)
+    n_per_side = _check_int("n_per_side", n_per_side)
     spacing = _check_positive("spacing", spacing)
     std = _check_positive("std", std, allow_zero=True)
-    draws = _Draws(seed, generator)
+    draws = _Draws(seed, generator, device, dtype)
     k = draws.component(n, n_per_side * n_per_side)
     ij = torch.stack([k // n_per_side, k % n_per_side], dim=1).to(torch.float64)
     means = spacing * (ij - (n_per_side - 1) / 2)
-    return _finish(means + std * draws.normal(n, 2), draws, device, dtype)
+    return draws.finish(means + std * draws.normal(n, 2))
 
 
 def two_moons(
@@ -178,17 +188,17 @@ def two_moons(
     Returns:
         Tensor[n_samples, 2].
     """
-    n = _check_count(n_samples)
+    n = _check_int("n_samples", n_samples, allow_zero=True)
     noise = _check_positive("noise", noise, allow_zero=True)
     scale = _check_positive("scale", scale)
-    draws = _Draws(seed, generator)
+    draws = _Draws(seed, generator, device, dtype)
     lower = draws.component(n, 2).to(torch.float64)
     t = math.pi * draws.uniform(n)
     upper_x, upper_y = t.cos(), t.sin()
     x = upper_x + lower * (1 - 2 * upper_x)  # lower moon: 1 - cos t
     y = upper_y + lower * (0.5 - 2 * upper_y)  # lower moon: 1/2 - sin t
     centred = torch.stack([x - 0.5, y - 0.25], dim=1)
-    return _finish(scale * centred + noise * draws.normal(n, 2), draws, device, dtype)
+    return draws.finish(scale * centred + noise * draws.normal(n, 2))
 
 
 def circles(
@@ -209,16 +219,16 @@ def circles(
     Returns:
         Tensor[n_samples, 2].
     """
-    n = _check_count(n_samples)
+    n = _check_int("n_samples", n_samples, allow_zero=True)
     radii = [float(r) for r in radii]
     if not radii or min(radii) <= 0:
         raise ValueError(f"radii must be a non-empty sequence of positive numbers, got {radii!r}")
     noise = _check_positive("noise", noise, allow_zero=True)
-    draws = _Draws(seed, generator)
+    draws = _Draws(seed, generator, device, dtype)
     r = torch.tensor(radii, dtype=torch.float64, device=draws.device)[draws.component(n, len(radii))]
     theta = 2 * math.pi * draws.uniform(n)
     ring = r[:, None] * torch.stack([theta.cos(), theta.sin()], dim=1)
-    return _finish(ring + noise * draws.normal(n, 2), draws, device, dtype)
+    return draws.finish(ring + noise * draws.normal(n, 2))
 
 
 def swiss_roll(
@@ -239,13 +249,13 @@ def swiss_roll(
     Returns:
         Tensor[n_samples, 2].
     """
-    n = _check_count(n_samples)
+    n = _check_int("n_samples", n_samples, allow_zero=True)
     noise = _check_positive("noise", noise, allow_zero=True)
     scale = _check_positive("scale", scale)
-    draws = _Draws(seed, generator)
+    draws = _Draws(seed, generator, device, dtype)
     t = 1.5 * math.pi * (1 + 2 * draws.uniform(n))
     spiral = scale * t[:, None] * torch.stack([t.cos(), t.sin()], dim=1)
-    return _finish(spiral + noise * draws.normal(n, 2), draws, device, dtype)
+    return draws.finish(spiral + noise * draws.normal(n, 2))
 
 
 def checkerboard(
@@ -268,11 +278,10 @@ def checkerboard(
     Returns:
         Tensor[n_samples, 2].
     """
-    n = _check_count(n_samples)
-    if isinstance(n_cells, bool) or not isinstance(n_cells, int) or n_cells < 1:
-        raise ValueError(f"n_cells must be a positive int, got {n_cells!r}")
+    n = _check_int("n_samples", n_samples, allow_zero=True)
+    n_cells = _check_int("n_cells", n_cells)
     cell_size = _check_positive("cell_size", cell_size)
-    draws = _Draws(seed, generator)
+    draws = _Draws(seed, generator, device, dtype)
     n_dark = (n_cells * n_cells + 1) // 2
     # Dark squares enumerated row by row: row j holds columns i = (j % 2), (j % 2) + 2, ...
     k = draws.component(n, n_dark)
@@ -284,7 +293,7 @@ def checkerboard(
     col = 2 * (rest - in_second * first_row_len) + in_second
     corner = torch.stack([col, row], dim=1).to(torch.float64) * cell_size
     points = corner + cell_size * draws.uniform(n, 2) - n_cells * cell_size / 2
-    return _finish(points, draws, device, dtype)
+    return draws.finish(points)
 
 
 def pinwheel(
@@ -310,13 +319,12 @@ def pinwheel(
     Returns:
         Tensor[n_samples, 2].
     """
-    n = _check_count(n_samples)
-    if isinstance(n_arms, bool) or not isinstance(n_arms, int) or n_arms < 1:
-        raise ValueError(f"n_arms must be a positive int, got {n_arms!r}")
+    n = _check_int("n_samples", n_samples, allow_zero=True)
+    n_arms = _check_int("n_arms", n_arms)
     radial_std = _check_positive("radial_std", radial_std, allow_zero=True)
     tangential_std = _check_positive("tangential_std", tangential_std, allow_zero=True)
     scale = _check_positive("scale", scale)
-    draws = _Draws(seed, generator)
+    draws = _Draws(seed, generator, device, dtype)
     arm = draws.component(n, n_arms).to(torch.float64)
     e = draws.normal(n, 2)
     u = 1 + radial_std * e[:, 0]
@@ -324,7 +332,7 @@ def pinwheel(
     theta = 2 * math.pi * arm / n_arms + rate * u.exp()
     c, s = theta.cos(), theta.sin()
     points = torch.stack([c * u - s * v, s * u + c * v], dim=1)
-    return _finish(scale * points, draws, device, dtype)
+    return draws.finish(scale * points)
 
 
 TOY_DATASETS: Dict[str, Callable[..., torch.Tensor]] = {
