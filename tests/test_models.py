@@ -161,7 +161,14 @@ def test_closed_form_gradient_matches_autograd(name, dim, batch):
 def test_closed_form_gradient_matches_autograd_at_arbitrary_points(name, data):
     factory, dims = ANALYTIC[name]
     dim = data.draw(st.sampled_from(dims))
-    values = data.draw(st.lists(st.floats(-4.0, 4.0), min_size=2 * dim, max_size=2 * dim))
+    # No subnormals: there the oracle itself breaks (autograd of Ackley's sqrt of an underflowed
+    # norm gives inf); the closed form's behaviour at such points is pinned by
+    # test_ackley_gradient_keeps_the_cone_slope_where_the_squared_norm_underflows.
+    values = data.draw(
+        st.lists(
+            st.floats(-4.0, 4.0, allow_subnormal=False), min_size=2 * dim, max_size=2 * dim
+        )
+    )
     x = torch.tensor(values, dtype=F64).reshape(2, dim)
     model = factory()
     expected = autograd_gradient(model, x)
