@@ -34,6 +34,13 @@ _MAX_STEPS_PER_GRAPH = 32  # Langevin steps recorded in one CUDA graph, at most
 _MAX_CUDA_GRAPHS = 4  # captures kept per sampler (least recently used dropped first)
 
 
+def langevin_coefficients(step_size: float, noise_scale: float) -> tuple[float, float]:
+    """``(a, b)`` of the update ``x - a*g + b*xi`` for step size eta and noise scale sigma:
+    ``a = eta``, ``b = sigma * sqrt(2 * eta)`` (the Euler-Maruyama discretisation of Langevin
+    diffusion at temperature sigma^2). Shared by Langevin dynamics and the MALA proposal."""
+    return step_size, noise_scale * math.sqrt(2.0 * step_size)
+
+
 class LangevinDynamics(BaseSampler):
     r"""Langevin dynamics: the Euler–Maruyama discretisation of
     :math:`dx = -\nabla E(x)\,dt + \sqrt2\,dW`, with no accept/reject step.
@@ -248,7 +255,7 @@ class LangevinDynamics(BaseSampler):
         eta = self.get_scheduled_value("step_size")
         if self.noise_std is not None:
             return eta, self.get_scheduled_value("noise_std")
-        return eta, self.get_scheduled_value("noise_scale") * math.sqrt(2.0 * eta)
+        return langevin_coefficients(eta, self.get_scheduled_value("noise_scale"))
 
     def _begin(self, x: torch.Tensor, ctx: StepContext) -> None:
         return None

@@ -4,7 +4,6 @@ Metropolis–Hastings correction. TorchEBM names it but has none; its API here f
 
 from __future__ import annotations
 
-import math
 from typing import Any, Optional, Union
 
 import torch
@@ -14,6 +13,7 @@ from torchebm.core.base_module import DeviceLike
 from torchebm.core.base_sampler import BaseSampler, _check_scheduled, _rand, _randn
 from torchebm.core.base_scheduler import BaseScheduler
 from torchebm.kernels import reference
+from torchebm.samplers.langevin_dynamics import langevin_coefficients
 from torchebm.samplers.sampling_loop import (
     ChainResult,
     KernelModel,
@@ -145,7 +145,7 @@ class MetropolisAdjustedLangevin(BaseSampler):
     # ---------------------------------------------------------------- the algorithm
     def _coefficients(self) -> tuple[float, float]:
         eta = self.get_scheduled_value("step_size")
-        return eta, self.get_scheduled_value("noise_scale") * math.sqrt(2.0 * eta)
+        return langevin_coefficients(eta, self.get_scheduled_value("noise_scale"))
 
     def _begin(self, x: torch.Tensor, ctx: StepContext):
         energy, grad = self._energy_and_gradient(x, ctx.model_kwargs)
