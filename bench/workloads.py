@@ -100,8 +100,11 @@ class Workload:
     full: dict
     quick: dict
     impls: tuple  # implementations that can run it
-    targets: dict  # {"vs_torchebm089": x, "vs_reference": y}, any subset
+    targets: dict  # on the CPU: {"vs_torchebm089": x, "vs_reference": y}, any subset
     devices: tuple = ("cpu", "cuda")
+    # On CUDA: speedup keys as above (also "vs_torchebm089_triton"), and "fraction_of_peak"
+    # (achieved over peak memory bandwidth). The CPU targets are not applied there.
+    gpu_targets: dict = dataclasses.field(default_factory=dict)
     na: dict = dataclasses.field(default_factory=dict)  # impl -> why it is n/a
     unit: str = "chain-steps"  # what ``work`` counts, for throughput
 
@@ -561,6 +564,7 @@ WORKLOADS = {
             impls=("fused", "torchebm089-triton"),
             targets={},
             devices=("cuda",),
+            gpu_targets={"fraction_of_peak": 0.8},
             unit="elements",
         ),
         Workload(
@@ -572,6 +576,7 @@ WORKLOADS = {
             impls=("fused", "reference", "torchebm089", "torchebm089-triton"),
             targets={},
             devices=("cuda",),
+            gpu_targets={"vs_torchebm089": 100.0, "vs_torchebm089_triton": 1.0},
         ),
         Workload(
             "gpu_mlp_cuda_graph",

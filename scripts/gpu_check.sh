@@ -20,6 +20,8 @@
 #   TORCHEBM089_PYTHON  an interpreter with TorchEBM 0.8.9 (and CUDA torch) for the baseline
 #                       columns of the benchmark (default: .venv-torchebm089 if present; without
 #                       one the benchmark runs our implementations only)
+#   TORCHEBM089_WHEEL   else, a torchebm-0.8.9 wheel (pure Python) to install offline, beside the
+#                       machine's torch, into .torchebm089-gpu/ with an interpreter wrapper
 #   BENCH_ARGS          extra arguments for bench/run.py (e.g. --quick)
 #   PYTEST_ARGS         extra arguments for pytest
 set -uo pipefail
@@ -95,6 +97,15 @@ step tests "$PY" -m pytest -m cuda -v -p no:cacheprovider --continue-on-collecti
 if [ -f bench/run.py ]; then
   T089=${TORCHEBM089_PYTHON:-}
   if [ -z "$T089" ] && [ -x .venv-torchebm089/bin/python ]; then T089=$REPO/.venv-torchebm089/bin/python; fi
+  if [ -z "$T089" ] && [ -n "${TORCHEBM089_WHEEL:-}" ]; then
+    # Its import name is ours too: it gets its own folder, put on PYTHONPATH, which comes
+    # before site-packages, so the wrapper imports 0.8.9 even where ours is installed.
+    "$PYTHON" -m pip install -q --no-deps --no-compile --target "$REPO/.torchebm089-gpu/site" \
+      "$TORCHEBM089_WHEEL" &&
+      printf '#!/bin/sh\nPYTHONPATH=%s exec %s "$@"\n' "$REPO/.torchebm089-gpu/site" \
+        "$(command -v "$PYTHON")" > "$REPO/.torchebm089-gpu/python" &&
+      chmod +x "$REPO/.torchebm089-gpu/python" && T089=$REPO/.torchebm089-gpu/python
+  fi
   impls=fused,reference,fused-cudagraph
   bench_py=()
   if [ -n "$T089" ] && "$T089" -c 'import torchebm, torch; assert torch.cuda.is_available()' 2> /dev/null; then
@@ -104,6 +115,12 @@ if [ -f bench/run.py ]; then
     say "bench: no interpreter with TorchEBM 0.8.9 and CUDA torch (TORCHEBM089_PYTHON): our implementations only"
   fi
   # shellcheck disable=SC2086
+  triton089=()
+  if [ -n "$T089" ]; then
+    f=$("$T089" -c 'import torchebm.cuda.fused_langevin as m; print(m.__file__)' 2> /dev/null) &&
+      triton089=(--triton-089 "$f")
+  fi
+  step profile "$PY" scripts/gpu_profile.py --out "$OUT/profile.json" ${triton089[@]+"${triton089[@]}"}
   step bench "$PY" bench/run.py --device cuda --out "$OUT/bench" --ours-python "$PY" --impls "$impls" ${bench_py[@]+"${bench_py[@]}"} ${BENCH_ARGS:-}
 else
   say "bench: bench/run.py not found, skipped"

@@ -66,3 +66,39 @@ def test_bench_results_json_has_the_documented_schema(quick_run):
         medians = {impl: e["median_s"] for impl, e in workload["results"].items()}
         ratio = medians["reference"] / medians["fused"]
         assert workload["speedup"]["fused_vs_reference"] == pytest.approx(ratio)
+
+
+def _fake(median_s: float, device_name: str = "NVIDIA H100 80GB HBM3") -> dict:
+    return {"status": "ok", "times_s": [median_s] * 3, "work": 1 << 26,
+            "cuda_device_name": device_name}  # fmt: skip
+
+
+def test_gpu_runs_judge_the_gpu_targets_not_the_cpu_ones():
+    """On CUDA, a workload is judged by its GPU targets (bandwidth fraction, ratios against
+    0.8.9's sampler and Triton kernel); the CPU ratios are not applied there."""
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        import run as bench_run
+        import workloads as W
+    finally:
+        sys.path.pop(0)
+    cuda = type("Args", (), {"device": "cuda", "quick": False, "peak_bw_tbs": None})()
+    cpu = type("Args", (), {"device": "cpu", "quick": False, "peak_bw_tbs": None})()
+
+    # 12 B x 2^26 in 0.3 ms = 2.68 TB/s = 80.1% of the H100's 3.35 TB/s; 0.31 ms = 77.5%.
+    bw = W.WORKLOADS["gpu_langevin_bandwidth"]
+    assert bench_run.summarise(bw, {"fused": _fake(0.30e-3)}, cuda)["met"] is True
+    assert bench_run.summarise(bw, {"fused": _fake(0.31e-3)}, cuda)["met"] is False
+
+    chain = W.WORKLOADS["gpu_doublewell_chain"]
+    fast = {"fused": _fake(1.0), "torchebm089": _fake(150.0), "torchebm089-triton": _fake(1.5)}
+    assert bench_run.summarise(chain, fast, cuda)["met"] is True
+    slow_vs_triton = dict(fast, **{"torchebm089-triton": _fake(0.9)})
+    assert bench_run.summarise(chain, slow_vs_triton, cuda)["met"] is False
+    assert bench_run.summarise(chain, {"fused": _fake(1.0)}, cuda)["met"] is None  # not measured
+
+    dw = W.WORKLOADS["doublewell_langevin"]
+    slow = {"fused": _fake(1.0), "reference": _fake(2.0), "torchebm089": _fake(3.0)}
+    assert bench_run.summarise(dw, slow, cpu)["met"] is False  # 3x < 10x on the CPU
+    assert bench_run.summarise(dw, slow, cuda)["targets"] == {} and \
+        bench_run.summarise(dw, slow, cuda)["met"] is None

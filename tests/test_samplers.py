@@ -776,17 +776,20 @@ def test_progress_bar_runs(capsys, monkeypatch):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("cls", SAMPLERS)
 @pytest.mark.parametrize("path", ["fused", "chain"])
-def test_kernel_paths_never_synchronise_with_the_host_per_step(cls, path):
-    """With x drawn on the device, the only host read of a call is the Philox seed (drawn on
-    the CPU generator); CUDA's sync debug mode turns any device->host sync into an error."""
+@pytest.mark.parametrize("start", ["drawn", "given"])
+def test_kernel_paths_never_synchronise_with_the_host(cls, path, start):
+    """With the state on the device (drawn there, or a given x), no call synchronises: the seed
+    is drawn on the CPU generator, schedules go up through pinned memory, and a GPU x is not
+    read back for a finiteness check. CUDA's sync debug mode turns any sync into an error."""
     skip_unless_ops(*(cls.step_ops if path == "fused" else (cls.chain_op,)),
                     device=torch.device("cuda"))
     model = gaussian() if path == "chain" else NoSpecGaussian(torch.zeros(2), torch.eye(2))
     s = make(cls, model=model, backend="fused", device="cuda")
     s.sample(dim=2, n_samples=64, n_steps=3)  # warm-up (lazy CUDA initialisation)
+    x = torch.randn(64, 2, device="cuda") if start == "given" else None
     torch.cuda.set_sync_debug_mode("error")
     try:
-        out = s.sample(dim=2, n_samples=64, n_steps=20, return_trajectory=True)
+        out = s.sample(x=x, dim=2, n_samples=64, n_steps=20, return_trajectory=True)
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert s.last_path == path and out.shape == (64, 20, 2) and out.is_cuda

@@ -158,6 +158,26 @@ def test_values_lists_what_the_next_steps_use_without_stepping(make, already_tak
 
 
 @pytest.mark.parametrize("make", ALL_SCHEDULERS)
+@pytest.mark.parametrize("already_taken", [0, 4])
+@pytest.mark.parametrize("n", [0, 1, 13])
+def test_advance_leaves_the_state_of_n_steps(make, already_taken, n):
+    stepped, advanced = make(), make()
+    for s in (stepped, advanced):
+        for _ in range(already_taken):
+            s.step()
+    for _ in range(n):
+        stepped.step()
+    advanced.advance(n)
+    assert snapshot(advanced) == snapshot(stepped)
+    close(advanced.values(5), stepped.values(5))
+
+
+def test_advance_rejects_a_negative_count():
+    with pytest.raises(ValueError, match="n_steps"):
+        ConstantScheduler(1.0).advance(-1)
+
+
+@pytest.mark.parametrize("make", ALL_SCHEDULERS)
 def test_values_of_zero_steps_is_empty(make):
     assert make().values(0) == []
 

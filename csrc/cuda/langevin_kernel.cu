@@ -5,7 +5,7 @@
 //
 // Memory-bound: 12 bytes per float32 element with in-kernel noise (x, grad in; x' out). Each
 // thread handles whole Philox groups (4 float32 or 2 float64 elements: one 16-byte vector per
-// tensor), in a grid-stride loop over a grid that fills every multiprocessor.
+// tensor), one group per thread (streaming_grid), in a grid-stride loop that accepts any grid.
 #include <limits>
 
 #include "launchers.h"
@@ -57,11 +57,11 @@ cudaError_t run(const void* x, const void* grad, const void* noise, void* out, i
   const T* gp = static_cast<const T*>(grad);
   T* op = static_cast<T*>(out);
   if (noise != nullptr) {
-    const unsigned grid = resident_grid(langevin_update_kernel<T, true>, groups, kThreads, launch);
+    const unsigned grid = streaming_grid(groups, kThreads);
     langevin_update_kernel<T, true><<<grid, kThreads, 0, launch.stream>>>(
         xp, gp, static_cast<const T*>(noise), op, n, k, rng, aligned);
   } else {
-    const unsigned grid = resident_grid(langevin_update_kernel<T, false>, groups, kThreads, launch);
+    const unsigned grid = streaming_grid(groups, kThreads);
     langevin_update_kernel<T, false><<<grid, kThreads, 0, launch.stream>>>(xp, gp, nullptr, op, n,
                                                                             k, rng, aligned);
   }

@@ -61,16 +61,16 @@ cudaError_t run(const void* x, const void* p, const void* grad, const void* inv_
           *gp = static_cast<const T*>(grad), *mp = static_cast<const T*>(inv_mass);
   T *xo = static_cast<T*>(x_out), *po = static_cast<T*>(p_out);
   if (inv_mass == nullptr) {
-    const unsigned grid = resident_grid(kick_drift_kernel<T, kUnit>, groups, kThreads, launch);
+    const unsigned grid = streaming_grid(groups, kThreads);
     kick_drift_kernel<T, kUnit><<<grid, kThreads, 0, launch.stream>>>(
         xp, pp, gp, mp, d, xo, po, n, C(kick), C(drift), aligned);
   } else if (inv_mass_len == 1) {
-    const unsigned grid = resident_grid(kick_drift_kernel<T, kScalar>, groups, kThreads, launch);
+    const unsigned grid = streaming_grid(groups, kThreads);
     kick_drift_kernel<T, kScalar><<<grid, kThreads, 0, launch.stream>>>(
         xp, pp, gp, mp, d, xo, po, n, C(kick), C(drift), aligned);
   } else {
     if (inv_mass_len != d || d <= 0) return cudaErrorInvalidValue;
-    const unsigned grid = resident_grid(kick_drift_kernel<T, kDiagonal>, groups, kThreads, launch);
+    const unsigned grid = streaming_grid(groups, kThreads);
     kick_drift_kernel<T, kDiagonal><<<grid, kThreads, 0, launch.stream>>>(
         xp, pp, gp, mp, d, xo, po, n, C(kick), C(drift), aligned);
   }

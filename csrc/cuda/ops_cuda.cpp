@@ -61,9 +61,11 @@ void check_launch(cudaError_t err, const char* op) {
 
 const void* data_or_null(const at::Tensor& t) { return t.defined() ? t.const_data_ptr() : nullptr; }
 
-// `t` copied (asynchronously, if it is elsewhere) to `device` as a contiguous `dtype` tensor.
+// `t` copied to `device` as a contiguous `dtype` tensor, without synchronising the host: a CPU
+// tensor is staged in pinned memory (an asynchronous copy from pageable memory may block).
 at::Tensor on_device(const at::Tensor& t, const at::Device& device, at::ScalarType dtype) {
-  return t.to(at::TensorOptions().device(device).dtype(dtype), /*non_blocking=*/true).contiguous();
+  const at::Tensor src = t.is_cpu() ? t.to(dtype).contiguous().pin_memory() : t;
+  return src.to(at::TensorOptions().device(device).dtype(dtype), /*non_blocking=*/true).contiguous();
 }
 
 // ---- random numbers -------------------------------------------------------------------------

@@ -33,7 +33,7 @@ template <bool kUniform, class T>
 cudaError_t fill(void* out, int64_t n, PhiloxArgs rng, Launch launch) {
   if (n == 0) return cudaSuccess;
   const int64_t groups = (n + kGroup<T> - 1) / kGroup<T>;
-  const unsigned grid = resident_grid(philox_fill_kernel<T, kUniform>, groups, kThreads, launch);
+  const unsigned grid = streaming_grid(groups, kThreads);
   philox_fill_kernel<T, kUniform><<<grid, kThreads, 0, launch.stream>>>(
       static_cast<T*>(out), n, rng, pack_aligned<T>(out));
   return launch_status();

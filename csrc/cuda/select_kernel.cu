@@ -128,8 +128,7 @@ cudaError_t run_metropolis(const void* lar, const void* x, const void* xp, const
   int64_t tile_rows = d > 0 ? 8192 / d : kTileRows;
   tile_rows = tile_rows < 1 ? 1 : (tile_rows > kTileRows ? kTileRows : tile_rows);
   const int64_t tiles = (batch + tile_rows - 1) / tile_rows;
-  const unsigned grid =
-      resident_grid(metropolis_select_kernel<T>, tiles * kThreads, kThreads, launch);
+  const unsigned grid = streaming_grid(tiles * kThreads, kThreads);
   metropolis_select_kernel<T><<<grid, kThreads, 0, launch.stream>>>(
       static_cast<const T*>(lar), static_cast<const T*>(x), static_cast<const T*>(xp),
       static_cast<const T*>(uniform), static_cast<T*>(x_out), accepted, batch, d, tile_rows, rng);
@@ -145,7 +144,7 @@ cudaError_t run_mala(const void* x, const void* y, const void* gx, const void* g
   if (batch == 0) return cudaSuccess;
   const int team = team_for(d);
   const int64_t lanes = (batch + (32 / team) - 1) / (32 / team) * 32;
-  const unsigned grid = resident_grid(mala_select_kernel<T>, lanes, kThreads, launch);
+  const unsigned grid = streaming_grid(lanes, kThreads);
   mala_select_kernel<T><<<grid, kThreads, 0, launch.stream>>>(
       static_cast<const T*>(x), static_cast<const T*>(y), static_cast<const T*>(gx),
       static_cast<const T*>(gy), static_cast<const T*>(ex), static_cast<const T*>(ey),

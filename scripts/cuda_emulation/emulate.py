@@ -112,6 +112,7 @@ def rewrite_registration(text: str) -> str:
         text = text.replace(f"#include <{header}>\n", "")
     text = text.replace('#include "launchers.h"\n', '#include "launchers.h"\n' + _REGISTRATION_SHIMS)
     text = text.replace(".is_cuda()", ".is_cpu()").replace("at::Device(at::kCUDA)", "at::Device(at::kCPU)")
+    text = text.replace(".pin_memory()", "")  # host memory throughout; pinning needs a driver
     text = text.replace("TORCH_LIBRARY_IMPL(torchebm, CUDA, m)", "TORCH_LIBRARY(torchebm_cuda_emu, m)")
     return re.sub(r"\bm\.impl\(", "m.def(", text)
 

@@ -96,6 +96,13 @@ class BaseScheduler(ABC):
             out.append(float(probe.get_value()))
         return out
 
+    def advance(self, n_steps: int) -> None:
+        """Take ``n_steps`` steps at once: the state ``n_steps`` calls of :meth:`step` leave
+        (the whole-chain paths call this once per run)."""
+        n_steps = count(type(self).__name__, "n_steps", n_steps, minimum=0)
+        for _ in range(n_steps):
+            self.step()
+
     def state_dict(self) -> dict[str, Any]:
         """A copy of the attributes (constructor parameters plus ``current_value`` and
         ``step_count``); deep, so a nested scheduler is not shared with the copy."""
@@ -121,6 +128,20 @@ class ConstantScheduler(BaseScheduler):
 
     def _compute_value(self) -> float:
         return self.start_value
+
+    # Closed forms of the base class's step-by-step versions: a whole-chain run of n steps
+    # costs O(1) Python calls, not O(n).
+    def values(self, n_steps: int) -> list[float]:
+        n_steps = count(type(self).__name__, "n_steps", n_steps, minimum=0)
+        if n_steps == 0:
+            return []
+        return [float(self.current_value)] + [float(self.start_value)] * (n_steps - 1)
+
+    def advance(self, n_steps: int) -> None:
+        n_steps = count(type(self).__name__, "n_steps", n_steps, minimum=0)
+        if n_steps > 0:
+            self.step_count += n_steps
+            self.current_value = self._compute_value()
 
 
 class ExponentialDecayScheduler(BaseScheduler):

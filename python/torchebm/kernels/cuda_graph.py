@@ -22,6 +22,7 @@ host (no ``.item()``, no data-dependent Python control flow).
 
 from __future__ import annotations
 
+import gc
 from typing import Callable, Optional
 
 import torch
@@ -93,8 +94,17 @@ class LangevinGraph:
             for _ in range(max(int(warmup), 1)):
                 self._block()
         torch.cuda.current_stream(x.device).wait_stream(side)
-        with torch.cuda.graph(self.graph):
-            self._block()
+        # A garbage collection during capture may destroy another CUDA graph, a call that
+        # invalidates this capture: collect before it, and not during it.
+        gc.collect()
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            with torch.cuda.graph(self.graph):
+                self._block()
+        finally:
+            if collecting:
+                gc.enable()
 
     def _step(self, offset: int) -> None:
         grad = self.gradient(self.x)

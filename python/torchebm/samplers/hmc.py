@@ -284,7 +284,7 @@ class HamiltonianMonteCarlo(BaseSampler):
         record_energy: bool,
         seed: int,
     ) -> ChainResult:
-        step_size = scheduled_values(self, "step_size", n_steps, x.device)
+        step_size = scheduled_values(self, "step_size", n_steps)
         inv_mass, _ = self._mass_terms(x)
         out, trajectory, energy, acceptance = kernel_op("hmc_chain")(
             model.name,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 import numbers
+import weakref
 from collections import OrderedDict
 from typing import Any, Optional, Sequence, Union
 
@@ -289,11 +290,11 @@ class LangevinDynamics(BaseSampler):
         record_energy: bool,
         seed: int,
     ) -> ChainResult:
-        a = scheduled_values(self, "step_size", n_steps, x.device)
+        a = scheduled_values(self, "step_size", n_steps)
         if self.noise_std is not None:
-            b = scheduled_values(self, "noise_std", n_steps, x.device)
+            b = scheduled_values(self, "noise_std", n_steps)
         else:
-            b = scheduled_values(self, "noise_scale", n_steps, x.device) * torch.sqrt(2.0 * a)
+            b = scheduled_values(self, "noise_scale", n_steps) * torch.sqrt(2.0 * a)
         lo, hi = self.clamp if self.clamp is not None else (None, None)
         out, trajectory, energy = kernel_op("langevin_chain")(
             model.name,
@@ -389,8 +390,11 @@ class LangevinDynamics(BaseSampler):
         # The entry holds the model, so its id cannot be reused by another model while cached.
         entry = self._cuda_graphs.pop(key, None)
         if entry is None:
+            # The capture lives in this sampler's cache, so it holds the sampler weakly: a
+            # dropped sampler frees its graphs at once, not at the next cyclic collection.
+            gradient = weakref.WeakMethod(self._model_gradient)
             graph = capture_langevin(
-                self._model_gradient, x, a=a, b=b, steps_per_graph=block,
+                lambda state: gradient()(state), x, a=a, b=b, steps_per_graph=block,
                 clamp_min=lo, clamp_max=hi, grad_clip=self.grad_clip,
             )
             entry = (model, graph)

@@ -189,8 +189,8 @@ class MetropolisAdjustedLangevin(BaseSampler):
         record_energy: bool,
         seed: int,
     ) -> ChainResult:
-        a = scheduled_values(self, "step_size", n_steps, x.device)
-        b = scheduled_values(self, "noise_scale", n_steps, x.device) * torch.sqrt(2.0 * a)
+        a = scheduled_values(self, "step_size", n_steps)
+        b = scheduled_values(self, "noise_scale", n_steps) * torch.sqrt(2.0 * a)
         out, trajectory, energy, acceptance = kernel_op("mala_chain")(
             model.name,
             x,

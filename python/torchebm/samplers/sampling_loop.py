@@ -96,10 +96,12 @@ def kernel_op(name: str) -> Callable[..., Any]:
     return face if face is not None else getattr(torch.ops.torchebm, name)
 
 
-def scheduled_values(sampler: BaseSampler, name: str, n_steps: int, device: torch.device) -> torch.Tensor:
-    """The values the scheduler ``name`` gives the next ``n_steps`` steps, ``float64 [n_steps]``."""
+def scheduled_values(sampler: BaseSampler, name: str, n_steps: int) -> torch.Tensor:
+    """The values the scheduler ``name`` gives the next ``n_steps`` steps, ``float64 [n_steps]``
+    on the CPU: the chain ops check them there and copy them to a GPU state's device through
+    pinned memory, without synchronising."""
     values = sampler.schedulers[name].values(n_steps)
-    return torch.tensor(values, dtype=torch.float64, device=device)
+    return torch.tensor(values, dtype=torch.float64)
 
 
 def kernel_model(model: torch.nn.Module, x: torch.Tensor) -> tuple[Optional[KernelModel], Optional[str]]:
@@ -125,6 +127,14 @@ def _infer_event_shape(sampler: BaseSampler) -> Optional[tuple[int, ...]]:
 
 
 def _check_finite(owner: str, x: torch.Tensor) -> None:
+    """Raise a ValueError naming the first non-finite element of a CPU state ``x``.
+
+    States on a GPU are not checked: reading the answer would synchronise the host with the
+    device at every call. A non-finite GPU state stays visibly non-finite (every update
+    propagates NaN and inf, and Metropolis steps reject from it).
+    """
+    if x.device.type != "cpu":
+        return
     finite = torch.isfinite(x)
     if bool(finite.all()):
         return
@@ -343,8 +353,7 @@ def _whole_run_progress(sampler: BaseSampler, owner: str, n_steps: int) -> Itera
         bar = progress_bar(total=n_steps, desc=owner, enabled=True)
     yield
     for scheduler in sampler._subtree_schedulers():
-        for _ in range(n_steps):
-            scheduler.step()
+        scheduler.advance(n_steps)
     if bar is not None:
         bar.update(n_steps)
         bar.close()
