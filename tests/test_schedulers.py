@@ -155,6 +155,12 @@ def test_values_lists_what_the_next_steps_use_without_stepping(make, already_tak
     assert snapshot(s) == before  # not mutated
     assert all(type(v) is float for v in planned)
     close(planned, trace(s, 12))
+    as_tensor = make()
+    for _ in range(already_taken):
+        as_tensor.step()
+    t = as_tensor.values_tensor(12)
+    assert t.dtype == torch.float64 and t.device.type == "cpu" and t.shape == (12,)
+    assert t.tolist() == planned
 
 
 @pytest.mark.parametrize("make", ALL_SCHEDULERS)

@@ -23,6 +23,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, Optional
 
+import torch
+
 from torchebm.core.argument_checks import count, real_number
 
 
@@ -96,6 +98,10 @@ class BaseScheduler(ABC):
             out.append(float(probe.get_value()))
         return out
 
+    def values_tensor(self, n_steps: int) -> torch.Tensor:
+        """:meth:`values` as a ``float64`` CPU tensor ``[n_steps]`` (the whole-chain ops' form)."""
+        return torch.tensor(self.values(n_steps), dtype=torch.float64)
+
     def advance(self, n_steps: int) -> None:
         """Take ``n_steps`` steps at once: the state ``n_steps`` calls of :meth:`step` leave
         (the whole-chain paths call this once per run)."""
@@ -132,10 +138,14 @@ class ConstantScheduler(BaseScheduler):
     # Closed forms of the base class's step-by-step versions: a whole-chain run of n steps
     # costs O(1) Python calls, not O(n).
     def values(self, n_steps: int) -> list[float]:
+        return self.values_tensor(n_steps).tolist()
+
+    def values_tensor(self, n_steps: int) -> torch.Tensor:
         n_steps = count(type(self).__name__, "n_steps", n_steps, minimum=0)
-        if n_steps == 0:
-            return []
-        return [float(self.current_value)] + [float(self.start_value)] * (n_steps - 1)
+        out = torch.full((n_steps,), float(self.start_value), dtype=torch.float64)
+        if n_steps > 0:
+            out[0] = float(self.current_value)
+        return out
 
     def advance(self, n_steps: int) -> None:
         n_steps = count(type(self).__name__, "n_steps", n_steps, minimum=0)

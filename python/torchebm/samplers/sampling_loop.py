@@ -100,8 +100,7 @@ def scheduled_values(sampler: BaseSampler, name: str, n_steps: int) -> torch.Ten
     """The values the scheduler ``name`` gives the next ``n_steps`` steps, ``float64 [n_steps]``
     on the CPU: the chain ops check them there and copy them to a GPU state's device through
     pinned memory, without synchronising."""
-    values = sampler.schedulers[name].values(n_steps)
-    return torch.tensor(values, dtype=torch.float64)
+    return sampler.schedulers[name].values_tensor(n_steps)
 
 
 def kernel_model(model: torch.nn.Module, x: torch.Tensor) -> tuple[Optional[KernelModel], Optional[str]]:
