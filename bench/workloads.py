@@ -12,6 +12,8 @@ Implementations (``impl``):
     torchebm089        TorchEBM 0.8.9's samplers
     torchebm089-triton TorchEBM 0.8.9's Triton kernels (GPU workloads only)
     fused-cudagraph    ours, ``backend="fused"`` with ``cuda_graph=True`` (GPU MLP only)
+    fused-op           ours, the whole-chain op ``torchebm.kernels.ops.langevin_chain`` called
+                       directly: the counterpart of 0.8.9's Triton chain function (GPU double well)
 
 Worker (the orchestrator ``bench/run.py`` spawns one per workload and implementation):
     python -m bench.workloads --workload NAME --impl IMPL --result OUT.json [--quick] ...
@@ -34,7 +36,7 @@ from typing import Callable, Optional
 
 import torch
 
-OURS = ("fused", "reference", "fused-cudagraph")
+OURS = ("fused", "reference", "fused-cudagraph", "fused-op")
 THEIRS = ("torchebm089", "torchebm089-triton")
 SEED = 20240601
 GAUSS_DIM = 32
@@ -102,8 +104,9 @@ class Workload:
     impls: tuple  # implementations that can run it
     targets: dict  # on the CPU: {"vs_torchebm089": x, "vs_reference": y}, any subset
     devices: tuple = ("cpu", "cuda")
-    # On CUDA: speedup keys as above (also "vs_torchebm089_triton"), and "fraction_of_peak"
-    # (achieved over peak memory bandwidth). The CPU targets are not applied there.
+    # On CUDA: speedup keys as above, a full speedup entry's name (e.g.
+    # "op_vs_torchebm089_triton"), and "fraction_of_peak" (achieved over peak memory
+    # bandwidth). The CPU targets are not applied there.
     gpu_targets: dict = dataclasses.field(default_factory=dict)
     na: dict = dataclasses.field(default_factory=dict)  # impl -> why it is n/a
     unit: str = "chain-steps"  # what ``work`` counts, for throughput
@@ -464,26 +467,34 @@ def _triton_089(name: str):
 
 
 def gpu_doublewell_chain(impl, size, repeats, warmup, device):
-    """Whole-chain double well, 4096 x 32 x 1000: ours vs 0.8.9's sampler and its Triton chain."""
-    if impl != "torchebm089-triton":
-        return doublewell_langevin(impl, size, repeats, warmup, device)
-    chain = _triton_089("doublewell_langevin_chain")
+    """Whole-chain double well, 4096 x 32 x 1000: our sampler against 0.8.9's sampler, and our
+    chain op against 0.8.9's Triton chain function (each a kernel behind a thin wrapper)."""
     x0 = _initial_state(size["n_chains"], size["dim"], device).contiguous()
+    n_steps = size["n_steps"]
     counter = iter(range(10**9))
-    times = _time_runs(
-        setup=lambda: x0.clone(),
+    if impl == "torchebm089-triton":
+        chain = _triton_089("doublewell_langevin_chain")
         # signature in 0.8.9: (x, n_steps, step_size, noise_scale=1.0, barrier_height=2.0,
         # b=1.0, seed=None); in place on a contiguous CUDA float32 x
-        run=lambda x: chain(x, size["n_steps"], LANGEVIN_STEP, 1.0, 2.0, 1.0, seed=next(counter)),
-        repeats=repeats,
-        warmup=warmup,
-        device=device,
-    )
-    return {
-        "times_s": times,
-        "work": size["n_chains"] * size["n_steps"],
-        "info": {"op": "torchebm.cuda.fused_langevin.doublewell_langevin_chain"},
-    }
+        run = lambda x: chain(x, n_steps, LANGEVIN_STEP, 1.0, 2.0, 1.0, seed=next(counter))  # noqa: E731
+        op = "torchebm.cuda.fused_langevin.doublewell_langevin_chain"
+    elif impl == "fused-op":
+        (DoubleWellModel,) = _import_api("DoubleWellModel", module="torchebm.core")
+        from torchebm.kernels import ops
+        from torchebm.samplers.sampling_loop import kernel_model
+
+        spec, why = kernel_model(DoubleWellModel().to(device), x0)
+        if spec is None:
+            raise Unavailable(f"no chain kernel for DoubleWellModel: {why}")
+        # The schedules, like the Triton function's scalars, are prepared once.
+        a = torch.full((n_steps,), LANGEVIN_STEP, dtype=torch.float64, device=device)
+        b = torch.full((n_steps,), math.sqrt(2.0 * LANGEVIN_STEP), dtype=torch.float64, device=device)
+        run = lambda x: ops.langevin_chain(spec.name, x, a, b, spec.params, seed=next(counter))  # noqa: E731
+        op = "torchebm.kernels.ops.langevin_chain"
+    else:
+        return doublewell_langevin(impl, size, repeats, warmup, device)
+    times = _time_runs(setup=lambda: x0.clone(), run=run, repeats=repeats, warmup=warmup, device=device)
+    return {"times_s": times, "work": size["n_chains"] * n_steps, "info": {"op": op}}
 
 
 def gpu_mlp_cuda_graph(impl, size, repeats, warmup, device):
@@ -573,10 +584,10 @@ WORKLOADS = {
             "whole-chain double well on CUDA, step 0.01",
             full={"n_chains": 4096, "dim": 32, "n_steps": 1000},
             quick={"n_chains": 256, "dim": 32, "n_steps": 50},
-            impls=("fused", "reference", "torchebm089", "torchebm089-triton"),
+            impls=("fused", "fused-op", "reference", "torchebm089", "torchebm089-triton"),
             targets={},
             devices=("cuda",),
-            gpu_targets={"vs_torchebm089": 100.0, "vs_torchebm089_triton": 1.0},
+            gpu_targets={"vs_torchebm089": 100.0, "op_vs_torchebm089_triton": 1.0},
         ),
         Workload(
             "gpu_mlp_cuda_graph",

@@ -106,7 +106,7 @@ if [ -f bench/run.py ]; then
         "$(command -v "$PYTHON")" > "$REPO/.torchebm089-gpu/python" &&
       chmod +x "$REPO/.torchebm089-gpu/python" && T089=$REPO/.torchebm089-gpu/python
   fi
-  impls=fused,reference,fused-cudagraph
+  impls=fused,reference,fused-cudagraph,fused-op
   bench_py=()
   if [ -n "$T089" ] && "$T089" -c 'import torchebm, torch; assert torch.cuda.is_available()' 2> /dev/null; then
     impls=$impls,torchebm089,torchebm089-triton

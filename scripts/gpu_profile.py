@@ -16,8 +16,11 @@ explains them.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import importlib.util
+import io
 import json
+import pstats
 import statistics
 import time
 
@@ -118,7 +121,14 @@ def main() -> None:
         "raw_op_host_schedules_event_ms": event_ms(raw_host),
         "sample_wall_ms": wall_ms(call),
         "sample_profile": profiler_split(call, "langevin_chain"),
+        # The host's share: one chain of one step costs the call's fixed overhead only.
+        "sample_1x1_step_wall_ms": wall_ms(lambda: sampler.sample(x=x0[:1], n_steps=1)),
     }
+    host = cProfile.Profile()
+    host.runcall(lambda: [sampler.sample(x=x0[:1], n_steps=1) for _ in range(200)])
+    stats = io.StringIO()
+    pstats.Stats(host, stream=stats).sort_stats("tottime").print_stats(15)
+    print("host time of 200 calls of one step of one chain, by function:\n" + stats.getvalue())
     assert sampler.last_path == "chain", sampler.last_path
     if args.triton_089:
         spec = importlib.util.spec_from_file_location("fused_langevin_089", args.triton_089)

@@ -91,8 +91,9 @@ def test_gpu_runs_judge_the_gpu_targets_not_the_cpu_ones():
     assert bench_run.summarise(bw, {"fused": _fake(0.31e-3)}, cuda)["met"] is False
 
     chain = W.WORKLOADS["gpu_doublewell_chain"]
-    fast = {"fused": _fake(1.0), "torchebm089": _fake(150.0), "torchebm089-triton": _fake(1.5)}
-    assert bench_run.summarise(chain, fast, cuda)["met"] is True
+    fast = {"fused": _fake(2.0), "fused-op": _fake(1.0), "torchebm089": _fake(300.0),
+            "torchebm089-triton": _fake(1.5)}  # fmt: skip
+    assert bench_run.summarise(chain, fast, cuda)["met"] is True  # the op is judged vs Triton
     slow_vs_triton = dict(fast, **{"torchebm089-triton": _fake(0.9)})
     assert bench_run.summarise(chain, slow_vs_triton, cuda)["met"] is False
     assert bench_run.summarise(chain, {"fused": _fake(1.0)}, cuda)["met"] is None  # not measured
