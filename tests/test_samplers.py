@@ -23,6 +23,7 @@ from torchebm.core import (
     DoubleWellEnergy,
     GaussianEnergy,
     GaussianModel,
+    HimmelblauModel,
     LinearScheduler,
     Schedulable,
     TorchEBMModule,
@@ -793,3 +794,19 @@ def test_kernel_paths_never_synchronise_with_the_host(cls, path, start):
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert s.last_path == path and out.shape == (64, 20, 2) and out.is_cuda
+
+
+@pytest.mark.parametrize("cls", SAMPLERS)
+def test_chain_path_still_raises_the_models_error_after_an_accepted_call(cls):
+    """The chain path evaluates the model once per (model, event shape, dtype, device) to get the
+    model's own error for a state it rejects; a remembered acceptance must not hide a new shape
+    or a new model."""
+    s = make(cls, model=HimmelblauModel())
+    assert s.sample(x=torch.zeros(4, 2), n_steps=2).shape == (4, 2) and s.last_path == "chain"
+    with pytest.raises(ValueError, match="HimmelblauModel is defined for dimension 2, got states of dimension 3"):
+        s.sample(x=torch.zeros(4, 3), n_steps=2)
+    s.model = gaussian(dim=2)
+    s.sample(x=torch.zeros(4, 2), n_steps=2)
+    s.model = gaussian(dim=3)
+    with pytest.raises(ValueError, match="GaussianModel is defined for dimension 3, got states of dimension 2"):
+        s.sample(x=torch.zeros(4, 2), n_steps=2)

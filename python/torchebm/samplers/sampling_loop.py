@@ -12,6 +12,7 @@ the Philox seed.
 from __future__ import annotations
 
 import contextlib
+import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional, Protocol
 
@@ -144,6 +145,19 @@ def _check_finite(owner: str, x: torch.Tensor) -> None:
         f"{owner}: x must be finite, got {n_nan} NaN and {bad.shape[0] - n_nan} infinite values "
         f"(first at index {first}: {x[first].item()}) in x of shape {tuple(x.shape)}"
     )
+
+
+def _check_model_accepts(sampler: BaseSampler, state: torch.Tensor, mk: dict) -> None:
+    """The chain kernels never call the model: evaluate it on one chain, so that a state it does
+    not accept raises the model's own error, as it does on the other paths. An accepted (model,
+    event shape, dtype, device) is remembered, and not evaluated again: on a GPU the evaluation
+    launches kernels that would lengthen every short call."""
+    accepted = sampler.__dict__.get("_accepted_state")
+    key = (tuple(state.shape[1:]), state.dtype, state.device)
+    if accepted is not None and accepted[0]() is sampler.model and accepted[1] == key:
+        return
+    sampler._model_energy(state[:1], mk)
+    sampler.__dict__["_accepted_state"] = (weakref.ref(sampler.model), key)
 
 
 class _Recorder:
@@ -298,9 +312,7 @@ def run_sample(
 
     seed = sampler._draw_seed(generator) if route.path != "reference" else 0
     if route.path == "chain":
-        # The kernel never calls the model: evaluate it on one chain, so that a state it does not
-        # accept raises the model's own error, as it does on the other paths.
-        sampler._model_energy(state[:1], mk)
+        _check_model_accepts(sampler, state, mk)
         record_trajectory = return_trajectory or return_diagnostics
         with _whole_run_progress(sampler, owner, n_steps):
             result = algo._run_chain(
