@@ -194,23 +194,6 @@ def test_draws_do_not_depend_on_thread_count(dtype):
     assert torch.equal(a, b) and torch.equal(ua, ub)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_large_outputs_are_the_same_stream_on_any_thread_count(dtype):
-    """Outputs of several 2 MiB pages (allocated with huge pages advised, csrc/cpu/output_alloc.h)
-    hold the same values as a short draw, whatever the thread count."""
-    n = (9 << 20) // torch.empty((), dtype=dtype).element_size() + 7  # 9 MiB + 7 elements
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        one = ops.philox_normal([n], 11, 4, dtype)
-        torch.set_num_threads(2)
-        two = ops.philox_normal([n], 11, 4, dtype)
-    finally:
-        torch.set_num_threads(before)
-    assert torch.equal(one, two)
-    assert torch.equal(two[:70001], ops.philox_normal([70001], 11, 4, dtype))
-
-
 @settings(max_examples=25, deadline=None)
 @given(
     n=st.integers(0, 3000),

@@ -10,7 +10,6 @@
 #include <vector>
 
 #include "analytic_models.h"
-#include "output_alloc.h"
 #include "torchebm/checks.h"
 
 namespace torchebm::cpu {
@@ -27,7 +26,7 @@ std::tuple<at::Tensor, at::Tensor> analytic_energy_grad(const std::string& energ
   const at::Tensor xc = x.contiguous();
   const int64_t B = x.size(0), d = x.size(1);
   at::Tensor e_out = at::empty({B}, x.options());
-  at::Tensor g_out = empty_output(x.sizes(), x.options());
+  at::Tensor g_out = at::empty(x.sizes(), x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), op, [&] {
     using T = scalar_t;
     with_model<T>(kind, params, mean, precision, d, [&](const auto& m) {

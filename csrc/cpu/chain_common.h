@@ -18,7 +18,6 @@
 
 #include "analytic_models.h"
 #include "elementwise_blocks.h"
-#include "output_alloc.h"
 #include "philox_fill.h"
 #include "torchebm/checks.h"
 
@@ -78,7 +77,7 @@ inline ChainOutputs chain_outputs(const at::Tensor& x0, int64_t n_steps, int64_t
   ChainOutputs o;
   o.x = x0.contiguous().clone();
   const int64_t kept = n_steps / thin;
-  o.trajectory = record_trajectory ? empty_output({x0.size(0), kept, x0.size(1)}, x0.options())
+  o.trajectory = record_trajectory ? at::empty({x0.size(0), kept, x0.size(1)}, x0.options())
                                    : at::empty({0}, x0.options());
   // Zeros, not empty: with no chains there are no per-step sums to write, and the means are 0.
   o.energy_mean = at::zeros({record_energy ? n_steps : 0}, x0.options());

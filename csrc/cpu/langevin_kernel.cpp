@@ -8,7 +8,6 @@
 #include <optional>
 
 #include "elementwise_blocks.h"
-#include "output_alloc.h"
 #include "philox_fill.h"
 #include "torchebm/checks.h"
 
@@ -34,7 +33,7 @@ at::Tensor langevin_update(const at::Tensor& x, const at::Tensor& grad,
 
   const at::Tensor xc = x.contiguous(), gc = grad.contiguous();
   const at::Tensor nc = noise ? noise->contiguous() : at::Tensor();
-  at::Tensor out = empty_output(x.sizes(), x.options());
+  at::Tensor out = at::empty(x.sizes(), x.options());
   const int64_t n = xc.numel();
   AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), op, [&] {
     const scalar_t* px = xc.const_data_ptr<scalar_t>();

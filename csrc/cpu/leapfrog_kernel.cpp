@@ -8,7 +8,6 @@
 #include <tuple>
 
 #include "elementwise_blocks.h"
-#include "output_alloc.h"
 #include "torchebm/checks.h"
 
 namespace torchebm::cpu {
@@ -42,8 +41,8 @@ std::tuple<at::Tensor, at::Tensor> leapfrog_kick_drift(const at::Tensor& x, cons
     mc = inv_mass->contiguous();
   }
   const at::Tensor xc = x.contiguous(), pc = p.contiguous(), gc = grad.contiguous();
-  at::Tensor x_out = empty_output(x.sizes(), x.options());
-  at::Tensor p_out = empty_output(x.sizes(), x.options());
+  at::Tensor x_out = at::empty(x.sizes(), x.options());
+  at::Tensor p_out = at::empty(x.sizes(), x.options());
   const int64_t n = xc.numel();
   const int64_t rows = d == 0 ? 0 : n / d;
   AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), op, [&] {

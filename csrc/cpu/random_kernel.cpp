@@ -7,7 +7,6 @@
 #include <optional>
 #include <string>
 
-#include "output_alloc.h"
 #include "philox_fill.h"
 #include "torchebm/checks.h"
 
@@ -33,7 +32,7 @@ at::Tensor philox_draw(c10::IntArrayRef size, int64_t seed, int64_t step,
   const uint32_t st = checks::step(step, op);
   const at::ScalarType t = resolve_dtype(dtype, op);
   TORCH_CHECK(!device || device->is_cpu(), op, ": the CPU kernel got device ", *device);
-  at::Tensor out = empty_output(size, at::TensorOptions().dtype(t).device(at::kCPU));
+  at::Tensor out = at::empty(size, at::TensorOptions().dtype(t).device(at::kCPU));
   const int64_t n = out.numel();
   const uint64_t key = static_cast<uint64_t>(seed);
   AT_DISPATCH_FLOATING_TYPES(t, "philox_draw", [&] {

@@ -10,7 +10,6 @@
 #include <vector>
 
 #include "elementwise_blocks.h"
-#include "output_alloc.h"
 #include "philox_fill.h"
 #include "torchebm/checks.h"
 
@@ -59,7 +58,7 @@ std::tuple<at::Tensor, at::Tensor> metropolis_select(const at::Tensor& log_accep
 
   const at::Tensor xc = x.contiguous(), yc = x_proposed.contiguous();
   const at::Tensor lr = log_accept_ratio.contiguous();
-  at::Tensor x_out = empty_output(x.sizes(), x.options());
+  at::Tensor x_out = at::empty(x.sizes(), x.options());
   at::Tensor accepted = at::empty({B}, x.options().dtype(at::kBool));
   const int64_t d = B == 0 ? 0 : xc.numel() / B;
   AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), op, [&] {
@@ -96,8 +95,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mala_select(
   const at::Tensor xc = x.contiguous(), yc = y.contiguous(), gxc = grad_x.contiguous(),
                    gyc = grad_y.contiguous(), exc = energy_x.contiguous(),
                    eyc = energy_y.contiguous();
-  at::Tensor x_out = empty_output(x.sizes(), x.options());
-  at::Tensor g_out = empty_output(x.sizes(), x.options());
+  at::Tensor x_out = at::empty(x.sizes(), x.options());
+  at::Tensor g_out = at::empty(x.sizes(), x.options());
   at::Tensor e_out = at::empty({B}, x.options());
   at::Tensor accepted = at::empty({B}, x.options().dtype(at::kBool));
   const int64_t d = B == 0 ? 0 : xc.numel() / B;
