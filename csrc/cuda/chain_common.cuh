@@ -127,6 +127,40 @@ __device__ __forceinline__ int64_t kept_index(int64_t t, int64_t thin) {
   return (t + 1) % thin == 0 ? (t + 1) / thin - 1 : -1;
 }
 
+// Row kernels: chain c's row x (d values) into trajectory[c, kept(t)] ([B, n_keep, d]) when
+// step t is kept; nothing when no trajectory is recorded.
+template <class C>
+__device__ __forceinline__ void record_row(C* trajectory, const C* x, int64_t c, int64_t t,
+                                           int64_t thin, int64_t n_keep, int64_t d) {
+  if (trajectory == nullptr) return;
+  const int64_t kept = kept_index(t, thin);
+  if (kept < 0) return;
+  C* row = trajectory + (c * n_keep + kept) * d;
+  for (int64_t j = 0; j < d; ++j) row[j] = x[j];
+}
+
+// Row kernels, Metropolis acceptance: the proposal (y, its gradient gy, energy ey) becomes the
+// state (x, g, e). Rows in registers (kD > 0) are copied; rows in the workspace swap pointers,
+// the old state's storage becoming the next proposal's.
+template <int kD, class C>
+__device__ __forceinline__ void take_proposal(C*& x, C*& g, C& e, C*& y, C*& gy, C ey,
+                                              int64_t d) {
+  if constexpr (kD > 0) {
+    for (int64_t j = 0; j < d; ++j) {
+      x[j] = y[j];
+      g[j] = gy[j];
+    }
+  } else {
+    C* tmp = x;
+    x = y;
+    y = tmp;
+    tmp = g;
+    g = gy;
+    gy = tmp;
+  }
+  e = ey;
+}
+
 // energy_mean[t] = (sum of the blocks' energy partials) / B + offset;
 // acceptance_rate[t] = (sum of the accepted partials) / B. Blocks are summed in order.
 template <class C>
@@ -170,6 +204,24 @@ bool with_model(int id, F&& f) {
     case Energy::kStyblinskiTang: f(static_cast<StyblinskiTang<C>*>(nullptr)); return true;
   }
   return false;
+}
+
+// A chain op's entry: f(C*, M*) (null tags) for the compute type of `args.dtype` and the model
+// of `energy_id`; cudaSuccess for an empty batch, cudaErrorInvalidValue for an unknown case.
+template <class F>
+cudaError_t dispatch_chain(const ChainArgs& args, int energy_id, F&& f) {
+  if (args.batch == 0 || args.dim == 0) return cudaSuccess;
+  cudaError_t err = cudaErrorInvalidValue;
+  auto for_type = [&](auto* type_tag) {
+    using C = std::remove_pointer_t<decltype(type_tag)>;
+    with_model<C>(energy_id, [&](auto* model_tag) { err = f(type_tag, model_tag); });
+  };
+  switch (args.dtype) {
+    case Dtype::kFloat32: for_type(static_cast<float*>(nullptr)); break;
+    case Dtype::kFloat64: for_type(static_cast<double*>(nullptr)); break;
+    default: break;
+  }
+  return err;
 }
 
 // Models defined only for d = 2 get no dynamic-dimension kernel.

@@ -66,29 +66,8 @@ __global__ void __launch_bounds__(chain::kMaxThreads)
       const C h1 = en + row_kinetic_energy(p, inv_mass, d);
       const C u = chain::chain_uniform<C>(key, static_cast<uint32_t>(t), c);
       accepted = metropolis_accept(u, h0 - h1);
-      if (accepted) {
-        if constexpr (kD > 0) {
-          for (int64_t j = 0; j < d; ++j) {
-            x[j] = xn[j];
-            g[j] = gn[j];
-          }
-        } else {
-          C* tmp = x;
-          x = xn;
-          xn = tmp;
-          tmp = g;
-          g = gn;
-          gn = tmp;
-        }
-        e = en;
-      }
-      if (trajectory != nullptr) {
-        const int64_t kept = chain::kept_index(t, thin);
-        if (kept >= 0) {
-          C* row = trajectory + (c * n_keep + kept) * d;
-          for (int64_t j = 0; j < d; ++j) row[j] = x[j];
-        }
-      }
+      if (accepted) chain::take_proposal<kD>(x, g, e, xn, gn, en, d);
+      chain::record_row(trajectory, x, c, t, thin, n_keep, d);
     }
     chain::block_partial(active && record_energy ? double(e) : 0.0, accepted ? 1.0 : 0.0, partial,
                          t);
@@ -128,27 +107,15 @@ cudaError_t run(const void* x0, const EnergyArgs& energy, const ChainArgs& args,
                             launch);
 }
 
-template <class C>
-cudaError_t dispatch(const void* x0, const EnergyArgs& energy, const ChainArgs& args,
-                     const ChainOutputs& out, Launch launch) {
-  cudaError_t err = cudaErrorInvalidValue;
-  chain::with_model<C>(energy.id, [&](auto* tag) {
-    using M = std::remove_pointer_t<decltype(tag)>;
-    err = run<C, M>(x0, energy, args, out, launch);
-  });
-  return err;
-}
-
 }  // namespace
 
 cudaError_t hmc_chain(const void* x0, EnergyArgs energy, ChainArgs args, ChainOutputs out,
                       Launch launch) {
-  if (args.batch == 0 || args.dim == 0) return cudaSuccess;
-  switch (args.dtype) {
-    case Dtype::kFloat32: return dispatch<float>(x0, energy, args, out, launch);
-    case Dtype::kFloat64: return dispatch<double>(x0, energy, args, out, launch);
-    default: return cudaErrorInvalidValue;
-  }
+  return chain::dispatch_chain(args, energy.id, [&](auto* type_tag, auto* model_tag) {
+    using C = std::remove_pointer_t<decltype(type_tag)>;
+    using M = std::remove_pointer_t<decltype(model_tag)>;
+    return run<C, M>(x0, energy, args, out, launch);
+  });
 }
 
 }  // namespace torchebm::cuda

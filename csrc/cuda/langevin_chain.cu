@@ -105,13 +105,7 @@ __global__ void __launch_bounds__(chain::kMaxThreads)
       for (int64_t j = 0; j < d; ++j)
         x[j] = langevin_point(x[j], g[j], z.at(static_cast<uint64_t>(c * d + j)), coef);
       e = chain::energy_grad<C>(m, x, g, s, d, record_energy);
-      if (trajectory != nullptr) {
-        const int64_t kept = chain::kept_index(t, thin);
-        if (kept >= 0) {
-          C* row = trajectory + (c * n_keep + kept) * d;
-          for (int64_t j = 0; j < d; ++j) row[j] = x[j];
-        }
-      }
+      chain::record_row(trajectory, x, c, t, thin, n_keep, d);
     }
     if (record_energy) chain::block_partial(active ? double(e) : 0.0, 0.0, partial, t);
   }
@@ -167,27 +161,15 @@ cudaError_t run(const void* x0, const EnergyArgs& energy, const ChainArgs& args,
                             out.energy_mean, nullptr, launch);
 }
 
-template <class C>
-cudaError_t dispatch(const void* x0, const EnergyArgs& energy, const ChainArgs& args,
-                     const ChainOutputs& out, Launch launch) {
-  cudaError_t err = cudaErrorInvalidValue;
-  chain::with_model<C>(energy.id, [&](auto* tag) {
-    using M = std::remove_pointer_t<decltype(tag)>;
-    err = run<C, M>(x0, energy, args, out, launch);
-  });
-  return err;
-}
-
 }  // namespace
 
 cudaError_t langevin_chain(const void* x0, EnergyArgs energy, ChainArgs args, ChainOutputs out,
                            Launch launch) {
-  if (args.batch == 0 || args.dim == 0) return cudaSuccess;
-  switch (args.dtype) {
-    case Dtype::kFloat32: return dispatch<float>(x0, energy, args, out, launch);
-    case Dtype::kFloat64: return dispatch<double>(x0, energy, args, out, launch);
-    default: return cudaErrorInvalidValue;
-  }
+  return chain::dispatch_chain(args, energy.id, [&](auto* type_tag, auto* model_tag) {
+    using C = std::remove_pointer_t<decltype(type_tag)>;
+    using M = std::remove_pointer_t<decltype(model_tag)>;
+    return run<C, M>(x0, energy, args, out, launch);
+  });
 }
 
 }  // namespace torchebm::cuda

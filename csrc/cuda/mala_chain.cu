@@ -52,29 +52,8 @@ __global__ void __launch_bounds__(chain::kMaxThreads)
       const C log_r = row_mala_log_ratio<C>(x, y, g, gy, e, ey, at, bt, d);
       const C u = chain::chain_uniform<C>(key, static_cast<uint32_t>(t), c);
       accepted = metropolis_accept(u, log_r);
-      if (accepted) {
-        if constexpr (kD > 0) {
-          for (int64_t j = 0; j < d; ++j) {
-            x[j] = y[j];
-            g[j] = gy[j];
-          }
-        } else {
-          C* tmp = x;
-          x = y;
-          y = tmp;
-          tmp = g;
-          g = gy;
-          gy = tmp;
-        }
-        e = ey;
-      }
-      if (trajectory != nullptr) {
-        const int64_t kept = chain::kept_index(t, thin);
-        if (kept >= 0) {
-          C* row = trajectory + (c * n_keep + kept) * d;
-          for (int64_t j = 0; j < d; ++j) row[j] = x[j];
-        }
-      }
+      if (accepted) chain::take_proposal<kD>(x, g, e, y, gy, ey, d);
+      chain::record_row(trajectory, x, c, t, thin, n_keep, d);
     }
     chain::block_partial(active && record_energy ? double(e) : 0.0, accepted ? 1.0 : 0.0, partial,
                          t);
@@ -113,27 +92,15 @@ cudaError_t run(const void* x0, const EnergyArgs& energy, const ChainArgs& args,
                             launch);
 }
 
-template <class C>
-cudaError_t dispatch(const void* x0, const EnergyArgs& energy, const ChainArgs& args,
-                     const ChainOutputs& out, Launch launch) {
-  cudaError_t err = cudaErrorInvalidValue;
-  chain::with_model<C>(energy.id, [&](auto* tag) {
-    using M = std::remove_pointer_t<decltype(tag)>;
-    err = run<C, M>(x0, energy, args, out, launch);
-  });
-  return err;
-}
-
 }  // namespace
 
 cudaError_t mala_chain(const void* x0, EnergyArgs energy, ChainArgs args, ChainOutputs out,
                        Launch launch) {
-  if (args.batch == 0 || args.dim == 0) return cudaSuccess;
-  switch (args.dtype) {
-    case Dtype::kFloat32: return dispatch<float>(x0, energy, args, out, launch);
-    case Dtype::kFloat64: return dispatch<double>(x0, energy, args, out, launch);
-    default: return cudaErrorInvalidValue;
-  }
+  return chain::dispatch_chain(args, energy.id, [&](auto* type_tag, auto* model_tag) {
+    using C = std::remove_pointer_t<decltype(type_tag)>;
+    using M = std::remove_pointer_t<decltype(model_tag)>;
+    return run<C, M>(x0, energy, args, out, launch);
+  });
 }
 
 }  // namespace torchebm::cuda
