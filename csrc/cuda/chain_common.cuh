@@ -232,6 +232,22 @@ inline constexpr bool kOnly2d<Himmelblau<C>> = true;
 template <class C>
 inline constexpr bool kOnly2d<Booth<C>> = true;
 
+// launch(std::integral_constant<int, kD>) for the row-kernel instantiation of dimension d:
+// kD = 2 (rows in registers) or 0 (rows in the workspace; none for the 2-D-only models, which
+// get cudaErrorInvalidValue).
+template <class M, class F>
+cudaError_t launch_rows(int64_t d, F&& launch) {
+  if (d == 2) {
+    launch(std::integral_constant<int, 2>{});
+    return cudaSuccess;
+  }
+  if constexpr (!kOnly2d<M>) {
+    launch(std::integral_constant<int, 0>{});
+    return cudaSuccess;
+  }
+  return cudaErrorInvalidValue;
+}
+
 inline ModelArgs model_args(const EnergyArgs& e) {
   ModelArgs m{{0, 0, 0, 0}, e.mean, e.precision};
   for (int i = 0; i < e.n_params && i < 4; ++i) m.params[i] = e.params[i];

@@ -141,17 +141,13 @@ cudaError_t run(const void* x0, const EnergyArgs& energy, const ChainArgs& args,
   } else {
     const int threads = chain::chain_threads(B, launch);
     C* work = static_cast<C*>(out.workspace);
-    if (d == 2) {
-      langevin_chain_row_kernel<C, M, 2><<<plan.partial_blocks, threads, 0, launch.stream>>>(
+    const cudaError_t unsupported = chain::launch_rows<M>(d, [&](auto kd) {
+      constexpr int kD = decltype(kd)::value;
+      langevin_chain_row_kernel<C, M, kD><<<plan.partial_blocks, threads, 0, launch.stream>>>(
           xp, xo, traj, out.partial, work, args.a, args.b, coef, margs, B, d, args.n_steps,
           args.thin, key, args.record_energy);
-    } else if constexpr (!chain::kOnly2d<M>) {
-      langevin_chain_row_kernel<C, M, 0><<<plan.partial_blocks, threads, 0, launch.stream>>>(
-          xp, xo, traj, out.partial, work, args.a, args.b, coef, margs, B, d, args.n_steps,
-          args.thin, key, args.record_energy);
-    } else {
-      return cudaErrorInvalidValue;
-    }
+    });
+    if (unsupported != cudaSuccess) return unsupported;
   }
   cudaError_t err = launch_status();
   if (err != cudaSuccess || !args.record_energy) return err;

@@ -74,17 +74,13 @@ cudaError_t run(const void* x0, const EnergyArgs& energy, const ChainArgs& args,
   const C* xp = static_cast<const C*>(x0);
   C *xo = static_cast<C*>(out.x), *traj = static_cast<C*>(out.trajectory),
     *work = static_cast<C*>(out.workspace);
-  if (d == 2) {
-    mala_chain_kernel<C, M, 2><<<plan.partial_blocks, threads, 0, launch.stream>>>(
+  const cudaError_t unsupported = chain::launch_rows<M>(d, [&](auto kd) {
+    constexpr int kD = decltype(kd)::value;
+    mala_chain_kernel<C, M, kD><<<plan.partial_blocks, threads, 0, launch.stream>>>(
         xp, xo, traj, out.partial, work, args.a, args.b, margs, B, d, args.n_steps, args.thin, key,
         args.record_energy);
-  } else if constexpr (!chain::kOnly2d<M>) {
-    mala_chain_kernel<C, M, 0><<<plan.partial_blocks, threads, 0, launch.stream>>>(
-        xp, xo, traj, out.partial, work, args.a, args.b, margs, B, d, args.n_steps, args.thin, key,
-        args.record_energy);
-  } else {
-    return cudaErrorInvalidValue;
-  }
+  });
+  if (unsupported != cudaSuccess) return unsupported;
   const cudaError_t err = launch_status();
   if (err != cudaSuccess) return err;
   return chain::finalize<C>(out.partial, plan.partial_blocks, args.n_steps, B, 0.0,
