@@ -9,6 +9,7 @@ once their ops are built and are skipped, naming the missing op, until then.
 from __future__ import annotations
 
 import inspect
+import pickle
 
 import numpy as np
 import pytest
@@ -810,3 +811,12 @@ def test_chain_path_still_raises_the_models_error_after_an_accepted_call(cls):
     s.model = gaussian(dim=3)
     with pytest.raises(ValueError, match="GaussianModel is defined for dimension 3, got states of dimension 2"):
         s.sample(x=torch.zeros(4, 2), n_steps=2)
+
+
+@pytest.mark.parametrize("cls", SAMPLERS)
+def test_a_sampler_pickles_after_a_chain_call(cls):
+    s = make(cls, model=gaussian())
+    s.sample(x=torch.zeros(4, 2), n_steps=2)
+    assert s.last_path == "chain"
+    clone = pickle.loads(pickle.dumps(s))
+    assert clone.sample(x=torch.zeros(4, 2), n_steps=2).shape == (4, 2)

@@ -12,7 +12,6 @@ the Philox seed.
 from __future__ import annotations
 
 import contextlib
-import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional, Protocol
 
@@ -154,10 +153,11 @@ def _check_model_accepts(sampler: BaseSampler, state: torch.Tensor, mk: dict) ->
     launches kernels that would lengthen every short call."""
     accepted = sampler.__dict__.get("_accepted_state")
     key = (tuple(state.shape[1:]), state.dtype, state.device)
-    if accepted is not None and accepted[0]() is sampler.model and accepted[1] == key:
+    if accepted is not None and accepted[0] is sampler.model and accepted[1] == key:
         return
     sampler._model_energy(state[:1], mk)
-    sampler.__dict__["_accepted_state"] = (weakref.ref(sampler.model), key)
+    # The model itself (the sampler holds it anyway), not a weak reference: samplers pickle.
+    sampler.__dict__["_accepted_state"] = (sampler.model, key)
 
 
 class _Recorder:
