@@ -820,3 +820,13 @@ def test_a_sampler_pickles_after_a_chain_call(cls):
     assert s.last_path == "chain"
     clone = pickle.loads(pickle.dumps(s))
     assert clone.sample(x=torch.zeros(4, 2), n_steps=2).shape == (4, 2)
+
+
+def test_a_langevin_sampler_pickles_without_its_cuda_graph_cache():
+    """Captured graphs (process-bound device state) are left out of a pickle; the copy starts
+    with an empty cache."""
+    s = LangevinDynamics(gaussian(), step_size=0.01)
+    s._cuda_graphs["key"] = (s.model, lambda x: x)  # stands in for a capture: not picklable
+    clone = pickle.loads(pickle.dumps(s))
+    assert len(clone._cuda_graphs) == 0 and len(s._cuda_graphs) == 1
+    assert clone.sample(x=torch.zeros(4, 2), n_steps=2).shape == (4, 2)

@@ -403,6 +403,13 @@ class LangevinDynamics(BaseSampler):
             self._cuda_graphs.popitem(last=False)
         return entry[1].run(x, seed=seed, n_steps=n_steps)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Captured CUDA graphs are device state tied to this process: a pickled or copied
+        # sampler starts with an empty cache and captures again on first use.
+        state = self.__dict__.copy()
+        state["_cuda_graphs"] = OrderedDict()
+        return state
+
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(model={type(self.model).__name__}, "
