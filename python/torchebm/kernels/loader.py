@@ -66,7 +66,7 @@ def _jit_build() -> None:
         sources=sources,
         extra_include_paths=[str(root / "include")] + (_cuda_include_paths() if with_cuda else []),
         # -fopenmp: at::parallel_for is inline, and runs serially in a module built without it.
-        extra_cflags=["-O3", "-fopenmp", "-fno-math-errno"] + (["-DTORCHEBM_WITH_CUDA"] if with_cuda else []),
+        extra_cflags=["-O3", "-fopenmp", "-fno-math-errno", "-fno-trapping-math"] + (["-DTORCHEBM_WITH_CUDA"] if with_cuda else []),
         extra_ldflags=["-fopenmp"],
         # No --use_fast_math: it would change the Philox normals (approximate division and
         # sqrt) and flush denormals; the .cu files are C++17, as in the CMake build.
