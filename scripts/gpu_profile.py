@@ -72,7 +72,7 @@ def profiler_split(fn, match: str) -> dict:
     ours = other = 0.0
     names = {}
     for e in prof.events():
-        t = getattr(e, "device_time", None) or getattr(e, "cuda_time", 0.0)
+        t = e.device_time  # microseconds on the device (torch >= 2.4)
         if e.device_type != torch.autograd.DeviceType.CUDA or not t:
             continue
         names[e.name[:80]] = names.get(e.name[:80], 0.0) + t / 1e3
