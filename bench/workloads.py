@@ -494,7 +494,7 @@ def gpu_doublewell_chain(impl, size, repeats, warmup, device):
     elif impl == "fused-op":
         (DoubleWellModel,) = _import_api("DoubleWellModel", module="torchebm.core")
         from torchebm.kernels import ops
-        from torchebm.samplers.sampling_loop import kernel_model
+        from torchebm.samplers.mcmc_sampler import kernel_model
 
         spec, why = kernel_model(DoubleWellModel().to(device), x0)
         if spec is None:

@@ -29,7 +29,7 @@ import torch
 from torchebm.core import DoubleWellModel
 from torchebm.kernels import ops
 from torchebm.samplers import LangevinDynamics
-from torchebm.samplers.sampling_loop import kernel_model
+from torchebm.samplers.mcmc_sampler import kernel_model
 
 
 def event_ms(fn, repeats: int = 20, warmup: int = 3) -> float:

@@ -86,7 +86,7 @@ def test_clamp_not_a_pair():
 
 
 def test_zero_leapfrog_steps():
-    with pytest.raises(ValueError, match=r"n_leapfrog_steps must be positive, got 0"):
+    with pytest.raises(ValueError, match=r"n_leapfrog_steps must be >= 1, got 0"):
         HamiltonianMonteCarlo(gaussian(), n_leapfrog_steps=0)
 
 
@@ -161,6 +161,14 @@ def test_negative_n_steps(sampler):
 def test_fractional_n_steps(sampler):
     with pytest.raises(TypeError, match=r"n_steps must be an int, got 2\.5"):
         sampler.sample(dim=2, n_steps=2.5)
+
+
+def test_integral_float_counts_are_accepted_alike(sampler):
+    # One count check for every integer argument: 2.0 is 2 for n_samples as for n_steps.
+    out = sampler.sample(dim=2, n_samples=3.0, n_steps=2.0, thin=1.0)
+    assert out.shape == (3, 2)
+    with pytest.raises(TypeError, match=r"n_samples must be an int, got 2\.5"):
+        sampler.sample(dim=2, n_samples=2.5, n_steps=1)
 
 
 def test_zero_thin(sampler):

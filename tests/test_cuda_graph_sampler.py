@@ -34,8 +34,8 @@ from torchebm.kernels.cuda_graph import graph_safe_available
 from torchebm.kernels.dispatch import NoKernelError
 from torchebm.losses import ContrastiveDivergence
 from torchebm.samplers import LangevinDynamics
-from torchebm.samplers import langevin_dynamics
-from torchebm.samplers.langevin_dynamics import _steps_per_graph
+from torchebm.samplers import langevin_cuda_graph
+from torchebm.samplers.langevin_cuda_graph import steps_per_graph
 
 
 def mlp(d: int = 2, seed: int = 0) -> EnergyModel:
@@ -166,10 +166,10 @@ def test_the_reference_backend_is_rejected():
 
 def test_blocks_divide_the_steps_and_are_as_long_as_allowed():
     for n in range(1, 300):
-        k = _steps_per_graph(n)
+        k = steps_per_graph(n)
         assert 1 <= k <= 32 and n % k == 0
         assert not any(n % j == 0 for j in range(k + 1, min(n, 32) + 1))
-    assert (_steps_per_graph(7), _steps_per_graph(100), _steps_per_graph(37)) == (7, 25, 1)
+    assert (steps_per_graph(7), steps_per_graph(100), steps_per_graph(37)) == (7, 25, 1)
 
 
 # ---------------------------------------------------------------- the plumbing, with a stand-in graph (CPU)
@@ -201,8 +201,8 @@ class StandInGraph:
 def stand_in(monkeypatch):
     if not kernels.available():
         pytest.skip("compiled CPU kernels not built")
-    monkeypatch.setattr(langevin_dynamics, "_graph_blocker", lambda x: None)
-    monkeypatch.setattr(langevin_dynamics, "capture_langevin", StandInGraph)
+    monkeypatch.setattr(langevin_cuda_graph, "_graph_blocker", lambda x: None)
+    monkeypatch.setattr(langevin_cuda_graph, "capture_langevin", StandInGraph)
     monkeypatch.setattr(StandInGraph, "captures", 0)
     return StandInGraph
 
@@ -218,7 +218,7 @@ def test_the_path_runs_the_fused_loop_with_the_samplers_seed_and_coefficients(st
     assert s.last_path == "cuda_graph"
     assert torch.equal(graph, fused)
     ((_, captured),) = s._cuda_graphs.values()
-    assert captured.steps_per_graph == _steps_per_graph(n_steps)
+    assert captured.steps_per_graph == steps_per_graph(n_steps)
 
 
 def test_captures_are_reused_per_key_and_the_cache_is_bounded(stand_in):

@@ -62,3 +62,81 @@ def count(owner: str, name: str, value: object, *, minimum: int) -> int:
     if value < minimum:
         raise ValueError(f"{owner}: {name} must be >= {minimum}, got {value}")
     return value
+
+
+def scheduled_value(owner: str, name: str, value: object, *, positive: bool):
+    """A hyper-parameter that may be scheduled: a :class:`~torchebm.core.BaseScheduler` as given
+    (its values are not checked), else a finite real (a one-element tensor is read), ``> 0``
+    when ``positive``, else ``>= 0``."""
+    from torchebm.core.base_scheduler import BaseScheduler
+
+    if isinstance(value, BaseScheduler):
+        return value
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"{owner}: {name} must be a float or a BaseScheduler, got {value!r} "
+            f"({type(value).__name__})"
+        )
+    return real_number(owner, name, value, positive=positive, non_negative=not positive)
+
+
+def event_shape(owner: str, dim: object) -> tuple[int, ...]:
+    """``dim`` (an int or a tuple of ints, each >= 1) as an event shape tuple."""
+    dims = (dim,) if not isinstance(dim, (tuple, list, torch.Size)) else dim
+    if len(dims) == 0:
+        raise ValueError(f"{owner}: dim must be a positive int or a non-empty tuple, got {dim!r}")
+    for d in dims:
+        if isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 1:
+            raise ValueError(
+                f"{owner}: dim must be a positive int or a tuple of positive ints, got {dim!r}"
+            )
+    return tuple(int(d) for d in dims)
+
+
+def flag(owner: str, name: str, value: object) -> bool:
+    """``value`` if it is a bool, else ``TypeError`` naming ``name`` and the value."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{owner}: {name} must be a bool, got {value!r} ({type(value).__name__})")
+    return value
+
+
+def clamp_bounds(owner: str, clamp: object):
+    """``clamp``: None, or a ``(lo, hi)`` pair of reals or Nones with ``lo < hi``, as floats."""
+    if clamp is None:
+        return None
+    if not isinstance(clamp, (tuple, list)) or len(clamp) != 2:
+        raise ValueError(f"{owner}: clamp must be a (min, max) pair, got {clamp!r}")
+    lo, hi = clamp
+    for name, bound in (("min", lo), ("max", hi)):
+        if bound is not None and (
+            isinstance(bound, bool) or not isinstance(bound, numbers.Real) or math.isnan(bound)
+        ):
+            raise ValueError(f"{owner}: clamp {name} must be a real number or None, got {bound!r}")
+    lo = None if lo is None else float(lo)
+    hi = None if hi is None else float(hi)
+    if lo is not None and hi is not None and not lo < hi:
+        raise ValueError(f"{owner}: clamp min must be < max, got {clamp!r}")
+    return lo, hi
+
+
+def diagonal_mass(owner: str, mass: object):
+    """An HMC mass: None (unit), a positive finite float, or a positive finite floating tensor,
+    0-d or ``[dim]`` (diagonal), returned detached."""
+    if mass is None:
+        return None
+    if isinstance(mass, torch.Tensor):
+        if not mass.is_floating_point() or mass.dim() > 1 or mass.numel() == 0:
+            raise ValueError(
+                f"{owner}: mass must be a float or a 1-D floating tensor [dim] (diagonal), got "
+                f"a {mass.dtype} tensor of shape {tuple(mass.shape)}"
+            )
+        if not bool(torch.isfinite(mass).all()) or not bool((mass > 0).all()):
+            raise ValueError(f"{owner}: mass must be positive and finite, got {mass}")
+        return mass.detach()
+    if isinstance(mass, bool) or not isinstance(mass, numbers.Real):
+        raise TypeError(f"{owner}: mass must be None, a float or a tensor, got {mass!r}")
+    if not 0 < float(mass) < float("inf"):
+        raise ValueError(f"{owner}: mass must be positive and finite, got {mass}")
+    return float(mass)

@@ -13,10 +13,12 @@ GaussianModel``), where TorchEBM 0.8.9 defines them.
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from typing import Any, Optional
 
 import torch
+from torch import nn
 
 from torchebm.core.base_module import DeviceLike, TorchEBMModule
 
@@ -67,19 +69,7 @@ class BaseModel(TorchEBMModule, ABC):
         device = self._reference_tensor().device
         if x.device != device:
             x = x.to(device)
-        with torch.enable_grad():
-            x_var = x.detach().to(self._gradient_dtype(x.dtype)).requires_grad_(True)
-            with self.autocast_context():
-                energy = self(x_var, **(model_kwargs or {}))
-            _check_energy_shape(type(self).__name__, energy, x)
-            if energy.grad_fn is None:
-                raise RuntimeError(
-                    f"Cannot compute gradient: {type(self).__name__}.forward returned an energy "
-                    "that does not depend on x (no autograd graph); it must be computed from x "
-                    "with differentiable torch operations"
-                )
-            (grad,) = torch.autograd.grad(energy.sum(), x_var)
-        return grad.to(x.dtype)
+        return energy_and_gradient(self, x, model_kwargs)[1].to(x.dtype)
 
     def kernel_spec(self) -> Optional[KernelSpec]:
         """How the whole-chain C++/CUDA kernels can evaluate this model, or ``None``.
@@ -91,7 +81,41 @@ class BaseModel(TorchEBMModule, ABC):
         return None
 
 
-def _check_energy_shape(model_name: str, energy: torch.Tensor, x: torch.Tensor) -> None:
+def energy_and_gradient(
+    model: nn.Module, x: torch.Tensor, model_kwargs: Optional[dict[str, Any]] = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(E(x), ∇_x E(x))`` of any energy ``nn.Module`` from one forward and one backward pass:
+    the one autograd gradient of the library, used by :meth:`BaseModel.gradient` and by the
+    samplers (which keep the energy the same pass produced).
+
+    Runs under ``torch.enable_grad()`` (so it works inside ``no_grad``), in the model's gradient
+    dtype (:attr:`BaseModel.force_fp32_gradient`) and autocast context when it has them, and
+    builds no second-order graph. Both results are detached: ``energy [B]`` as the model
+    returned it, ``grad`` of ``x``'s shape in the gradient dtype.
+
+    Raises:
+        ValueError: ``forward`` did not return one energy per state, shape ``[B]``.
+        RuntimeError: the energy does not depend on ``x`` (no autograd graph).
+    """
+    name = type(model).__name__
+    grad_dtype = model._gradient_dtype(x.dtype) if isinstance(model, BaseModel) else x.dtype
+    autocast = getattr(model, "autocast_context", contextlib.nullcontext)
+    with torch.enable_grad():
+        x_var = x.detach().to(grad_dtype).requires_grad_(True)
+        with autocast():
+            energy = model(x_var, **(model_kwargs or {}))
+        check_energy_shape(name, energy, x)
+        if energy.grad_fn is None:
+            raise RuntimeError(
+                f"Cannot compute gradient: {name}.forward returned an energy that does not depend "
+                "on x (no autograd graph); it must be computed from x with differentiable torch "
+                "operations"
+            )
+        (grad,) = torch.autograd.grad(energy.sum(), x_var)
+    return energy.detach(), grad
+
+
+def check_energy_shape(model_name: str, energy: torch.Tensor, x: torch.Tensor) -> None:
     batch = x.shape[0] if x.dim() > 0 else 1
     if energy.shape == (batch,):
         return

@@ -42,19 +42,16 @@ the model's first parameter): ``dtype=`` and ``device=`` are honoured.
 
 from __future__ import annotations
 
-import contextlib
-import math
-import numbers
 import warnings
 from abc import ABC, abstractmethod
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Optional, Sequence
 
 import torch
 from torch import nn
 
-from torchebm.core.argument_checks import check_dtype
+from torchebm.core.argument_checks import check_dtype, count, event_shape
+from torchebm.core.base_model import BaseModel, energy_and_gradient
 from torchebm.core.base_module import DeviceLike
-from torchebm.core.base_scheduler import BaseScheduler
 from torchebm.core.schedulable import Schedulable
 from torchebm.kernels.dispatch import check_backend
 
@@ -249,9 +246,9 @@ class BaseSampler(Schedulable, ABC):
             return self._cast_state(x)
         if dim is None:
             raise ValueError(f"{owner}: dim must be provided when x is None")
-        event = _event_shape(owner, dim)
-        n_samples = _count(owner, "n_samples", n_samples, minimum=1)
-        return _randn((n_samples, *event), self.dtype, self._torchebm_probe.device, generator)
+        event = event_shape(owner, dim)
+        n_samples = count(owner, "n_samples", n_samples, minimum=1)
+        return generator_randn((n_samples, *event), self.dtype, self._torchebm_probe.device, generator)
 
     def _cast_state(self, x: Any) -> torch.Tensor:
         owner = type(self).__name__
@@ -309,7 +306,7 @@ class BaseSampler(Schedulable, ABC):
         with self.autocast_context():
             gradient = getattr(self.model, "gradient", None)
             if gradient is None:
-                grad = self._autograd(xin, mk)[1]
+                grad = energy_and_gradient(self.model, xin, mk)[1]
             elif mk:
                 grad = gradient(xin, mk)
             else:
@@ -322,37 +319,12 @@ class BaseSampler(Schedulable, ABC):
         """``(E(x), ∇E(x))``. A model whose gradient is BaseModel's autograd default gets both
         from one forward and one backward pass; otherwise ``forward`` and ``gradient`` are
         called (a closed-form or user-defined gradient is used as such)."""
-        from torchebm.core.base_model import BaseModel
-
         gradient = getattr(type(self.model), "gradient", None)
         if gradient is not None and gradient is not BaseModel.gradient:
             return self._model_energy(x, mk), self._model_gradient(x, mk)
         with self.autocast_context():
-            energy, grad = self._autograd(self._model_input(x), mk)
+            energy, grad = energy_and_gradient(self.model, self._model_input(x), mk)
         return energy.to(x.dtype), grad.to(x.dtype)
-
-    def _autograd(self, x: torch.Tensor, mk: Optional[dict]) -> tuple[torch.Tensor, torch.Tensor]:
-        # What BaseModel.gradient does (gradient dtype, the model's autocast, shape check),
-        # keeping the energy that the same forward pass produced.
-        model, owner = self.model, type(self.model).__name__
-        grad_dtype = model._gradient_dtype(x.dtype) if hasattr(model, "_gradient_dtype") else x.dtype
-        autocast = getattr(model, "autocast_context", contextlib.nullcontext)
-        with torch.enable_grad():
-            x_var = x.detach().to(grad_dtype).requires_grad_(True)
-            with autocast():
-                energy = model(x_var, **(mk or {}))
-            if energy.shape != (x.shape[0],):
-                raise ValueError(
-                    f"BaseModel forward() output expected shape (B,), but got "
-                    f"{tuple(energy.shape)} from {owner} for x of shape {tuple(x.shape)}"
-                )
-            if energy.grad_fn is None:
-                raise RuntimeError(
-                    f"Cannot compute gradient: {owner}.forward returned an energy that does "
-                    "not depend on x (no autograd graph)"
-                )
-            (grad,) = torch.autograd.grad(energy.sum(), x_var)
-        return energy.detach(), grad
 
     def _check_model_device(self) -> None:
         first = _first_tensor(self.model)
@@ -383,28 +355,7 @@ def _resolve_model(
     return model
 
 
-def _count(owner: str, name: str, value: Any, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{owner}: {name} must be an int, got {value!r} ({type(value).__name__})")
-    if value < minimum:
-        raise ValueError(f"{owner}: {name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
-def _event_shape(owner: str, dim: Any) -> tuple[int, ...]:
-    """``dim`` (an int or a tuple of ints, each >= 1) as an event shape tuple."""
-    dims: Sequence[Any] = (dim,) if not isinstance(dim, (tuple, list, torch.Size)) else dim
-    if len(dims) == 0:
-        raise ValueError(f"{owner}: dim must be a positive int or a non-empty tuple, got {dim!r}")
-    for d in dims:
-        if isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 1:
-            raise ValueError(
-                f"{owner}: dim must be a positive int or a tuple of positive ints, got {dim!r}"
-            )
-    return tuple(int(d) for d in dims)
-
-
-def _randn(
+def generator_randn(
     shape: Sequence[int],
     dtype: torch.dtype,
     device: torch.device,
@@ -418,7 +369,7 @@ def _randn(
     return torch.randn(shape, generator=generator, dtype=dtype, device=device)
 
 
-def _rand(
+def generator_rand(
     shape: Sequence[int],
     dtype: torch.dtype,
     device: torch.device,
@@ -432,26 +383,4 @@ def _rand(
     return torch.rand(shape, generator=generator, dtype=dtype, device=device)
 
 
-def _check_scheduled(owner: str, name: str, value: Any, *, positive: bool) -> Union[float, BaseScheduler]:
-    """A hyper-parameter that may be scheduled: a finite real (``> 0`` when ``positive``, else
-    ``>= 0``) or a :class:`BaseScheduler` (its values are not checked)."""
-    if isinstance(value, BaseScheduler):
-        return value
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        value = value.item()
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(
-            f"{owner}: {name} must be a float or a BaseScheduler, got {value!r} "
-            f"({type(value).__name__})"
-        )
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{owner}: {name} must be finite, got {value}")
-    if positive and value <= 0:
-        raise ValueError(f"{owner}: {name} must be positive, got {value}")
-    if not positive and value < 0:
-        raise ValueError(f"{owner}: {name} must be non-negative, got {value}")
-    return value
-
-
-__all__ = ["BaseSampler"]
+__all__ = ["BaseSampler", "generator_rand", "generator_randn"]

@@ -47,7 +47,7 @@ from torch import nn
 from torchebm.core.argument_checks import real_number
 from torchebm.core.base_loss import BaseContrastiveDivergence, TorchEBMDeprecationWarning
 from torchebm.core.base_module import DeviceLike, warn_once
-from torchebm.core.base_sampler import _randn
+from torchebm.core.base_sampler import generator_randn
 from torchebm.kernels import reference
 from torchebm.samplers.langevin_dynamics import LangevinDynamics
 
@@ -247,7 +247,7 @@ class ContrastiveDivergence(BaseContrastiveDivergence):
                 with sampler.autocast_context():
                     energy = self._energies(x_var, model_kwargs, sampler.model)
                 (grad,) = torch.autograd.grad(energy.sum(), x_var, create_graph=differentiable)
-            noise = _randn(x.shape, x.dtype, x.device, generator)
+            noise = generator_randn(x.shape, x.dtype, x.device, generator)
             x = reference.langevin_update(x_var, grad, noise, a, b, lo, hi, sampler.grad_clip)
             sampler.step_schedulers()
         return x

@@ -4,8 +4,11 @@
 - :class:`HamiltonianMonteCarlo`: HMC with a leapfrog integrator (scalar or diagonal mass).
 - :class:`MetropolisAdjustedLangevin` (alias ``MALA``): Langevin proposals with an MH correction.
 
-Each runs on one of three paths chosen per call (``backend=``, ``sampler.last_path``): a
-whole-chain kernel, per-step fused kernels, or the pure-PyTorch reference; see
+The algorithms themselves are step functions in :mod:`torchebm.samplers.algorithms`, written
+against the :class:`~torchebm.samplers.step_ops.StepOps` interface; the classes declare their
+parameters and share one ``sample()`` (:class:`~torchebm.samplers.mcmc_sampler.MCMCSampler`).
+Each call runs on one of three paths (``backend=``, ``sampler.last_path``): a whole-chain
+kernel, per-step fused kernels, or the pure-PyTorch reference; see
 :mod:`torchebm.kernels.dispatch`.
 """
 

@@ -1,0 +1,181 @@
+r"""The MCMC algorithms, as pure step functions.
+
+Each algorithm is an ``init`` (the chain state at a starting point) and a ``step`` (one
+transition of every chain). A step sees the model only through a :class:`Target` and does its
+arithmetic and random draws only through :class:`~torchebm.samplers.step_ops.StepOps`, so the
+same lines run on the compiled kernels and on the pure-PyTorch reference. ``t`` is the step
+index: it keys the Philox draws of the fused ops.
+
+Shapes: ``x``, ``p``, ``grad`` ``[B, *event]``; ``energy``, ``accepted`` ``[B]``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Optional
+
+import torch
+
+from torchebm.kernels import reference
+from torchebm.samplers.step_ops import Clamp, StepOps
+
+Tensor = torch.Tensor
+
+
+class Target(NamedTuple):
+    """The energy :math:`E` as the steps use it."""
+
+    gradient: Callable[[Tensor], Tensor]  # x -> grad E(x)
+    energy_and_gradient: Callable[[Tensor], tuple[Tensor, Tensor]]  # x -> (E(x), grad E(x))
+
+
+class ChainState(NamedTuple):
+    """Every chain's position, and its gradient and energy where the algorithm carries them."""
+
+    x: Tensor
+    grad: Optional[Tensor] = None
+    energy: Optional[Tensor] = None
+
+
+# ---------------------------------------------------------------------------- integrators
+def kinetic_energy(p: Tensor, inv_mass: Optional[Tensor] = None) -> Tensor:
+    r""":math:`K(p) = \tfrac12 \sum_j p_j^2 / m_j` per chain: ``[B, *event] -> [B]``."""
+    sq = p * p if inv_mass is None else p * p * inv_mass
+    return 0.5 * sq.reshape(p.shape[0], -1).sum(dim=1)
+
+
+def leapfrog(
+    x: Tensor,
+    p: Tensor,
+    grad: Tensor,
+    step_size: float,
+    n_steps: int,
+    gradient: Callable[[Tensor], Tensor],
+    *,
+    inv_mass: Optional[Tensor] = None,
+    kick_drift: Callable[..., tuple[Tensor, Tensor]] = reference.leapfrog_kick_drift,
+    energy_and_gradient: Optional[Callable[[Tensor], tuple[Tensor, Tensor]]] = None,
+) -> tuple[Tensor, Tensor, Tensor, Optional[Tensor]]:
+    r"""``n_steps`` leapfrog steps of size :math:`\epsilon` for :math:`H = E(x) + \tfrac12 p^\top M^{-1} p`.
+
+    Each step is kick–drift–kick (:math:`p \mathrel{-}= \tfrac\epsilon2 \nabla E(x)`;
+    :math:`x \mathrel{+}= \epsilon M^{-1} p`; :math:`p \mathrel{-}= \tfrac\epsilon2 \nabla E(x)`);
+    the closing half kick of one step and the opening half kick of the next merge into one
+    ``kick_drift(kick=eps)`` call. ``grad`` is :math:`\nabla E(x)` at the start and is not
+    recomputed, so a trajectory costs exactly ``n_steps`` gradient evaluations; the end point's
+    gradient is returned for reuse by the next trajectory.
+
+    Args:
+        x, p, grad: ``[B, *event]``.
+        gradient: ``x -> ∇E(x)``.
+        inv_mass: :math:`M^{-1}` (``[dim]`` diagonal, broadcast over the last axis) or None.
+        kick_drift: :func:`torchebm.kernels.reference.leapfrog_kick_drift`, or a
+            :meth:`StepOps.kick_drift <torchebm.samplers.step_ops.StepOps.kick_drift>`.
+        energy_and_gradient: if given, used for the end point instead of ``gradient``, so its
+            energy comes with the same evaluation.
+
+    Returns:
+        ``(x_L, p_L, ∇E(x_L), E(x_L) or None)``.
+    """
+    eps = float(step_size)
+    x, p = kick_drift(x, p, grad, 0.5 * eps, eps, inv_mass)
+    for _ in range(n_steps - 1):
+        grad = gradient(x)
+        x, p = kick_drift(x, p, grad, eps, eps, inv_mass)
+    if energy_and_gradient is not None:
+        energy, grad = energy_and_gradient(x)
+    else:
+        energy, grad = None, gradient(x)
+    p = torch.add(p, grad, alpha=-0.5 * eps)
+    return x, p, grad, energy
+
+
+# ---------------------------------------------------------------------------- Langevin
+def langevin_init(target: Target, x: Tensor) -> ChainState:
+    return ChainState(x)
+
+
+def langevin_step(
+    ops: StepOps,
+    target: Target,
+    state: ChainState,
+    t: int,
+    *,
+    a: float,
+    b: float,
+    clamp: Clamp = None,
+    grad_clip: Optional[float] = None,
+) -> tuple[ChainState, None]:
+    r"""Unadjusted Langevin: :math:`x' = \mathrm{clamp}(x - a\,\mathrm{clip}(\nabla E(x)) + b\,\xi)`."""
+    grad = target.gradient(state.x)
+    return ChainState(ops.langevin_update(state.x, grad, a, b, t, clamp, grad_clip)), None
+
+
+# ---------------------------------------------------------------------------- MALA
+def gradient_state(target: Target, x: Tensor) -> ChainState:
+    """The state of an algorithm that carries each chain's energy and gradient."""
+    energy, grad = target.energy_and_gradient(x)
+    return ChainState(x, grad, energy)
+
+
+def mala_step(
+    ops: StepOps, target: Target, state: ChainState, t: int, *, a: float, b: float
+) -> tuple[ChainState, Tensor]:
+    r"""MALA: propose :math:`y = x - a\nabla E(x) + b\xi`, accept with probability
+    :math:`\min(1, r)`, :math:`\log r = E(x) - E(y) + (\lVert y - x + a\nabla E(x)\rVert^2 -
+    \lVert x - y + a\nabla E(y)\rVert^2) / (2b^2)`. One gradient evaluation per step."""
+    y = ops.langevin_update(state.x, state.grad, a, b, t)
+    energy_y, grad_y = target.energy_and_gradient(y)
+    x, grad, energy, accepted = ops.mala_select(
+        state.x, y, state.grad, grad_y, state.energy, energy_y, a, b, t
+    )
+    return ChainState(x, grad, energy), accepted
+
+
+# ---------------------------------------------------------------------------- HMC
+def hmc_step(
+    ops: StepOps,
+    target: Target,
+    state: ChainState,
+    t: int,
+    *,
+    step_size: float,
+    n_leapfrog: int,
+    inv_mass: Optional[Tensor],
+    sqrt_mass: Optional[Tensor],
+) -> tuple[ChainState, Tensor]:
+    r"""HMC: momentum :math:`p = \sqrt M \xi`; ``n_leapfrog`` leapfrog steps to
+    :math:`(x_L, p_L)`; accept with probability :math:`\min(1, e^{H(x, p) - H(x_L, p_L)})`.
+    ``n_leapfrog`` gradient evaluations per step (the accepted end point's carries over)."""
+    xi = ops.normal(state.x, t)
+    p = xi if sqrt_mass is None else xi * sqrt_mass
+    h0 = state.energy + kinetic_energy(p, inv_mass)
+    x_new, p_new, grad_new, energy_new = leapfrog(
+        state.x,
+        p,
+        state.grad,
+        step_size,
+        n_leapfrog,
+        target.gradient,
+        inv_mass=inv_mass,
+        kick_drift=ops.kick_drift,
+        energy_and_gradient=target.energy_and_gradient,
+    )
+    log_accept_ratio = h0 - (energy_new + kinetic_energy(p_new, inv_mass))
+    x, accepted = ops.metropolis_select(log_accept_ratio, state.x, x_new, t)
+    rows = accepted.view(-1, *([1] * (x.dim() - 1)))
+    grad = torch.where(rows, grad_new, state.grad)
+    energy = torch.where(accepted, energy_new, state.energy)
+    return ChainState(x, grad, energy), accepted
+
+
+__all__ = [
+    "ChainState",
+    "Target",
+    "gradient_state",
+    "hmc_step",
+    "kinetic_energy",
+    "langevin_init",
+    "langevin_step",
+    "leapfrog",
+    "mala_step",
+]

@@ -1,0 +1,497 @@
+"""``MCMCSampler``: what the built-in samplers share around their algorithm.
+
+A built-in sampler is a step function of :mod:`torchebm.samplers.algorithms` plus a small class
+that declares its hyper-parameters, the arguments of its step and its whole-chain op. This
+module owns everything else, once: the constructor plumbing (model, dtype, device, backend,
+integrator name, scheduled parameters), and the one ``sample()``: arguments, starting state,
+path choice (:mod:`torchebm.kernels.dispatch`), the step loop (over
+:class:`~torchebm.samplers.step_ops.FusedStepOps` or
+:class:`~torchebm.samplers.step_ops.ReferenceStepOps`), the whole-chain op, recording and
+return. Nothing in the step loop reads a tensor value on the host: recording writes into
+preallocated buffers, and the only host reads of a call are the finiteness check of a CPU ``x``
+and the Philox seed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Optional
+
+import torch
+from torch import nn
+
+from torchebm.core.argument_checks import count, event_shape, flag, scheduled_value
+from torchebm.core.base_module import DeviceLike
+from torchebm.core.base_sampler import BaseSampler
+from torchebm.diagnostics.sampler_diagnostics import Diagnostics, batch_moments
+from torchebm.kernels import dispatch, ops
+from torchebm.samplers.algorithms import ChainState, Target
+from torchebm.samplers.step_ops import FusedStepOps, ReferenceStepOps, StepOps
+from torchebm.utils.progress import progress as progress_bar
+
+
+@dataclass
+class KernelModel:
+    """A model as the whole-chain ops take it: kernel name, scalar params, Gaussian tensors."""
+
+    name: str
+    params: list[float]
+    mean: Optional[torch.Tensor]
+    precision: Optional[torch.Tensor]
+
+
+@dataclass
+class ChainResult:
+    """Outputs of a whole-chain op: final state, thinned trajectory (or None), per-step mean
+    energy ``[n_steps]`` (or None) and per-step acceptance rate ``[n_steps]`` (or None)."""
+
+    x: torch.Tensor
+    trajectory: Optional[torch.Tensor]
+    energy: Optional[torch.Tensor]
+    acceptance_rate: Optional[torch.Tensor]
+
+
+def kernel_model(model: nn.Module, x: torch.Tensor) -> tuple[Optional[KernelModel], Optional[str]]:
+    """The model's ``kernel_spec()`` in the chain ops' form (:func:`torchebm.kernels.ops.kernel_args`,
+    tensors in ``x``'s dtype and device), or ``(None, why not)``."""
+    spec_fn = getattr(model, "kernel_spec", None)
+    spec = spec_fn() if callable(spec_fn) else None
+    if spec is None:
+        return None, f"{type(model).__name__} has no kernel_spec() (not a built-in analytic model)"
+    try:
+        name, params, mean, precision = ops.kernel_args(spec, x.dtype, x.device)
+    except ValueError as exc:
+        return None, f"{type(model).__name__}.kernel_spec() is not one the kernels know ({exc})"
+    return KernelModel(name, params, mean, precision), None
+
+
+class MCMCSampler(BaseSampler):
+    """Base of the built-in samplers (:class:`~torchebm.samplers.LangevinDynamics`,
+    :class:`~torchebm.samplers.MetropolisAdjustedLangevin`,
+    :class:`~torchebm.samplers.HamiltonianMonteCarlo`).
+
+    A subclass declares:
+
+    * ``init(target, x) -> ChainState`` and ``step(ops, target, state, t, **arguments) ->
+      (state, accepted or None)``: its algorithm, as staticmethods (see
+      :mod:`torchebm.samplers.algorithms`);
+    * ``integrators``: the accepted ``integrator=`` values (the first non-None one names it);
+    * ``chain_op``, ``step_ops``: the whole-chain op and the per-step ops of the fused path
+      (checked by :func:`torchebm.kernels.dispatch.choose_path`);
+    * ``has_accept_step``: whether its diagnostics carry an acceptance rate;
+    * :meth:`_step_arguments` (scheduled values, read before each step),
+      :meth:`_fixed_arguments` (per call) and :meth:`_run_chain` (the whole-chain op call).
+    """
+
+    init: Callable[[Target, torch.Tensor], ChainState]
+    step: Callable[..., tuple[ChainState, Optional[torch.Tensor]]]
+    integrators: tuple[Any, ...] = (None,)
+    chain_op: str
+    step_ops: tuple[str, ...]
+    has_accept_step: bool = False
+    cuda_graph: bool = False  # LangevinDynamics(cuda_graph=True) replays CUDA graphs
+
+    def __init__(
+        self,
+        model: Optional[nn.Module],
+        dtype: torch.dtype,
+        device: DeviceLike,
+        integrator: Any,
+        *,
+        energy_function: Optional[nn.Module],
+        backend: str,
+        progress: bool,
+    ):
+        super().__init__(
+            model,
+            dtype=dtype,
+            device=device,
+            energy_function=energy_function,
+            backend=backend,
+            progress=progress,
+        )
+        if integrator not in self.integrators:
+            name = self.integrators[1]
+            raise ValueError(
+                f"{type(self).__name__}: integrator must be None or {name!r} (the only one "
+                f"implemented), got {integrator!r}"
+            )
+        self.integrator = integrator
+
+    def _schedule(self, name: str, value: Any, *, positive: bool = True) -> Any:
+        """Check and register the hyper-parameter ``name`` (a float or a scheduler), and keep
+        it as the attribute ``name``; a float becomes a constant scheduler."""
+        value = scheduled_value(type(self).__name__, name, value, positive=positive)
+        setattr(self, name, value)
+        self._register_param(name, value)
+        return value
+
+    # ------------------------------------------------------------------ what subclasses declare
+    def _step_arguments(self) -> dict[str, Any]:
+        """The step's keyword arguments read from the schedulers, for the current step."""
+        raise NotImplementedError
+
+    def _fixed_arguments(self, x: torch.Tensor) -> dict[str, Any]:
+        """The step's keyword arguments fixed for a call on states like ``x`` (raises on a
+        setting that does not fit ``x``)."""
+        return {}
+
+    def _run_chain(
+        self,
+        x: torch.Tensor,
+        model: KernelModel,
+        n_steps: int,
+        thin: int,
+        record_trajectory: bool,
+        record_energy: bool,
+        seed: int,
+    ) -> ChainResult:
+        """The whole chain in one call of ``chain_op``."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ the one sample()
+    @torch.no_grad()
+    def sample(
+        self,
+        x: Optional[torch.Tensor] = None,
+        dim: Any = None,
+        n_steps: int = 100,
+        n_samples: int = 1,
+        thin: int = 1,
+        return_trajectory: bool = False,
+        return_diagnostics: bool = False,
+        reset_schedulers: bool = True,
+        *,
+        y: Any = None,
+        model_kwargs: Optional[dict] = None,
+        generator: Optional[torch.Generator] = None,
+        n_chains: Optional[int] = None,
+        device: DeviceLike = None,
+        cuda_graph: Optional[bool] = None,
+    ):
+        """Run ``n_samples`` chains for ``n_steps`` steps.
+
+        Args:
+            x: starting states ``[n_samples, *event]`` (then ``n_samples`` is ignored), or one
+                chain ``[dim]``; cast to the sampler's dtype and device. None: ``randn`` from
+                ``generator``.
+            dim: event shape (int or tuple) when ``x`` is None; inferred from a Gaussian
+                model's ``mean`` if omitted. If given with ``x`` it must match.
+            n_steps: number of steps, ``>= 0`` (0 returns ``x`` itself).
+            n_samples: number of chains when ``x`` is None (old name: ``n_chains``).
+            thin: keep every ``thin``-th state: ``n_kept = n_steps // thin``.
+            return_trajectory: return the kept states ``[n_samples, n_kept, *event]`` (after
+                steps ``thin, 2*thin, ...``; the start is not included) instead of the final
+                state.
+            return_diagnostics: also return a
+                :class:`~torchebm.diagnostics.Diagnostics` (keys ``mean``, ``var``,
+                ``energy``, and for MALA and HMC ``acceptance_rate`` ``[n_kept]``, the fraction
+                of chains that accepted at each kept step; tensor view
+                ``[n_kept, 3, n_samples, *event]``). Energies are those of the chains'
+                current (post-accept) states.
+            reset_schedulers: restart the schedules (every scheduler in the sampler's subtree)
+                before sampling; False continues them.
+            y: conditioning, shorthand for ``model_kwargs={"y": y}``.
+            model_kwargs: extra keyword arguments of the model's ``forward``/``gradient``;
+                tensors are moved to the sampler's device, not cast.
+            generator: drives every random draw of the call (the reference path's noise, or
+                the one Philox seed of a kernel path); None uses the global RNG.
+            n_chains: old name of ``n_samples``.
+            device: move the sampler (and its model) there first, as ``sampler.to(device)``.
+            cuda_graph: :class:`~torchebm.samplers.LangevinDynamics` only: run the steps as a
+                replayed CUDA graph (path ``"cuda_graph"``, see its docstring). None (default)
+                takes the constructor's ``cuda_graph`` (False by default).
+
+        Returns:
+            The final state ``[n_samples, *event]`` (``[dim]`` for a 1-D ``x``), or the
+            trajectory; with ``return_diagnostics``, a tuple ``(that, diagnostics)``.
+
+        Raises:
+            ValueError: ``cuda_graph=True`` on a sampler other than ``LangevinDynamics``, or a
+                call it cannot honour (see :class:`~torchebm.samplers.LangevinDynamics`).
+        """
+        owner = type(self).__name__
+        cuda_graph = flag(owner, "cuda_graph", self.cuda_graph if cuda_graph is None else cuda_graph)
+        if cuda_graph and not hasattr(self, "_run_cuda_graph"):
+            raise ValueError(
+                f"{owner}: cuda_graph=True is implemented for LangevinDynamics only; use "
+                f"cuda_graph=False"
+            )
+        n_steps = count(owner, "n_steps", n_steps, minimum=0)
+        thin = count(owner, "thin", thin, minimum=1)
+        if n_chains is not None:
+            n_chains = count(owner, "n_chains", n_chains, minimum=1)
+            if n_samples not in (1, n_chains):
+                raise ValueError(
+                    f"{owner}: n_chains={n_chains} (old name of n_samples) disagrees with "
+                    f"n_samples={n_samples}"
+                )
+            n_samples = n_chains
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(
+                f"{owner}: generator must be a torch.Generator, got {type(generator).__name__}"
+            )
+        if device is not None:
+            self.to(device)
+        self._check_model_device()
+        if reset_schedulers:
+            self.reset_schedulers()
+        mk = self._prepare_model_kwargs(y, model_kwargs)
+        unbatched = isinstance(x, torch.Tensor) and x.dim() == 1
+        state = self._starting_state(x, dim, n_samples, generator)
+
+        kmodel = None
+        if cuda_graph:
+            self._check_cuda_graph(state, n_steps, mk, return_trajectory, return_diagnostics)
+            route = dispatch.Route("cuda_graph")
+        else:
+            fixed = self._fixed_arguments(state)
+            if mk:
+                chain_blocker = "model_kwargs/y given (the kernels evaluate x-only closed forms)"
+            else:
+                kmodel, chain_blocker = kernel_model(self.model, state)
+            route = dispatch.choose_path(
+                self.backend,
+                device=state.device,
+                dtype=state.dtype,
+                chain_ops=(self.chain_op,),
+                step_ops=self.step_ops,
+                chain_blocker=chain_blocker,
+                sampler=owner,
+            )
+        self.last_path = route.path
+        self.last_route = route
+
+        n_kept = n_steps // thin
+        b = state.shape[0]
+        if n_steps == 0:
+            final = x if (x is not None and state.data_ptr() == x.data_ptr()) else state
+            if unbatched and final is state:
+                final = state.squeeze(0)
+            recorder = _Recorder(state, 0, return_trajectory, return_diagnostics, self.has_accept_step)
+            return _finish(final, recorder.trajectory, recorder.result(b), return_trajectory, return_diagnostics)
+
+        seed = self._draw_seed(generator) if route.path != "reference" else 0
+        if route.path == "chain":
+            self._check_model_accepts(state, mk)
+            record_trajectory = return_trajectory or return_diagnostics
+            with self._whole_run(n_steps):
+                result = self._run_chain(
+                    state.contiguous(), kmodel, n_steps, thin, record_trajectory, return_diagnostics, seed
+                )
+            final, trajectory = result.x, result.trajectory
+            diag = self._chain_diagnostics(result, n_kept, thin, mk) if return_diagnostics else None
+        elif route.path == "cuda_graph":
+            # _check_cuda_graph rejected trajectories and diagnostics: the final state only.
+            with self._whole_run(n_steps):
+                final = self._run_cuda_graph(state, n_steps, seed)
+            trajectory, diag = None, None
+        else:
+            step_ops: StepOps = FusedStepOps(seed) if route.path == "fused" else ReferenceStepOps(generator)
+            final, trajectory, diag = self._step_loop(
+                step_ops, state, fixed, n_steps, thin, mk, return_trajectory, return_diagnostics
+            )
+
+        if unbatched:
+            final = final.squeeze(0)
+        return _finish(final, trajectory, diag, return_trajectory, return_diagnostics)
+
+    # ------------------------------------------------------------------ the parts of sample()
+    def _starting_state(
+        self, x: Optional[torch.Tensor], dim: Any, n_samples: int, generator: Optional[torch.Generator]
+    ) -> torch.Tensor:
+        """``[B, *event]``: ``x`` cast (a 1-D ``x`` is one chain, as in seed 003's
+        ``x=torch.tensor([0.0])``), or ``randn`` draws."""
+        owner = type(self).__name__
+        if x is None:
+            if dim is None:
+                dim = _infer_event_shape(self.model)
+                if dim is None:
+                    raise ValueError(
+                        f"{owner}: dim must be provided when x is None (it cannot be inferred from "
+                        f"{type(self.model).__name__})"
+                    )
+            return self._init_state(None, dim, n_samples, generator)
+        state = self._cast_state(x)
+        if state.dim() == 0:
+            raise ValueError(
+                f"{owner}: x must have shape [n_samples, *event] (or [dim] for one chain), "
+                f"got a 0-d tensor"
+            )
+        if state.dim() == 1:
+            state = state.unsqueeze(0)
+        if state.numel() == 0:
+            raise ValueError(
+                f"{owner}: x must hold at least one chain of at least one element, got shape "
+                f"{tuple(x.shape)}"
+            )
+        if dim is not None and event_shape(owner, dim) != tuple(state.shape[1:]):
+            raise ValueError(
+                f"{owner}: dim={dim!r} does not match x of shape {tuple(x.shape)} (event shape "
+                f"{tuple(state.shape[1:])})"
+            )
+        _check_finite(owner, state)
+        return state
+
+    def _target(self, mk: dict) -> Target:
+        return Target(
+            gradient=lambda z: self._model_gradient(z, mk),
+            energy_and_gradient=lambda z: self._energy_and_gradient(z, mk),
+        )
+
+    def _step_loop(
+        self,
+        step_ops: StepOps,
+        x: torch.Tensor,
+        fixed: dict[str, Any],
+        n_steps: int,
+        thin: int,
+        mk: dict,
+        return_trajectory: bool,
+        return_diagnostics: bool,
+    ):
+        """``n_steps`` calls of ``step``; returns ``(final, trajectory or None, diagnostics or None)``."""
+        target = self._target(mk)
+        recorder = _Recorder(x, n_steps // thin, return_trajectory, return_diagnostics, self.has_accept_step)
+        state = self.init(target, x)
+        steps: Any = range(n_steps)
+        if self.progress:
+            steps = progress_bar(steps, total=n_steps, desc=type(self).__name__)
+        for t in steps:
+            state, accepted = self.step(step_ops, target, state, t, **fixed, **self._step_arguments())
+            self.step_schedulers()
+            if (t + 1) % thin == 0:
+                recorder.keep((t + 1) // thin - 1, state, lambda s=state: self._state_energy(s, mk), accepted)
+        return state.x, recorder.trajectory, recorder.result(x.shape[0])
+
+    def _state_energy(self, state: ChainState, mk: dict) -> torch.Tensor:
+        return state.energy if state.energy is not None else self._model_energy(state.x, mk)
+
+    def _check_model_accepts(self, state: torch.Tensor, mk: dict) -> None:
+        """The chain kernels never call the model: evaluate it on one chain, so that a state it
+        does not accept raises the model's own error, as it does on the other paths. An accepted
+        (model, event shape, dtype, device) is remembered, and not evaluated again: on a GPU the
+        evaluation launches kernels that would lengthen every short call."""
+        accepted = self.__dict__.get("_accepted_state")
+        key = (tuple(state.shape[1:]), state.dtype, state.device)
+        if accepted is not None and accepted[0] is self.model and accepted[1] == key:
+            return
+        self._model_energy(state[:1], mk)
+        # The model itself (the sampler holds it anyway), not a weak reference: samplers pickle.
+        self.__dict__["_accepted_state"] = (self.model, key)
+
+    @contextlib.contextmanager
+    def _whole_run(self, n_steps: int) -> Iterator[None]:
+        """Around a path that runs all ``n_steps`` in one go (chain op, CUDA graph): the progress
+        bar advances once at the end, and every scheduler is left where the step loop would have
+        left it (the run consumed ``n_steps`` scheduled values)."""
+        bar = None
+        if self.progress:
+            bar = progress_bar(total=n_steps, desc=type(self).__name__, enabled=True)
+        yield
+        for scheduler in self._subtree_schedulers():
+            scheduler.advance(n_steps)
+        if bar is not None:
+            bar.update(n_steps)
+            bar.close()
+
+    def _chain_diagnostics(self, result: ChainResult, n_kept: int, thin: int, mk: dict) -> Diagnostics:
+        trajectory = result.trajectory  # [B, n_kept, *event]
+        b, event = trajectory.shape[0], tuple(trajectory.shape[2:])
+        mean, var = batch_moments(trajectory)
+        kept = slice(thin - 1, n_kept * thin, thin)
+        energy = result.energy[kept].to(trajectory.dtype)
+        acceptance = None
+        if result.acceptance_rate is not None:
+            acceptance = result.acceptance_rate[kept].to(trajectory.dtype)
+
+        def chain_energy() -> torch.Tensor:
+            flat = trajectory.reshape(b * n_kept, *event)
+            return self._model_energy(flat, mk).reshape(b, n_kept).T
+
+        return Diagnostics(
+            mean, var, energy, n_chains=b, acceptance_rate=acceptance, chain_energy=chain_energy
+        )
+
+    def scheduled_values(self, name: str, n_steps: int) -> torch.Tensor:
+        """The values the scheduler ``name`` gives the next ``n_steps`` steps, ``float64
+        [n_steps]`` on the CPU: the chain ops check them there and copy them to a GPU state's
+        device through pinned memory, without synchronising."""
+        return self.schedulers[name].values_tensor(n_steps)
+
+
+def _infer_event_shape(model: nn.Module) -> Optional[tuple[int, ...]]:
+    # TorchEBM's HMC infers dim from a Gaussian model's mean; every sampler does it here.
+    mean = getattr(model, "mean", None)
+    if isinstance(mean, torch.Tensor) and mean.dim() == 1:
+        return (int(mean.shape[0]),)
+    return None
+
+
+def _check_finite(owner: str, x: torch.Tensor) -> None:
+    """Raise a ValueError naming the first non-finite element of a CPU state ``x``.
+
+    States on a GPU are not checked: reading the answer would synchronise the host with the
+    device at every call. A non-finite GPU state stays visibly non-finite (every update
+    propagates NaN and inf, and Metropolis steps reject from it).
+    """
+    if x.device.type != "cpu":
+        return
+    finite = torch.isfinite(x)
+    if bool(finite.all()):
+        return
+    bad = (~finite).nonzero()
+    first = tuple(int(i) for i in bad[0])
+    n_nan = int(torch.isnan(x).sum())
+    raise ValueError(
+        f"{owner}: x must be finite, got {n_nan} NaN and {bad.shape[0] - n_nan} infinite values "
+        f"(first at index {first}: {x[first].item()}) in x of shape {tuple(x.shape)}"
+    )
+
+
+class _Recorder:
+    """Preallocated buffers for the kept steps of the step loop."""
+
+    def __init__(self, x: torch.Tensor, n_kept: int, trajectory: bool, diagnostics: bool, accept: bool):
+        b, event = x.shape[0], tuple(x.shape[1:])
+        new = dict(dtype=x.dtype, device=x.device)
+        self.trajectory = torch.empty((b, n_kept, *event), **new) if trajectory else None
+        self.diagnostics = diagnostics
+        if diagnostics:
+            self.mean = torch.empty((n_kept, *event), **new)
+            self.var = torch.empty((n_kept, *event), **new)
+            self.chain_energy = torch.empty((n_kept, b), **new)
+            self.acceptance = torch.empty((n_kept,), **new) if accept else None
+
+    def keep(self, k: int, state: ChainState, energy: Callable[[], torch.Tensor], accepted) -> None:
+        x = state.x
+        if self.trajectory is not None:
+            self.trajectory[:, k] = x
+        if self.diagnostics:
+            mean, var = batch_moments(x)
+            self.mean[k] = mean
+            self.var[k] = var
+            self.chain_energy[k] = energy()
+            if self.acceptance is not None:
+                self.acceptance[k] = accepted.to(x.dtype).mean()
+
+    def result(self, n_chains: int) -> Optional[Diagnostics]:
+        if not self.diagnostics:
+            return None
+        return Diagnostics(
+            self.mean,
+            self.var,
+            self.chain_energy.mean(dim=1),
+            n_chains=n_chains,
+            acceptance_rate=self.acceptance,
+            chain_energy=self.chain_energy,
+        )
+
+
+def _finish(final, trajectory, diag, return_trajectory: bool, return_diagnostics: bool):
+    out = trajectory if return_trajectory else final
+    return (out, diag) if return_diagnostics else out
+
+
+__all__ = ["ChainResult", "KernelModel", "MCMCSampler", "kernel_model"]
