@@ -23,8 +23,8 @@ from torchebm.core.analytic_models import (
     RosenbrockModel,
     StyblinskiTangModel,
 )
-from torchebm.core.base_model import BaseEnergyFunction, BaseModel
-from torchebm.core.base_loss import BaseContrastiveDivergence, BaseLoss
+from torchebm.core.energy_model import BaseEnergyFunction, BaseModel
+from torchebm.core.base_loss import BaseLoss
 from torchebm.core.base_module import TorchEBMModule, warn_once
 from torchebm.core.base_sampler import BaseSampler
 from torchebm.core.base_scheduler import (
@@ -80,3 +80,13 @@ __all__ = [
     "MultiStepScheduler",
     "WarmupScheduler",
 ]
+
+
+def __getattr__(name: str):
+    # BaseContrastiveDivergence lives in torchebm.losses; TorchEBM 0.8.9 users import it from
+    # here. Resolved on first use, so that core itself imports nothing from the losses.
+    if name == "BaseContrastiveDivergence":
+        from torchebm.losses.base_contrastive_divergence import BaseContrastiveDivergence
+
+        return BaseContrastiveDivergence
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

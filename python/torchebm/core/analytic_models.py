@@ -38,7 +38,7 @@ from typing import Any, ClassVar, Optional
 import torch
 
 from torchebm.core.argument_checks import real_number
-from torchebm.core.base_model import BaseModel, KernelSpec
+from torchebm.core.energy_model import BaseModel, KernelSpec
 from torchebm.core.base_module import DeviceLike
 
 # What a subclass must leave alone for the closed form (and so the kernel) to describe it.

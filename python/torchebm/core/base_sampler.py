@@ -50,7 +50,7 @@ import torch
 from torch import nn
 
 from torchebm.core.argument_checks import check_dtype, count, event_shape
-from torchebm.core.base_model import BaseModel, energy_and_gradient
+from torchebm.core.energy_model import BaseModel, energy_and_gradient
 from torchebm.core.base_module import DeviceLike
 from torchebm.core.schedulable import Schedulable
 from torchebm.kernels.dispatch import check_backend

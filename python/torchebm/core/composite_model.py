@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from torchebm.core.argument_checks import real_number
-from torchebm.core.base_model import BaseModel
+from torchebm.core.energy_model import BaseModel
 from torchebm.core.base_module import DeviceLike
 
 

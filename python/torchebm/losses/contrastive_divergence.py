@@ -45,10 +45,11 @@ import torch
 from torch import nn
 
 from torchebm.core.argument_checks import real_number
-from torchebm.core.base_loss import BaseContrastiveDivergence, TorchEBMDeprecationWarning
+from torchebm.core.base_loss import TorchEBMDeprecationWarning
 from torchebm.core.base_module import DeviceLike, warn_once
 from torchebm.core.base_sampler import generator_randn
 from torchebm.kernels import reference
+from torchebm.losses.base_contrastive_divergence import BaseContrastiveDivergence
 from torchebm.samplers.langevin_dynamics import LangevinDynamics
 
 __all__ = ["ContrastiveDivergence", "PersistentContrastiveDivergence"]
@@ -104,7 +105,7 @@ class ContrastiveDivergence(BaseContrastiveDivergence):
             ``O(k_steps * B)`` activations (``k_steps`` times plain CD's), and the backward pass
             makes a Hessian-vector product per step (about 2-3 forward passes each).
         **kwargs: ``energy_function``, ``k``, ``buffer_init``, ``buffer_init_scale`` (see
-            :class:`~torchebm.core.base_loss.BaseContrastiveDivergence`) and ``cfg_dropout``,
+            :class:`~torchebm.losses.base_contrastive_divergence.BaseContrastiveDivergence`) and ``cfg_dropout``,
             ``null_condition``, ``check_conditioning`` (see :class:`~torchebm.core.BaseLoss`).
             Anything else is a ``TypeError``.
     """
