@@ -330,7 +330,7 @@ _s = torch.full((3,), 0.01, dtype=torch.float64)
 @pytest.mark.parametrize(
     "call,match",
     [
-        (lambda: ops.langevin_chain("banana", _x, _s, _s), "energy must be one of gaussian"),
+        (lambda: ops.langevin_chain("no_such_model", _x, _s, _s), "energy must be one of gaussian"),
         (lambda: ops.langevin_chain("double_well", _x, _s, _s, [1.0]), r"'double_well' takes 2 scalar params, got 1"),
         (lambda: ops.langevin_chain("himmelblau", torch.zeros(4, 3), _s, _s), "'himmelblau' needs d == 2"),
         (lambda: ops.langevin_chain("rosenbrock", torch.zeros(4, 1), _s, _s, [1.0, 1.0]), "'rosenbrock' needs d >= 2"),
@@ -347,8 +347,10 @@ _s = torch.full((3,), 0.01, dtype=torch.float64)
         (lambda: ops.langevin_chain("harmonic", _x.int(), _s, _s, [1.0]), "x0 must be float32 or float64"),
         (lambda: ops.mala_chain("harmonic", _x, _s, torch.zeros(3, dtype=torch.float64), [1.0]), r"b\[0\] must be finite and > 0, got 0"),
         (lambda: ops.hmc_chain("harmonic", _x, _s, 0, None, [1.0]), "n_leapfrog must be >= 1, got 0"),
+        (lambda: ops.hmc_chain("harmonic", _x, _s, 2**31, None, [1.0]), r"n_leapfrog must be <= 2\^31 - 1"),
+        (lambda: ops.hmc_chain("harmonic", _x, _s, 2, torch.ones(2, dtype=torch.int32), [1.0]), "inv_mass must be float32 or float64, got Int"),
         (lambda: ops.hmc_chain("harmonic", _x, -_s, 2, None, [1.0]), r"step_size\[0\] must be finite and > 0"),
-        (lambda: ops.hmc_chain("harmonic", _x, _s, 2, torch.ones(3), [1.0]), r"inv_mass must be None, a 0-d tensor or \[2\]"),
+        (lambda: ops.hmc_chain("harmonic", _x, _s, 2, torch.ones(3), [1.0]), r"inv_mass must be None, a 0-d tensor, or \[2\]"),
         (lambda: ops.hmc_chain("harmonic", _x, _s, 2, torch.tensor([1.0, -1.0]), [1.0]), "inv_mass must be finite and > 0"),
         (lambda: ops.analytic_energy_grad("booth", torch.zeros(3, 5)), "'booth' needs d == 2"),
     ],

@@ -21,8 +21,8 @@ std::tuple<at::Tensor, at::Tensor> analytic_energy_grad(const std::string& energ
                                                         const std::optional<at::Tensor>& mean,
                                                         const std::optional<at::Tensor>& precision) {
   constexpr const char* op = "analytic_energy_grad";
-  checks::floating(x, op, "x");
-  const Energy kind = checks::energy(energy, params, mean, precision, x, op);
+  const Energy kind =
+      checks::analytic_energy_grad(energy, x, params, mean, precision, checks::kCpu);
   const at::Tensor xc = x.contiguous();
   const int64_t B = x.size(0), d = x.size(1);
   at::Tensor e_out = at::empty({B}, x.options());

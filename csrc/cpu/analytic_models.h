@@ -147,33 +147,36 @@ TORCHEBM_MULTIVERSION void energy_grad_rows(const M& m, const T* x, T* g, T* e, 
   }
 }
 
-// Owns what a model needs for the duration of an op call (the Gaussian's padded precision) and
-// calls f(model) with the concrete model type.
+// Calls f(model) with model type M<T>, owning what it needs for the call (the Gaussian's
+// padded precision).
+template <class M, class T, class F>
+void call_with_model(F& f, c10::ArrayRef<double> params, const std::optional<at::Tensor>& mean,
+                     const std::optional<at::Tensor>& precision, int64_t d) {
+  if constexpr (std::is_same_v<M, Gaussian<T>>) {
+    const at::Tensor mu = mean->to(c10::CppTypeToScalarType<T>::value).contiguous();
+    const at::Tensor prec = precision->to(c10::CppTypeToScalarType<T>::value).contiguous();
+    const int64_t lanes = vec64_lanes<T>();
+    const int64_t dp = (d + lanes - 1) / lanes * lanes;
+    std::vector<T> padded(static_cast<size_t>(d * dp), T(0));
+    const T* src = prec.const_data_ptr<T>();
+    for (int64_t k = 0; k < d; ++k) std::memcpy(&padded[k * dp], src + k * d, sizeof(T) * d);
+    f(GaussianBlocked<T>{mu.const_data_ptr<T>(), padded.data(), dp});
+  } else {
+    f(M(params.data()));
+  }
+}
+
+// Calls f(model) with the concrete model of `energy` (one case per row of energies.h's table),
+// for the duration of an op call.
 template <class T, class F>
 void with_model(Energy energy, c10::ArrayRef<double> params,
                 const std::optional<at::Tensor>& mean, const std::optional<at::Tensor>& precision,
                 int64_t d, F&& f) {
-  const double* p = params.data();
   switch (energy) {
-    case Energy::kGaussian: {
-      const at::Tensor mu = mean->to(c10::CppTypeToScalarType<T>::value).contiguous();
-      const at::Tensor prec = precision->to(c10::CppTypeToScalarType<T>::value).contiguous();
-      const int64_t lanes = vec64_lanes<T>();
-      const int64_t dp = (d + lanes - 1) / lanes * lanes;
-      std::vector<T> padded(static_cast<size_t>(d * dp), T(0));
-      const T* src = prec.const_data_ptr<T>();
-      for (int64_t k = 0; k < d; ++k) std::memcpy(&padded[k * dp], src + k * d, sizeof(T) * d);
-      f(GaussianBlocked<T>{mu.const_data_ptr<T>(), padded.data(), dp});
-      return;
-    }
-    case Energy::kDoubleWell: f(DoubleWell<T>(p)); return;
-    case Energy::kHarmonic: f(Harmonic<T>(p)); return;
-    case Energy::kRosenbrock: f(Rosenbrock<T>(p)); return;
-    case Energy::kAckley: f(Ackley<T>(p)); return;
-    case Energy::kRastrigin: f(Rastrigin<T>(p)); return;
-    case Energy::kHimmelblau: f(Himmelblau<T>(p)); return;
-    case Energy::kBooth: f(Booth<T>(p)); return;
-    case Energy::kStyblinskiTang: f(StyblinskiTang<T>(p)); return;
+#define TORCHEBM_MODEL_CASE(name, id, Model, ...) \
+  case Energy::id: call_with_model<Model<T>, T>(f, params, mean, precision, d); return;
+    TORCHEBM_ANALYTIC_MODELS(TORCHEBM_MODEL_CASE)
+#undef TORCHEBM_MODEL_CASE
   }
 }
 

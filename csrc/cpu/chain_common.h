@@ -1,4 +1,4 @@
-// Shared pieces of the CPU whole-chain kernels: their argument checks and outputs, the split of
+// Shared pieces of the CPU whole-chain kernels: their outputs, the split of
 // the chains into blocks run in parallel, what a block records (thinned trajectory, per-step
 // sums reduced in a fixed order) and the Metropolis-Hastings accept step of MALA and HMC. Each
 // kernel keeps only its transition.
@@ -23,43 +23,10 @@
 
 namespace torchebm::cpu {
 
-// What every chain op checks first, in this order: x0 ([B, d], floating), thin, the energy and
-// its parameters, then its first per-step schedule, whose length is the chain's n_steps.
-struct ChainArgs {
-  Energy energy;
-  int64_t n_steps;
-};
-
-inline ChainArgs check_chain_args(const std::string& energy, const at::Tensor& x0,
-                                  c10::ArrayRef<double> params,
-                                  const std::optional<at::Tensor>& mean,
-                                  const std::optional<at::Tensor>& precision, int64_t thin,
-                                  const at::Tensor& schedule, const char* schedule_name,
-                                  const char* op) {
-  checks::floating(x0, op, "x0");
-  TORCH_CHECK(x0.dim() == 2, op, ": x0 must have shape [B, d], got ", x0.sizes());
-  TORCH_CHECK(thin >= 1, op, ": thin must be >= 1, got ", thin);
-  ChainArgs c;
-  c.energy = checks::energy(energy, params, mean, precision, x0, op);
-  c.n_steps = schedule.dim() == 1 ? schedule.size(0) : -1;
-  TORCH_CHECK(c.n_steps >= 0, op, ": ", schedule_name,
-              " must be a 1-D per-step tensor [n_steps], got ", schedule.sizes());
-  TORCH_CHECK(c.n_steps <= static_cast<int64_t>(UINT32_MAX) + 1, op,
-              ": n_steps must be <= 2^32 (steps are Philox counter words), got ", c.n_steps);
-  return c;
-}
-
-// A per-step schedule as float64 values on the host, all finite (and > 0 when `positive`).
-inline std::vector<double> schedule_values(const at::Tensor& s, int64_t n_steps, const char* op,
-                                           const char* name, bool positive) {
-  checks::schedule(s, n_steps, op, name);
-  const at::Tensor c = s.to(at::kCPU, at::kDouble).contiguous();
-  std::vector<double> v(c.const_data_ptr<double>(), c.const_data_ptr<double>() + n_steps);
-  for (int64_t t = 0; t < n_steps; ++t) {
-    TORCH_CHECK(std::isfinite(v[t]) && (!positive || v[t] > 0), op, ": ", name, "[", t,
-                "] must be finite", positive ? " and > 0" : "", ", got ", v[t]);
-  }
-  return v;
+// A per-step schedule (checked by checks::schedule: on the host, finite) as float64 values.
+inline std::vector<double> schedule_values(const at::Tensor& s) {
+  const at::Tensor c = s.to(at::kDouble).contiguous();
+  return std::vector<double>(c.const_data_ptr<double>(), c.const_data_ptr<double>() + c.numel());
 }
 
 // A chain op's outputs and what is recorded into them: x = copy of x0, stepped in place;

@@ -5,8 +5,8 @@
 //   L-1 times: x', p = leapfrog_kick_drift(x', p, g', eps, eps, m); g' = grad E(x')
 //   p = p - eps/2 g' (the p of leapfrog_kick_drift(x', p, g', eps/2, 0, m));  H1 = E(x') + K(p)
 //   x, accepted = metropolis_select(H0 - H1, x, x', None, seed, t)
-// with the gradient (and energy) of the accepted state carried over: L + 1 gradient
-// evaluations per transition.
+// with the gradient (and energy) of the accepted state carried over: L gradient evaluations per
+// transition, plus one of x0 at the start of the call.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <torch/library.h>
@@ -30,21 +30,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> hmc_chain(
     const std::optional<at::Tensor>& mean, const std::optional<at::Tensor>& precision,
     int64_t seed, int64_t thin, bool record_trajectory, bool record_energy) {
   constexpr const char* op = "hmc_chain";
-  const ChainArgs c =
-      check_chain_args(energy, x0, params, mean, precision, thin, step_size, "step_size", op);
+  const checks::Chain c = checks::hmc_chain(energy, x0, step_size, n_leapfrog, inv_mass, params,
+                                            mean, precision, thin, checks::kCpu);
   const int64_t n_steps = c.n_steps, d = x0.size(1);
-  const std::vector<double> eps = schedule_values(step_size, n_steps, op, "step_size", true);
-  TORCH_CHECK(n_leapfrog >= 1, op, ": n_leapfrog must be >= 1, got ", n_leapfrog);
-  if (inv_mass) {
-    TORCH_CHECK(inv_mass->dim() == 0 || (inv_mass->dim() == 1 && inv_mass->size(0) == d), op,
-                ": inv_mass must be None, a 0-d tensor or [", d, "], got shape ",
-                inv_mass->sizes());
-    checks::floating(*inv_mass, op, "inv_mass");
-    checks::same_device(*inv_mass, x0, op, "inv_mass", "x0");
-    const at::Tensor im = inv_mass->to(at::kDouble);
-    TORCH_CHECK(at::isfinite(im).all().item<bool>() && (im > 0).all().item<bool>(), op,
-                ": inv_mass must be finite and > 0, got ", *inv_mass);
-  }
+  const std::vector<double> eps = schedule_values(step_size);
 
   ChainOutputs out = chain_outputs(x0, n_steps, thin, record_trajectory, record_energy, true);
   AT_DISPATCH_FLOATING_TYPES(x0.scalar_type(), op, [&] {

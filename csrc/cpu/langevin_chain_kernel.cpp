@@ -24,12 +24,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> langevin_chain(
     std::optional<double> clamp_max, std::optional<double> grad_clip, int64_t seed, int64_t thin,
     bool record_trajectory, bool record_energy) {
   constexpr const char* op = "langevin_chain";
-  const ChainArgs c = check_chain_args(energy, x0, params, mean, precision, thin, a, "a", op);
+  const checks::Chain c = checks::langevin_chain(energy, x0, a, b, params, mean, precision,
+                                                 clamp_min, clamp_max, grad_clip, thin,
+                                                 checks::kCpu);
   const int64_t n_steps = c.n_steps, d = x0.size(1);
-  const std::vector<double> av = schedule_values(a, n_steps, op, "a", false);
-  const std::vector<double> bv = schedule_values(b, n_steps, op, "b", false);
-  checks::clamp_bounds(clamp_min, clamp_max, op);
-  checks::grad_clip(grad_clip, op);
+  const std::vector<double> av = schedule_values(a), bv = schedule_values(b);
 
   ChainOutputs out = chain_outputs(x0, n_steps, thin, record_trajectory, record_energy, false);
   AT_DISPATCH_FLOATING_TYPES(x0.scalar_type(), op, [&] {

@@ -22,14 +22,8 @@ at::Tensor langevin_update(const at::Tensor& x, const at::Tensor& grad,
                            std::optional<double> clamp_min, std::optional<double> clamp_max,
                            std::optional<double> grad_clip, int64_t seed, int64_t step) {
   constexpr const char* op = "langevin_update";
-  checks::floating(x, op, "x");
-  checks::like(grad, x, op, "grad", "x");
-  if (noise) checks::like(*noise, x, op, "noise", "x");
-  checks::finite(a, op, "a");
-  checks::finite(b, op, "b");
-  checks::clamp_bounds(clamp_min, clamp_max, op);
-  checks::grad_clip(grad_clip, op);
-  const uint32_t st = checks::step(step, op);
+  const uint32_t st = checks::langevin_update(x, grad, noise, a, b, clamp_min, clamp_max,
+                                              grad_clip, step, checks::kCpu);
 
   const at::Tensor xc = x.contiguous(), gc = grad.contiguous();
   const at::Tensor nc = noise ? noise->contiguous() : at::Tensor();

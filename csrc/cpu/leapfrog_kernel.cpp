@@ -20,26 +20,10 @@ std::tuple<at::Tensor, at::Tensor> leapfrog_kick_drift(const at::Tensor& x, cons
                                                        double drift_size,
                                                        const std::optional<at::Tensor>& inv_mass) {
   constexpr const char* op = "leapfrog_kick_drift";
-  checks::floating(x, op, "x");
-  checks::like(p, x, op, "p", "x");
-  checks::like(grad, x, op, "grad", "x");
-  checks::finite(kick_size, op, "kick");
-  checks::finite(drift_size, op, "drift");
+  checks::leapfrog_kick_drift(x, p, grad, kick_size, drift_size, inv_mass, checks::kCpu);
   const int64_t d = x.dim() == 0 ? 1 : x.size(-1);
-  bool scalar_mass = false;
-  at::Tensor mc;
-  if (inv_mass) {
-    TORCH_CHECK(inv_mass->dim() == 0 || (inv_mass->dim() == 1 && x.dim() >= 1 &&
-                                         inv_mass->size(0) == d),
-                op, ": inv_mass must be None, a 0-d tensor, or [", d,
-                "] (the last dimension of x), got shape ", inv_mass->sizes());
-    TORCH_CHECK(inv_mass->scalar_type() == x.scalar_type(), op,
-                ": inv_mass must have the dtype of x (", x.scalar_type(), "), got ",
-                inv_mass->scalar_type());
-    checks::same_device(*inv_mass, x, op, "inv_mass", "x");
-    scalar_mass = inv_mass->dim() == 0;
-    mc = inv_mass->contiguous();
-  }
+  const bool scalar_mass = inv_mass && inv_mass->dim() == 0;
+  const at::Tensor mc = inv_mass ? inv_mass->contiguous() : at::Tensor();
   const at::Tensor xc = x.contiguous(), pc = p.contiguous(), gc = grad.contiguous();
   at::Tensor x_out = at::empty(x.sizes(), x.options());
   at::Tensor p_out = at::empty(x.sizes(), x.options());

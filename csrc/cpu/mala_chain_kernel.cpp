@@ -25,10 +25,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mala_chain(
     const std::optional<at::Tensor>& precision, int64_t seed, int64_t thin,
     bool record_trajectory, bool record_energy) {
   constexpr const char* op = "mala_chain";
-  const ChainArgs c = check_chain_args(energy, x0, params, mean, precision, thin, a, "a", op);
+  const checks::Chain c =
+      checks::mala_chain(energy, x0, a, b, params, mean, precision, thin, checks::kCpu);
   const int64_t n_steps = c.n_steps, d = x0.size(1);
-  const std::vector<double> av = schedule_values(a, n_steps, op, "a", false);
-  const std::vector<double> bv = schedule_values(b, n_steps, op, "b", true);
+  const std::vector<double> av = schedule_values(a), bv = schedule_values(b);
 
   ChainOutputs out = chain_outputs(x0, n_steps, thin, record_trajectory, record_energy, true);
   AT_DISPATCH_FLOATING_TYPES(x0.scalar_type(), op, [&] {

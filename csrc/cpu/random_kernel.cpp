@@ -17,21 +17,12 @@ namespace {
 // Philox block (not needed for correctness: values do not depend on the split; for speed).
 constexpr int64_t kWorkElems = 8192;
 
-at::ScalarType resolve_dtype(std::optional<c10::ScalarType> dtype, const char* op) {
-  const c10::ScalarType t = dtype.value_or(c10::typeMetaToScalarType(at::get_default_dtype()));
-  TORCH_CHECK(t == at::kFloat || t == at::kDouble, op, ": dtype must be float32 or float64, got ",
-              t);
-  return t;
-}
-
 template <bool kNormal>
 at::Tensor philox_draw(c10::IntArrayRef size, int64_t seed, int64_t step,
                        std::optional<c10::ScalarType> dtype, std::optional<c10::Device> device,
                        const char* op) {
-  checks::size(size, op);
-  const uint32_t st = checks::step(step, op);
-  const at::ScalarType t = resolve_dtype(dtype, op);
-  TORCH_CHECK(!device || device->is_cpu(), op, ": the CPU kernel got device ", *device);
+  const at::ScalarType t = checks::philox_draw(size, step, dtype, device, op, checks::kCpu);
+  const uint32_t st = static_cast<uint32_t>(step);
   at::Tensor out = at::empty(size, at::TensorOptions().dtype(t).device(at::kCPU));
   const int64_t n = out.numel();
   const uint64_t key = static_cast<uint64_t>(seed);

@@ -50,11 +50,9 @@ std::tuple<at::Tensor, at::Tensor> metropolis_select(const at::Tensor& log_accep
                                                      const std::optional<at::Tensor>& uniform,
                                                      int64_t seed, int64_t step) {
   constexpr const char* op = "metropolis_select";
-  const int64_t B = checks::batched(x, op, "x");
-  checks::like(x_proposed, x, op, "x_proposed", "x");
-  checks::per_chain(log_accept_ratio, x, op, "log_accept_ratio");
-  if (uniform) checks::per_chain(*uniform, x, op, "uniform");
-  const uint32_t st = checks::step(step, op);
+  const uint32_t st =
+      checks::metropolis_select(log_accept_ratio, x, x_proposed, uniform, step, checks::kCpu);
+  const int64_t B = x.size(0);
 
   const at::Tensor xc = x.contiguous(), yc = x_proposed.contiguous();
   const at::Tensor lr = log_accept_ratio.contiguous();
@@ -81,16 +79,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mala_select(
     const at::Tensor& energy_x, const at::Tensor& energy_y, double a, double b,
     const std::optional<at::Tensor>& uniform, int64_t seed, int64_t step) {
   constexpr const char* op = "mala_select";
-  const int64_t B = checks::batched(x, op, "x");
-  checks::like(y, x, op, "y", "x");
-  checks::like(grad_x, x, op, "grad_x", "x");
-  checks::like(grad_y, x, op, "grad_y", "x");
-  checks::per_chain(energy_x, x, op, "energy_x");
-  checks::per_chain(energy_y, x, op, "energy_y");
-  checks::finite(a, op, "a");
-  checks::positive(b, op, "b");
-  if (uniform) checks::per_chain(*uniform, x, op, "uniform");
-  const uint32_t st = checks::step(step, op);
+  const uint32_t st = checks::mala_select(x, y, grad_x, grad_y, energy_x, energy_y, a, b, uniform,
+                                          step, checks::kCpu);
+  const int64_t B = x.size(0);
 
   const at::Tensor xc = x.contiguous(), yc = y.contiguous(), gxc = grad_x.contiguous(),
                    gyc = grad_y.contiguous(), exc = energy_x.contiguous(),

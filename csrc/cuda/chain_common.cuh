@@ -5,7 +5,7 @@
 // A chain is one thread ("row kernels"): its row lives in registers when the dimension is a
 // compile-time 2 (the 2-D test landscapes), else in a per-chain slice of a global workspace.
 // Langevin on a separable model needs no per-chain reduction and runs one thread per Philox
-// group instead ("element kernel", langevin_chain.cu).
+// group instead ("element kernel", langevin_chain_kernel.cu).
 //
 // Per-step means are deterministic: each block reduces its chains in a fixed order and writes
 // one partial sum per step; a final kernel adds the blocks' partials in block order.
@@ -24,10 +24,13 @@ constexpr int kMaxThreads = 128;  // block size bound of every chain kernel
 
 // The model's arguments as the kernel receives them (by value: scalars in parameter space).
 struct ModelArgs {
-  double params[4];
+  static constexpr int kMaxParams = 4;
+  double params[kMaxParams];
   const void* mean;       // gaussian: [d] in the compute type
   const void* precision;  // gaussian: [d, d]
 };
+static_assert(max_energy_params() <= ModelArgs::kMaxParams,
+              "ModelArgs::params must hold the scalar parameters of every model in energies.h");
 
 template <class C, class M>
 __device__ __forceinline__ M make_model(const ModelArgs& a) {
@@ -189,19 +192,15 @@ cudaError_t finalize(const double* partial, int blocks, int64_t n_steps, int64_t
   return launch_status();
 }
 
-// Calls f(M{}) with the model type of `id` in compute type C; false for an unknown id.
+// Calls f(M*) (a null tag) with the model type of `id` in compute type C (one case per row of
+// energies.h's table); false for an unknown id.
 template <class C, class F>
 bool with_model(int id, F&& f) {
   switch (static_cast<Energy>(id)) {
-    case Energy::kGaussian: f(static_cast<Gaussian<C>*>(nullptr)); return true;
-    case Energy::kDoubleWell: f(static_cast<DoubleWell<C>*>(nullptr)); return true;
-    case Energy::kHarmonic: f(static_cast<Harmonic<C>*>(nullptr)); return true;
-    case Energy::kRosenbrock: f(static_cast<Rosenbrock<C>*>(nullptr)); return true;
-    case Energy::kAckley: f(static_cast<Ackley<C>*>(nullptr)); return true;
-    case Energy::kRastrigin: f(static_cast<Rastrigin<C>*>(nullptr)); return true;
-    case Energy::kHimmelblau: f(static_cast<Himmelblau<C>*>(nullptr)); return true;
-    case Energy::kBooth: f(static_cast<Booth<C>*>(nullptr)); return true;
-    case Energy::kStyblinskiTang: f(static_cast<StyblinskiTang<C>*>(nullptr)); return true;
+#define TORCHEBM_MODEL_CASE(name, id, Model, ...) \
+  case Energy::id: f(static_cast<Model<C>*>(nullptr)); return true;
+    TORCHEBM_ANALYTIC_MODELS(TORCHEBM_MODEL_CASE)
+#undef TORCHEBM_MODEL_CASE
   }
   return false;
 }
@@ -224,13 +223,9 @@ cudaError_t dispatch_chain(const ChainArgs& args, int energy_id, F&& f) {
   return err;
 }
 
-// Models defined only for d = 2 get no dynamic-dimension kernel.
+// Models defined only for d = 2 (energies.h's table) get no dynamic-dimension kernel.
 template <class M>
-inline constexpr bool kOnly2d = false;
-template <class C>
-inline constexpr bool kOnly2d<Himmelblau<C>> = true;
-template <class C>
-inline constexpr bool kOnly2d<Booth<C>> = true;
+inline constexpr bool kOnly2d = energy_info(EnergyOf<M>::value).fixed_dim == 2;
 
 // launch(std::integral_constant<int, kD>) for the row-kernel instantiation of dimension d:
 // kD = 2 (rows in registers) or 0 (rows in the workspace; none for the 2-D-only models, which
@@ -250,7 +245,7 @@ cudaError_t launch_rows(int64_t d, F&& launch) {
 
 inline ModelArgs model_args(const EnergyArgs& e) {
   ModelArgs m{{0, 0, 0, 0}, e.mean, e.precision};
-  for (int i = 0; i < e.n_params && i < 4; ++i) m.params[i] = e.params[i];
+  for (int i = 0; i < e.n_params && i < ModelArgs::kMaxParams; ++i) m.params[i] = e.params[i];
   return m;
 }
 

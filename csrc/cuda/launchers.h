@@ -1,9 +1,10 @@
 // The CUDA kernels' host interface: raw pointers, sizes and a stream, no torch types.
 //
-// The kernels (*.cu) are compiled by nvcc as C++17 and include no torch headers; the
-// registration file (ops_cuda.cpp) is compiled as C++20 with torch's headers, checks the
-// arguments, allocates the outputs and calls these launchers on torch's current stream. Every
-// launcher only enqueues work (no host synchronisation) and returns the launch error, if any.
+// The kernels (<op>_kernel.cu) are compiled by nvcc as C++17 and include no torch headers; each
+// op's host side (<op>_host.cpp, host_common.h) is compiled as C++20 with torch's headers,
+// checks the arguments, allocates the outputs and calls these launchers on torch's current
+// stream. Every launcher only enqueues work (no host synchronisation) and returns the launch
+// error, if any.
 //
 // Shapes: states are [B, *event] and contiguous; `row` is the number of elements per chain
 // (the product of the event dimensions); per-chain tensors are [B].

@@ -84,8 +84,11 @@ def rewrite_launches(text: str) -> str:
         pos = close_paren + 1
 
 
-_REGISTRATION_SHIMS = """
-// ---- emulation shims (scripts/cuda_emulation/emulate.py) ----
+# Stand-ins for the torch CUDA headers the host side includes (CUDA guard, current stream,
+# device properties), written next to the rewritten sources as emu_torch_cuda.h.
+_TORCH_CUDA_SHIMS = """// emulation shims (scripts/cuda_emulation/emulate.py)
+#pragma once
+#include <c10/core/Device.h>
 namespace c10::cuda {
 struct CUDAGuard {
   explicit CUDAGuard(c10::Device) {}
@@ -106,15 +109,29 @@ inline EmuProps* getCurrentDeviceProperties() {
 }  // namespace at::cuda
 """
 
+_TORCH_CUDA_HEADERS = ("ATen/cuda/CUDAContext.h", "c10/cuda/CUDAGuard.h", "c10/cuda/CUDAStream.h")
 
-def rewrite_registration(text: str) -> str:
-    for header in ("ATen/cuda/CUDAContext.h", "c10/cuda/CUDAGuard.h", "c10/cuda/CUDAStream.h"):
+
+def rewrite_host(text: str) -> str:
+    """The CUDA ops' host side (``*_host.cpp`` and the headers they include) for CPU tensors:
+    the CUDA back end's checks take the CPU device, and the ops register as
+    ``torchebm_cuda_emu::<op>`` (a fragment per file) instead of for the CUDA dispatch key."""
+    for header in _TORCH_CUDA_HEADERS:
         text = text.replace(f"#include <{header}>\n", "")
-    text = text.replace('#include "launchers.h"\n', '#include "launchers.h"\n' + _REGISTRATION_SHIMS)
+    if "#include <torch/library.h>\n" in text:
+        text = text.replace("#include <torch/library.h>\n",
+                            '#include <torch/library.h>\n#include "emu_torch_cuda.h"\n')
     text = text.replace(".is_cuda()", ".is_cpu()").replace("at::Device(at::kCUDA)", "at::Device(at::kCPU)")
+    text = text.replace("checks::kCuda", "checks::Backend{c10::DeviceType::CPU, true}")
     text = text.replace(".pin_memory()", "")  # host memory throughout; pinning needs a driver
-    text = text.replace("TORCH_LIBRARY_IMPL(torchebm, CUDA, m)", "TORCH_LIBRARY(torchebm_cuda_emu, m)")
+    text = text.replace("TORCH_LIBRARY_IMPL(torchebm, CUDA, m)", "TORCH_LIBRARY_FRAGMENT(torchebm_cuda_emu, m)")
     return re.sub(r"\bm\.impl\(", "m.def(", text)
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    # an unchanged file keeps its timestamp, so ninja does not rebuild what it already built
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
 
 
 def build(build_dir: Path) -> Path:
@@ -122,17 +139,18 @@ def build(build_dir: Path) -> Path:
 
     src = build_dir / "src"
     src.mkdir(parents=True, exist_ok=True)
+    _write_if_changed(src / "emu_torch_cuda.h", _TORCH_CUDA_SHIMS)
     cuda_dir = REPO / "csrc" / "cuda"
     for header in list(cuda_dir.glob("*.h")) + list(cuda_dir.glob("*.cuh")):
-        (src / header.name).write_text(rewrite_launches(header.read_text()))
+        _write_if_changed(src / header.name, rewrite_launches(rewrite_host(header.read_text())))
     sources = []
     for rel in cuda_sources():
         path = REPO / "csrc" / rel
         text = path.read_text()
-        text = rewrite_registration(text) if path.suffix == ".cpp" else rewrite_launches(text)
-        target = src / (path.stem + ("_emu.cpp"))
-        if not target.exists() or target.read_text() != text:
-            target.write_text(text)
+        text = rewrite_host(text) if path.suffix == ".cpp" else rewrite_launches(text)
+        # kernels and host sides may share a stem (x_kernel.cu, x_host.cpp): keep the suffix
+        target = src / (path.name.replace(".", "_") + "_emu.cpp")
+        _write_if_changed(target, text)
         sources.append(str(target))
     cuda_home = os.environ.get("CUDA_HOME", "/usr/local/cuda")
     load(

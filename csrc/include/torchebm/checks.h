@@ -1,5 +1,11 @@
-// Argument checks shared by the CPU and CUDA op implementations (host code only). Every message
-// names the op, the argument, the value received and what was expected.
+// The argument checks of every op, shared by the CPU and CUDA back ends (host code only). Each
+// back end's entry point of an op starts with checks::<op>(...), so both accept the same
+// arguments and raise the same errors; they differ only where their Backend says so (the device,
+// and float16/bfloat16 states on CUDA). Every message names the op, the argument, the value
+// received and what was expected.
+//
+// Values inside tensors are checked only where they are on the host (schedules, HMC's inverse
+// mass): reading back a GPU tensor would synchronise the host with the device.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -14,9 +20,40 @@
 
 namespace torchebm::checks {
 
+// What the back ends accept differently.
+struct Backend {
+  c10::DeviceType device;  // of the dispatch key the kernels are registered for
+  bool half_states;        // float16/bfloat16 states (computed in float32)
+};
+inline constexpr Backend kCpu{c10::DeviceType::CPU, false};
+inline constexpr Backend kCuda{c10::DeviceType::CUDA, true};
+
+// ---- argument kinds --------------------------------------------------------------------------
+
 inline void floating(const at::Tensor& t, const char* op, const char* name) {
   TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, op, ": ", name,
               " must be float32 or float64, got ", t.scalar_type());
+}
+
+// A dtype the back end's kernels take for states (and draws).
+inline void state_dtype(at::ScalarType t, const char* op, const char* name, const Backend& be) {
+  const bool half = t == at::kHalf || t == at::kBFloat16;
+  TORCH_CHECK(t == at::kFloat || t == at::kDouble || (be.half_states && half), op, ": ", name,
+              " must be ",
+              be.half_states ? "float32, float64, float16 or bfloat16" : "float32 or float64",
+              ", got ", t);
+}
+
+inline void on_backend(const at::Device& device, const char* op, const char* name,
+                       const Backend& be) {
+  TORCH_CHECK(device.type() == be.device, op, ": the ", c10::DeviceTypeName(be.device),
+              " kernel got ", name, " on ", device);
+}
+
+// A state: on the back end's device, in a dtype its kernels take.
+inline void state(const at::Tensor& x, const char* op, const char* name, const Backend& be) {
+  on_backend(x.device(), op, name, be);
+  state_dtype(x.scalar_type(), op, name, be);
 }
 
 inline void same_device(const at::Tensor& t, const at::Tensor& ref, const char* op,
@@ -35,12 +72,11 @@ inline void like(const at::Tensor& t, const at::Tensor& ref, const char* op, con
   same_device(t, ref, op, name, ref_name);
 }
 
-// A batch of chains: at least one dimension, the first being the chain count.
-inline int64_t batched(const at::Tensor& x, const char* op, const char* name) {
-  floating(x, op, name);
+// A batch of chains: a state with a leading chain dimension.
+inline void batched(const at::Tensor& x, const char* op, const char* name, const Backend& be) {
+  state(x, op, name, be);
   TORCH_CHECK(x.dim() >= 1, op, ": ", name,
               " must have a leading chain dimension [B, *event], got a 0-d tensor");
-  return x.size(0);
 }
 
 // A per-chain tensor [B] with the dtype and device of `x`.
@@ -80,6 +116,16 @@ inline void grad_clip(std::optional<double> c, const char* op) {
               c ? *c : 0.0);
 }
 
+// The Langevin coefficients: x' = clamp(x - a clip(grad) + b xi).
+inline void langevin_coefficients(double a, double b, std::optional<double> clamp_min,
+                                  std::optional<double> clamp_max,
+                                  std::optional<double> grad_clip_value, const char* op) {
+  finite(a, op, "a");
+  finite(b, op, "b");
+  clamp_bounds(clamp_min, clamp_max, op);
+  grad_clip(grad_clip_value, op);
+}
+
 // Output size of the factory ops.
 inline void size(c10::IntArrayRef size, const char* op) {
   for (int64_t s : size) {
@@ -87,35 +133,56 @@ inline void size(c10::IntArrayRef size, const char* op) {
   }
 }
 
-// An analytic model's kernel name -> Energy, with its parameters checked.
+// seed_state of the graph-safe ops: int64 [2] = {seed, step} on `device`, read by the kernels
+// when they run.
+inline void seed_state(const at::Tensor& s, const at::Device& device, const char* op) {
+  TORCH_CHECK(s.device() == device, op, ": seed_state must be on ", device, ", got ", s.device());
+  TORCH_CHECK(s.scalar_type() == at::kLong && s.numel() == 2 && s.is_contiguous(), op,
+              ": seed_state must be a contiguous int64 tensor of 2 elements {seed, step}, got ",
+              s.scalar_type(), " of shape ", s.sizes());
+}
+
+// ---- analytic models (energies.h's table) ----------------------------------------------------
+
+inline std::optional<Energy> energy_named(const std::string& name) {
+  for (int i = 0; i < kEnergyCount; ++i) {
+    if (name == energy_info(static_cast<Energy>(i)).name) return static_cast<Energy>(i);
+  }
+  return std::nullopt;
+}
+
+// "gaussian, double_well, ...": the kernel names, in table order.
+inline std::string energy_names() {
+  std::string out;
+  for (int i = 0; i < kEnergyCount; ++i) {
+    out += (i > 0 ? ", " : "");
+    out += energy_info(static_cast<Energy>(i)).name;
+  }
+  return out;
+}
+
+// An analytic model's kernel name -> Energy, with its parameters and x [B, d] checked.
 inline Energy energy(const std::string& name, c10::ArrayRef<double> params,
                      const std::optional<at::Tensor>& mean,
                      const std::optional<at::Tensor>& precision, const at::Tensor& x,
-                     const char* op) {
-  static const char* kNames[] = {"gaussian",   "double_well", "harmonic",
-                                 "rosenbrock", "ackley",      "rastrigin",
-                                 "himmelblau", "booth",       "styblinski_tang"};
-  int found = -1;
-  for (int i = 0; i < 9; ++i) {
-    if (name == kNames[i]) found = i;
-  }
-  TORCH_CHECK(found >= 0, op, ": energy must be one of gaussian, double_well, harmonic, "
-              "rosenbrock, ackley, rastrigin, himmelblau, booth, styblinski_tang; got '", name, "'");
-  const Energy e = static_cast<Energy>(found);
+                     const char* x_name, const char* op) {
+  const std::optional<Energy> found = energy_named(name);
+  TORCH_CHECK(found.has_value(), op, ": energy must be one of ", energy_names(), "; got '", name,
+              "'");
+  const Energy e = *found;
+  const EnergyInfo info = energy_info(e);
   TORCH_CHECK(x.dim() == 2, op, ": the analytic models take x of shape [B, d], got ", x.sizes());
   const int64_t d = x.size(1);
   TORCH_CHECK(d >= 1, op, ": x must have d >= 1, got ", x.sizes());
-  const int want = energy_param_count(e);
-  TORCH_CHECK(static_cast<int>(params.size()) == want, op, ": energy '", name, "' takes ", want,
-              " scalar params, got ", params.size(), " (", params, ")");
+  TORCH_CHECK(static_cast<int>(params.size()) == info.n_params, op, ": energy '", name, "' takes ",
+              info.n_params, " scalar params, got ", params.size(), " (", params, ")");
   for (size_t i = 0; i < params.size(); ++i) {
     TORCH_CHECK(std::isfinite(params[i]), op, ": params[", i, "] of '", name,
                 "' must be finite, got ", params[i]);
   }
-  const int64_t fixed = energy_fixed_dim(e);
-  TORCH_CHECK(fixed == 0 || d == fixed, op, ": energy '", name, "' needs d == ", fixed,
-              ", got x of shape ", x.sizes());
-  TORCH_CHECK(e != Energy::kRosenbrock || d >= 2, op, ": energy 'rosenbrock' needs d >= 2, got ",
+  TORCH_CHECK(info.fixed_dim == 0 || d == info.fixed_dim, op, ": energy '", name, "' needs d == ",
+              info.fixed_dim, ", got x of shape ", x.sizes());
+  TORCH_CHECK(d >= info.min_dim, op, ": energy '", name, "' needs d >= ", info.min_dim, ", got ",
               x.sizes());
   if (e == Energy::kGaussian) {
     TORCH_CHECK(mean.has_value() && precision.has_value(), op,
@@ -126,8 +193,8 @@ inline Energy energy(const std::string& name, c10::ArrayRef<double> params,
                 ": precision must have shape [", d, ", ", d, "], got ", precision->sizes());
     floating(*mean, op, "mean");
     floating(*precision, op, "precision");
-    same_device(*mean, x, op, "mean", "x0");
-    same_device(*precision, x, op, "precision", "x0");
+    same_device(*mean, x, op, "mean", x_name);
+    same_device(*precision, x, op, "precision", x_name);
   } else {
     TORCH_CHECK(!mean.has_value() && !precision.has_value(), op, ": energy '", name,
                 "' takes no mean/precision tensors (those are the gaussian's)");
@@ -135,14 +202,221 @@ inline Energy energy(const std::string& name, c10::ArrayRef<double> params,
   return e;
 }
 
-// A per-step schedule: 1-D, floating, CPU or x's device, n_steps entries.
-inline void schedule(const at::Tensor& s, int64_t n_steps, const char* op, const char* name) {
+// A per-step schedule: 1-D, floating, n_steps entries, on the host or x0's device. Its values
+// are checked (finite, and > 0 when `positive`) when it is on the host.
+inline void schedule(const at::Tensor& s, int64_t n_steps, const at::Tensor& x0, const char* op,
+                     const char* name, bool positive) {
   TORCH_CHECK(s.dim() == 1, op, ": ", name, " must be a 1-D per-step tensor [n_steps], got ",
               s.sizes());
   TORCH_CHECK(s.size(0) == n_steps, op, ": ", name, " must have n_steps = ", n_steps,
               " entries, got ", s.size(0));
   TORCH_CHECK(at::isFloatingType(s.scalar_type()), op, ": ", name,
               " must be a floating tensor, got ", s.scalar_type());
+  TORCH_CHECK(s.is_cpu() || s.device() == x0.device(), op, ": ", name, " is on ", s.device(),
+              "; expected the CPU or x0's device (", x0.device(), ")");
+  if (!s.is_cpu()) return;
+  const at::Tensor c = s.to(at::kDouble).contiguous();
+  const double* v = c.const_data_ptr<double>();
+  for (int64_t t = 0; t < n_steps; ++t) {
+    TORCH_CHECK(std::isfinite(v[t]) && (!positive || v[t] > 0), op, ": ", name, "[", t,
+                "] must be finite", positive ? " and > 0" : "", ", got ", v[t]);
+  }
+}
+
+// ---- per-op checks: each back end's entry point of an op calls its function first -----------
+
+// philox_normal, philox_uniform: returns the output dtype (absent: torch's default dtype).
+inline at::ScalarType philox_draw(c10::IntArrayRef size_, int64_t step_,
+                                  std::optional<at::ScalarType> dtype,
+                                  std::optional<at::Device> device, const char* op,
+                                  const Backend& be) {
+  size(size_, op);
+  step(step_, op);
+  if (device) on_backend(*device, op, "device", be);
+  const at::ScalarType t = dtype.value_or(c10::typeMetaToScalarType(at::get_default_dtype()));
+  state_dtype(t, op, "dtype", be);
+  return t;
+}
+
+// Returns the step as a Philox counter word.
+inline uint32_t langevin_update(const at::Tensor& x, const at::Tensor& grad,
+                                const std::optional<at::Tensor>& noise, double a, double b,
+                                std::optional<double> clamp_min, std::optional<double> clamp_max,
+                                std::optional<double> grad_clip_value, int64_t step_,
+                                const Backend& be) {
+  constexpr const char* op = "langevin_update";
+  state(x, op, "x", be);
+  like(grad, x, op, "grad", "x");
+  if (noise) like(*noise, x, op, "noise", "x");
+  langevin_coefficients(a, b, clamp_min, clamp_max, grad_clip_value, op);
+  return step(step_, op);
+}
+
+// x is updated in place.
+inline void langevin_update_graphsafe_(const at::Tensor& x, const at::Tensor& grad, double a,
+                                       double b, std::optional<double> clamp_min,
+                                       std::optional<double> clamp_max,
+                                       std::optional<double> grad_clip_value,
+                                       const at::Tensor& seed_state_, const Backend& be) {
+  constexpr const char* op = "langevin_update_graphsafe_";
+  state(x, op, "x", be);
+  TORCH_CHECK(x.is_contiguous(), op, ": x is updated in place and must be contiguous");
+  like(grad, x, op, "grad", "x");
+  seed_state(seed_state_, x.device(), op);
+  langevin_coefficients(a, b, clamp_min, clamp_max, grad_clip_value, op);
+}
+
+inline void philox_state_advance_(const at::Tensor& seed_state_, const Backend& be) {
+  constexpr const char* op = "philox_state_advance_";
+  on_backend(seed_state_.device(), op, "seed_state", be);
+  seed_state(seed_state_, seed_state_.device(), op);
+}
+
+// inv_mass: None, 0-d or [x.shape[-1]], in x's dtype, on x's device.
+inline void leapfrog_kick_drift(const at::Tensor& x, const at::Tensor& p, const at::Tensor& grad,
+                                double kick, double drift,
+                                const std::optional<at::Tensor>& inv_mass, const Backend& be) {
+  constexpr const char* op = "leapfrog_kick_drift";
+  state(x, op, "x", be);
+  like(p, x, op, "p", "x");
+  like(grad, x, op, "grad", "x");
+  finite(kick, op, "kick");
+  finite(drift, op, "drift");
+  if (!inv_mass) return;
+  const int64_t d = x.dim() == 0 ? 1 : x.size(-1);
+  TORCH_CHECK(inv_mass->dim() == 0 ||
+                  (inv_mass->dim() == 1 && x.dim() >= 1 && inv_mass->size(0) == d),
+              op, ": inv_mass must be None, a 0-d tensor, or [", d,
+              "] (the last dimension of x), got shape ", inv_mass->sizes());
+  TORCH_CHECK(inv_mass->scalar_type() == x.scalar_type(), op,
+              ": inv_mass must have the dtype of x (", x.scalar_type(), "), got ",
+              inv_mass->scalar_type());
+  same_device(*inv_mass, x, op, "inv_mass", "x");
+}
+
+// Returns the step as a Philox counter word.
+inline uint32_t metropolis_select(const at::Tensor& log_accept_ratio, const at::Tensor& x,
+                                  const at::Tensor& x_proposed,
+                                  const std::optional<at::Tensor>& uniform, int64_t step_,
+                                  const Backend& be) {
+  constexpr const char* op = "metropolis_select";
+  batched(x, op, "x", be);
+  like(x_proposed, x, op, "x_proposed", "x");
+  per_chain(log_accept_ratio, x, op, "log_accept_ratio");
+  if (uniform) per_chain(*uniform, x, op, "uniform");
+  return step(step_, op);
+}
+
+// Returns the step as a Philox counter word.
+inline uint32_t mala_select(const at::Tensor& x, const at::Tensor& y, const at::Tensor& grad_x,
+                            const at::Tensor& grad_y, const at::Tensor& energy_x,
+                            const at::Tensor& energy_y, double a, double b,
+                            const std::optional<at::Tensor>& uniform, int64_t step_,
+                            const Backend& be) {
+  constexpr const char* op = "mala_select";
+  batched(x, op, "x", be);
+  like(y, x, op, "y", "x");
+  like(grad_x, x, op, "grad_x", "x");
+  like(grad_y, x, op, "grad_y", "x");
+  per_chain(energy_x, x, op, "energy_x");
+  per_chain(energy_y, x, op, "energy_y");
+  finite(a, op, "a");
+  positive(b, op, "b");
+  if (uniform) per_chain(*uniform, x, op, "uniform");
+  return step(step_, op);
+}
+
+inline Energy analytic_energy_grad(const std::string& energy_name, const at::Tensor& x,
+                                   c10::ArrayRef<double> params,
+                                   const std::optional<at::Tensor>& mean,
+                                   const std::optional<at::Tensor>& precision, const Backend& be) {
+  constexpr const char* op = "analytic_energy_grad";
+  state(x, op, "x", be);
+  return energy(energy_name, params, mean, precision, x, "x", op);
+}
+
+// ---- whole chains ----------------------------------------------------------------------------
+
+struct Chain {
+  Energy energy;
+  int64_t n_steps;  // the length of the first schedule
+};
+
+// What every chain op checks first, in this order: x0 ([B, d], a state), thin, the energy and
+// its parameters, then its first per-step schedule, whose length is the chain's n_steps.
+inline Chain chain(const std::string& energy_name, const at::Tensor& x0,
+                   c10::ArrayRef<double> params, const std::optional<at::Tensor>& mean,
+                   const std::optional<at::Tensor>& precision, int64_t thin,
+                   const at::Tensor& first_schedule, const char* schedule_name, bool positive,
+                   const char* op, const Backend& be) {
+  state(x0, op, "x0", be);
+  TORCH_CHECK(x0.dim() == 2, op, ": x0 must have shape [B, d], got ", x0.sizes());
+  TORCH_CHECK(thin >= 1, op, ": thin must be >= 1, got ", thin);
+  Chain c;
+  c.energy = energy(energy_name, params, mean, precision, x0, "x0", op);
+  c.n_steps = first_schedule.dim() == 1 ? first_schedule.size(0) : -1;
+  TORCH_CHECK(c.n_steps >= 0, op, ": ", schedule_name,
+              " must be a 1-D per-step tensor [n_steps], got ", first_schedule.sizes());
+  TORCH_CHECK(c.n_steps <= static_cast<int64_t>(UINT32_MAX) + 1, op,
+              ": n_steps must be <= 2^32 (steps are Philox counter words), got ", c.n_steps);
+  schedule(first_schedule, c.n_steps, x0, op, schedule_name, positive);
+  return c;
+}
+
+inline Chain langevin_chain(const std::string& energy_name, const at::Tensor& x0,
+                            const at::Tensor& a, const at::Tensor& b,
+                            c10::ArrayRef<double> params, const std::optional<at::Tensor>& mean,
+                            const std::optional<at::Tensor>& precision,
+                            std::optional<double> clamp_min, std::optional<double> clamp_max,
+                            std::optional<double> grad_clip_value, int64_t thin,
+                            const Backend& be) {
+  constexpr const char* op = "langevin_chain";
+  const Chain c = chain(energy_name, x0, params, mean, precision, thin, a, "a", false, op, be);
+  schedule(b, c.n_steps, x0, op, "b", false);
+  clamp_bounds(clamp_min, clamp_max, op);
+  grad_clip(grad_clip_value, op);
+  return c;
+}
+
+inline Chain mala_chain(const std::string& energy_name, const at::Tensor& x0, const at::Tensor& a,
+                        const at::Tensor& b, c10::ArrayRef<double> params,
+                        const std::optional<at::Tensor>& mean,
+                        const std::optional<at::Tensor>& precision, int64_t thin,
+                        const Backend& be) {
+  constexpr const char* op = "mala_chain";
+  const Chain c = chain(energy_name, x0, params, mean, precision, thin, a, "a", false, op, be);
+  schedule(b, c.n_steps, x0, op, "b", true);
+  return c;
+}
+
+// inv_mass: None, 0-d or [d], floating (a state dtype), on x0's device; finite and > 0 (checked
+// when on the host).
+inline Chain hmc_chain(const std::string& energy_name, const at::Tensor& x0,
+                       const at::Tensor& step_size, int64_t n_leapfrog,
+                       const std::optional<at::Tensor>& inv_mass, c10::ArrayRef<double> params,
+                       const std::optional<at::Tensor>& mean,
+                       const std::optional<at::Tensor>& precision, int64_t thin,
+                       const Backend& be) {
+  constexpr const char* op = "hmc_chain";
+  const Chain c =
+      chain(energy_name, x0, params, mean, precision, thin, step_size, "step_size", true, op, be);
+  TORCH_CHECK(n_leapfrog >= 1, op, ": n_leapfrog must be >= 1, got ", n_leapfrog);
+  TORCH_CHECK(n_leapfrog <= INT32_MAX, op,
+              ": n_leapfrog must be <= 2^31 - 1 (an int32 loop count), got ", n_leapfrog);
+  if (inv_mass) {
+    const int64_t d = x0.size(1);
+    TORCH_CHECK(inv_mass->dim() == 0 || (inv_mass->dim() == 1 && inv_mass->size(0) == d), op,
+                ": inv_mass must be None, a 0-d tensor, or [", d, "], got shape ",
+                inv_mass->sizes());
+    state_dtype(inv_mass->scalar_type(), op, "inv_mass", be);
+    same_device(*inv_mass, x0, op, "inv_mass", "x0");
+    if (inv_mass->is_cpu()) {
+      const at::Tensor im = inv_mass->to(at::kDouble);
+      TORCH_CHECK(at::isfinite(im).all().item<bool>() && (im > 0).all().item<bool>(), op,
+                  ": inv_mass must be finite and > 0, got ", *inv_mass);
+    }
+  }
+  return c;
 }
 
 }  // namespace torchebm::checks

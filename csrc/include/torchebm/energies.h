@@ -1,6 +1,6 @@
 // Closed-form energy and gradient of each built-in analytic model, written once for every back
-// end (mirrored in python/torchebm/kernels/reference.py: analytic_energy / analytic_grad).
-// Energies follow TorchEBM 0.8.9; states are rows x of length d (the last dimension).
+// end (mirrored in python/torchebm/kernels/reference.py: analytic_energy_grad). Energies follow
+// TorchEBM 0.8.9; states are rows x of length d (the last dimension).
 //
 // | kernel name       | params (in order)      | E(x)                                                  |
 // |-------------------|------------------------|-------------------------------------------------------|
@@ -18,7 +18,8 @@
 // Sums over a row use a fixed 8-way split (ordered_sum over a term function, sum8 over an array
 // of terms: the same order), so a row's energy does not depend on how the loop around it is
 // vectorised or threaded. The CPU kernels evaluate the Gaussian as a blocked GEMM and the
-// separable energies as terms + sum8 (csrc/cpu/analytic_models.h), in the same order.
+// separable energies as terms + sum8 (csrc/cpu/analytic_models.h: energy_grad_rows), in the
+// same order.
 #pragma once
 
 #include <cstdint>
@@ -31,16 +32,27 @@
 
 namespace torchebm {
 
+// The table of analytic models: every list of them in C++ (the Energy enumerators, the
+// with_model switches of both back ends, the argument checks) is generated from it, and
+// python/torchebm/kernels/analytic_registry.py is its Python mirror (tests compare the two).
+//   X(kernel name, Energy enumerator, model template, scalar params, fixed d (0: any), min d)
+// The gaussian's parameters are tensors (mean, precision), not scalars. New models go at the
+// end (an enumerator's value is its row).
+#define TORCHEBM_ANALYTIC_MODELS(X)                                \
+  X("gaussian", kGaussian, Gaussian, 0, 0, 1)                      \
+  X("double_well", kDoubleWell, DoubleWell, 2, 0, 1)               \
+  X("harmonic", kHarmonic, Harmonic, 1, 0, 1)                      \
+  X("rosenbrock", kRosenbrock, Rosenbrock, 2, 0, 2)                \
+  X("ackley", kAckley, Ackley, 3, 0, 1)                            \
+  X("rastrigin", kRastrigin, Rastrigin, 1, 0, 1)                   \
+  X("himmelblau", kHimmelblau, Himmelblau, 0, 2, 2)                \
+  X("booth", kBooth, Booth, 0, 2, 2)                               \
+  X("styblinski_tang", kStyblinskiTang, StyblinskiTang, 0, 0, 1)
+
 enum class Energy : int {
-  kGaussian = 0,
-  kDoubleWell,
-  kHarmonic,
-  kRosenbrock,
-  kAckley,
-  kRastrigin,
-  kHimmelblau,
-  kBooth,
-  kStyblinskiTang,
+#define TORCHEBM_ENERGY_ENUMERATOR(name, id, ...) id,
+  TORCHEBM_ANALYTIC_MODELS(TORCHEBM_ENERGY_ENUMERATOR)
+#undef TORCHEBM_ENERGY_ENUMERATOR
 };
 
 namespace math {
@@ -241,21 +253,49 @@ TORCHEBM_HD T separable_row_energy(const M& m, const T* x, int64_t d) {
   return m.constant(d) + ordered_sum<T>(d, [&](int64_t i) { return m.elem_energy(x[i]); });
 }
 
-// Number of scalar parameters each kernel name takes (gaussian: mean and precision tensors).
-TORCHEBM_HD int energy_param_count(Energy e) {
+// ---- the table's columns, by model -----------------------------------------------------------
+
+struct EnergyInfo {
+  const char* name;   // the kernel name
+  int n_params;       // scalar parameters (the gaussian's mean and precision are tensors)
+  int64_t fixed_dim;  // the dimension d the model is defined for, 0: any
+  int64_t min_dim;    // the least d
+};
+
+TORCHEBM_HD constexpr EnergyInfo energy_info(Energy e) {
   switch (e) {
-    case Energy::kDoubleWell: return 2;
-    case Energy::kHarmonic: return 1;
-    case Energy::kRosenbrock: return 2;
-    case Energy::kAckley: return 3;
-    case Energy::kRastrigin: return 1;
-    default: return 0;
+#define TORCHEBM_ENERGY_INFO(name, id, Model, n_params, fixed_dim, min_dim) \
+  case Energy::id: return EnergyInfo{name, n_params, fixed_dim, min_dim};
+    TORCHEBM_ANALYTIC_MODELS(TORCHEBM_ENERGY_INFO)
+#undef TORCHEBM_ENERGY_INFO
   }
+  return EnergyInfo{nullptr, -1, 0, 0};
 }
 
-// Fixed dimension a model requires (0: any).
-TORCHEBM_HD int64_t energy_fixed_dim(Energy e) {
-  return (e == Energy::kHimmelblau || e == Energy::kBooth) ? 2 : 0;
+#define TORCHEBM_ENERGY_ONE(...) +1
+// Number of models in the table.
+constexpr int kEnergyCount = 0 TORCHEBM_ANALYTIC_MODELS(TORCHEBM_ENERGY_ONE);
+#undef TORCHEBM_ENERGY_ONE
+
+// The most scalar parameters any model takes (the CUDA kernels pass them in a fixed array).
+constexpr int max_energy_params() {
+  int most = 0;
+  for (int i = 0; i < kEnergyCount; ++i) {
+    const int n = energy_info(static_cast<Energy>(i)).n_params;
+    most = n > most ? n : most;
+  }
+  return most;
 }
+
+// EnergyOf<M>::value: the Energy of model type M (Gaussian<float> -> kGaussian).
+template <class M>
+struct EnergyOf;
+#define TORCHEBM_ENERGY_OF(name, id, Model, ...) \
+  template <class T>                             \
+  struct EnergyOf<Model<T>> {                    \
+    static constexpr Energy value = Energy::id;  \
+  };
+TORCHEBM_ANALYTIC_MODELS(TORCHEBM_ENERGY_OF)
+#undef TORCHEBM_ENERGY_OF
 
 }  // namespace torchebm

@@ -1,0 +1,81 @@
+// What the host sides of the CUDA whole-chain ops (langevin_chain_host.cpp, mala_chain_host.cpp,
+// hmc_chain_host.cpp) share: the state in its compute type, the model's arguments, and the
+// outputs and scratch sized by chain_plan.
+#pragma once
+
+#include <string>
+
+#include "host_common.h"
+
+namespace torchebm::cuda {
+
+// The model, the state in the compute type, and the outputs of one chain call.
+struct ChainCall {
+  const char* op;
+  at::Tensor x0;  // [B, d] contiguous, compute type
+  at::ScalarType out_dtype;
+  at::Tensor mean, precision;
+  EnergyArgs energy;
+  ChainArgs args;
+  at::Tensor x, trajectory, energy_mean, acceptance_rate, partial, workspace;
+};
+
+// Fills `call` for a chain whose arguments checks::<op> accepted: everything but the sampler's
+// own arguments (schedules, clamp, HMC's mass and leapfrog count).
+inline void prepare_chain(ChainCall& call, Sampler sampler, const checks::Chain& checked,
+                          const at::Tensor& x0, c10::ArrayRef<double> params,
+                          const std::optional<at::Tensor>& mean,
+                          const std::optional<at::Tensor>& precision, int64_t seed, int64_t thin,
+                          bool record_trajectory, bool record_energy, bool acceptance) {
+  const at::Device dev = x0.device();
+  const at::ScalarType ct = compute_type(x0.scalar_type());
+  const int64_t B = x0.size(0), d = x0.size(1), n_steps = checked.n_steps;
+  call.out_dtype = x0.scalar_type();
+  call.x0 = x0.to(ct).contiguous();
+  if (mean) call.mean = on_device(*mean, dev, ct);
+  if (precision) call.precision = on_device(*precision, dev, ct);
+  const int id = static_cast<int>(checked.energy);
+  call.energy = EnergyArgs{id, params.data(), static_cast<int>(params.size()),
+                           data_or_null(call.mean), data_or_null(call.precision)};
+  ChainArgs& args = call.args;
+  args = ChainArgs{};
+  args.dtype = dtype_of(ct);
+  args.batch = B;
+  args.dim = d;
+  args.n_steps = n_steps;
+  args.thin = thin;
+  args.seed = static_cast<uint64_t>(seed);
+  args.record_energy = record_energy;
+  const at::TensorOptions o = call.x0.options();
+  call.x = at::empty({B, d}, o);
+  call.trajectory = record_trajectory ? at::empty({B, n_steps / thin, d}, o) : at::empty({0}, o);
+  call.energy_mean = record_energy ? at::empty({n_steps}, o) : at::empty({0}, o);
+  call.acceptance_rate = acceptance ? at::empty({n_steps}, o) : at::empty({0}, o);
+  const ChainPlan plan = chain_plan(sampler, id, args, current_launch());
+  if (record_energy || acceptance) {
+    call.partial = at::empty({n_steps * plan.partial_blocks * 2}, o.dtype(at::kDouble));
+  }
+  if (plan.workspace_elems > 0) call.workspace = at::empty({plan.workspace_elems}, o);
+  if (B == 0) {  // no chains: the means are 0, as on the CPU
+    call.energy_mean.zero_();
+    call.acceptance_rate.zero_();
+  }
+}
+
+inline ChainOutputs outputs(ChainCall& call) {
+  return ChainOutputs{call.x.data_ptr(),
+                      call.trajectory.numel() > 0 ? call.trajectory.data_ptr() : nullptr,
+                      call.energy_mean.numel() > 0 ? call.energy_mean.data_ptr() : nullptr,
+                      call.acceptance_rate.numel() > 0 ? call.acceptance_rate.data_ptr() : nullptr,
+                      call.partial.defined() ? call.partial.data_ptr<double>() : nullptr,
+                      call.workspace.defined() ? call.workspace.data_ptr() : nullptr};
+}
+
+inline void check_chain_launch(cudaError_t err, const ChainCall& call) {
+  TORCH_CHECK(err != cudaErrorInvalidValue, call.op,
+              ": no CUDA kernel for this model and dimension (energy id ", call.energy.id,
+              ", d = ", call.args.dim, ")");
+  check_launch(err, call.op);
+}
+
+}  // namespace torchebm::cuda

@@ -1,0 +1,47 @@
+// CUDA host side of langevin_chain (kernels in langevin_chain_kernel.cu, schema in
+// csrc/ops.cpp).
+#include "chain_host.h"
+
+#include <string>
+#include <tuple>
+
+namespace torchebm::cuda {
+namespace {
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> langevin_chain_op(
+    const std::string& energy, const at::Tensor& x0, const at::Tensor& a, const at::Tensor& b,
+    c10::ArrayRef<double> params, const std::optional<at::Tensor>& mean,
+    const std::optional<at::Tensor>& precision, std::optional<double> clamp_min,
+    std::optional<double> clamp_max, std::optional<double> grad_clip, int64_t seed, int64_t thin,
+    bool record_trajectory, bool record_energy) {
+  const checks::Chain checked = checks::langevin_chain(
+      energy, x0, a, b, params, mean, precision, clamp_min, clamp_max, grad_clip, thin,
+      checks::kCuda);
+  ChainCall call{"langevin_chain"};
+  const c10::cuda::CUDAGuard guard(x0.device());
+  prepare_chain(call, Sampler::kLangevin, checked, x0, params, mean, precision, seed, thin,
+                record_trajectory, record_energy, false);
+  const at::Tensor ad = on_device(a, x0.device(), at::kDouble);
+  const at::Tensor bd = on_device(b, x0.device(), at::kDouble);
+  call.args.a = ad.const_data_ptr<double>();
+  call.args.b = bd.const_data_ptr<double>();
+  call.args.clamp = LangevinCoeffs{0,
+                                   0,
+                                   clamp_min.has_value(),
+                                   clamp_max.has_value(),
+                                   grad_clip.has_value(),
+                                   clamp_min.value_or(0.0),
+                                   clamp_max.value_or(0.0),
+                                   grad_clip.value_or(0.0)};
+  check_chain_launch(cuda::langevin_chain(call.x0.const_data_ptr(), call.energy, call.args,
+                                          outputs(call), current_launch()),
+                     call);
+  const at::ScalarType t = call.out_dtype;
+  return {out_dtype(call.x, t), out_dtype(call.trajectory, t), out_dtype(call.energy_mean, t)};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(torchebm, CUDA, m) { m.impl("langevin_chain", &langevin_chain_op); }
+
+}  // namespace torchebm::cuda
