@@ -61,9 +61,9 @@ def skip_unless_ops(*ops: str, dtype=torch.float32, device=torch.device("cpu")) 
 
 def skip_unless_path(sampler_cls, path: str, dtype=torch.float32) -> None:
     if path == "chain":
-        skip_unless_ops(sampler_cls.chain_op, dtype=dtype)
+        skip_unless_ops(sampler_cls.algorithm.chain_op, dtype=dtype)
     elif path == "fused":
-        skip_unless_ops(*sampler_cls.step_ops, dtype=dtype)
+        skip_unless_ops(*sampler_cls.algorithm.step_ops, dtype=dtype)
 
 
 def gaussian(dim: int = 2, dtype=torch.float32) -> GaussianModel:
@@ -376,8 +376,8 @@ def test_auto_takes_the_fastest_available_path(cls):
     s = make(cls)
     assert s.last_path is None
     s.sample(dim=2, n_samples=2, n_steps=2)
-    chain_ok = dispatch.kernels_blocker((cls.chain_op,), torch.device("cpu"), torch.float32) is None
-    step_ok = dispatch.kernels_blocker(cls.step_ops, torch.device("cpu"), torch.float32) is None
+    chain_ok = dispatch.kernels_blocker((cls.algorithm.chain_op,), torch.device("cpu"), torch.float32) is None
+    step_ok = dispatch.kernels_blocker(cls.algorithm.step_ops, torch.device("cpu"), torch.float32) is None
     assert s.last_path == ("chain" if chain_ok else "fused" if step_ok else "reference")
     n = make(cls, model=NoSpecGaussian(torch.zeros(2), torch.eye(2)))
     n.sample(dim=2, n_samples=2, n_steps=2)
@@ -400,7 +400,7 @@ def test_fused_backend_raises_naming_why_when_no_kernel_applies(cls, monkeypatch
         dispatch, "op_blocker", lambda name, device: f"op torchebm::{name} is not built (test)"
     )
     s = make(cls, backend="fused")
-    with pytest.raises(dispatch.NoKernelError, match=rf"backend='fused'.*torchebm::{cls.chain_op}"):
+    with pytest.raises(dispatch.NoKernelError, match=rf"backend='fused'.*torchebm::{cls.algorithm.chain_op}"):
         s.sample(dim=2, n_samples=2, n_steps=2)
     auto = make(cls)
     auto.sample(dim=2, n_samples=2, n_steps=2)
@@ -783,7 +783,7 @@ def test_kernel_paths_never_synchronise_with_the_host(cls, path, start):
     """With the state on the device (drawn there, or a given x), no call synchronises: the seed
     is drawn on the CPU generator, schedules go up through pinned memory, and a GPU x is not
     read back for a finiteness check. CUDA's sync debug mode turns any sync into an error."""
-    skip_unless_ops(*(cls.step_ops if path == "fused" else (cls.chain_op,)),
+    skip_unless_ops(*(cls.algorithm.step_ops if path == "fused" else (cls.algorithm.chain_op,)),
                     device=torch.device("cuda"))
     model = gaussian() if path == "chain" else NoSpecGaussian(torch.zeros(2), torch.eye(2))
     s = make(cls, model=model, backend="fused", device="cuda")

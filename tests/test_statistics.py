@@ -51,7 +51,7 @@ def _gen(path: str, seed: int) -> torch.Generator:
 
 
 def _skip_unless(cls, path):
-    ops = {"chain": (cls.chain_op,), "fused": cls.step_ops}.get(path, ())
+    ops = {"chain": (cls.algorithm.chain_op,), "fused": cls.algorithm.step_ops}.get(path, ())
     reason = dispatch.kernels_blocker(ops, torch.device("cpu"), torch.float32)
     if reason is not None:
         pytest.skip(f"kernel not available yet: {reason}")

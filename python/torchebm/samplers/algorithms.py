@@ -11,7 +11,7 @@ Shapes: ``x``, ``p``, ``grad`` ``[B, *event]``; ``energy``, ``accepted`` ``[B]``
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import torch
 
@@ -168,7 +168,34 @@ def hmc_step(
     return ChainState(x, grad, energy), accepted
 
 
+# ---------------------------------------------------------------------------- the table
+class Algorithm(NamedTuple):
+    """An algorithm as the samplers run it: its two functions and the compiled ops behind it."""
+
+    init: Callable[[Target, Tensor], ChainState]
+    step: Callable[..., tuple[ChainState, Optional[Tensor]]]
+    chain_op: str  # the whole-chain op for the built-in analytic models
+    step_ops: tuple[str, ...]  # the compiled ops the step calls through FusedStepOps
+    accepts: bool  # whether the step has a Metropolis test (and returns ``accepted``)
+    integrators: tuple[Any, ...]  # the accepted ``integrator=`` values; [1] names it
+
+
+_EULER_MARUYAMA = (None, "euler_maruyama", "EulerMaruyamaIntegrator")
+
+
+LANGEVIN = Algorithm(langevin_init, langevin_step, accepts=False, integrators=_EULER_MARUYAMA,
+                     chain_op="langevin_chain", step_ops=("langevin_update", "philox_normal"))
+MALA = Algorithm(gradient_state, mala_step, accepts=True, integrators=_EULER_MARUYAMA,
+                 chain_op="mala_chain", step_ops=("langevin_update", "mala_select", "philox_normal"))
+HMC = Algorithm(gradient_state, hmc_step, accepts=True, integrators=(None, "leapfrog", "LeapfrogIntegrator"),
+                chain_op="hmc_chain", step_ops=("leapfrog_kick_drift", "metropolis_select", "philox_normal"))
+
+
 __all__ = [
+    "HMC",
+    "LANGEVIN",
+    "MALA",
+    "Algorithm",
     "ChainState",
     "Target",
     "gradient_state",

@@ -10,15 +10,14 @@ from torch import nn
 from torchebm.core.argument_checks import count, diagonal_mass
 from torchebm.core.base_module import DeviceLike
 from torchebm.core.base_scheduler import BaseScheduler
-from torchebm.kernels import ops
 from torchebm.samplers import algorithms
 from torchebm.samplers.algorithms import kinetic_energy, leapfrog
-from torchebm.samplers.mcmc_sampler import ChainResult, KernelModel, MCMCSampler
+from torchebm.samplers.mcmc_sampler import MCMCSampler
 
 Scheduled = Union[float, BaseScheduler]
 
 
-class HamiltonianMonteCarlo(MCMCSampler):
+class HamiltonianMonteCarlo(MCMCSampler, algorithm=algorithms.HMC):
     r"""Hamiltonian Monte Carlo: leapfrog proposals with a Metropolis–Hastings correction,
     exact for :math:`p \propto e^{-E}`.
 
@@ -49,16 +48,7 @@ class HamiltonianMonteCarlo(MCMCSampler):
         mass: None (unit mass), a positive float, or a positive tensor ``[dim]`` (diagonal).
         dtype, device: of the chain state.
         integrator: None or ``"leapfrog"``, the only integrator implemented.
-        backend: ``"auto"``, ``"fused"`` or ``"reference"``.
-        progress: show a progress bar over the steps.
     """
-
-    init = staticmethod(algorithms.gradient_state)
-    step = staticmethod(algorithms.hmc_step)
-    integrators = (None, "leapfrog", "LeapfrogIntegrator")
-    chain_op = "hmc_chain"
-    step_ops = ("leapfrog_kick_drift", "metropolis_select", "philox_normal")
-    has_accept_step = True
 
     def __init__(
         self,
@@ -66,23 +56,11 @@ class HamiltonianMonteCarlo(MCMCSampler):
         step_size: Scheduled = 1e-3,
         n_leapfrog_steps: int = 10,
         mass: Union[None, float, torch.Tensor] = None,
-        dtype: torch.dtype = torch.float32,
-        device: DeviceLike = None,
+        dtype: torch.dtype = torch.float32, device: DeviceLike = None,
         integrator: Any = None,
-        *,
-        energy_function: Optional[nn.Module] = None,
-        backend: str = "auto",
-        progress: bool = False,
+        *, energy_function: Optional[nn.Module] = None, backend: str = "auto", progress: bool = False,
     ):
-        super().__init__(
-            model,
-            dtype,
-            device,
-            integrator,
-            energy_function=energy_function,
-            backend=backend,
-            progress=progress,
-        )
+        super().__init__(model, dtype, device, integrator, energy_function, backend, progress)
         owner = type(self).__name__
         self._schedule("step_size", step_size)
         self.n_leapfrog_steps = count(owner, "n_leapfrog_steps", n_leapfrog_steps, minimum=1)
@@ -117,28 +95,12 @@ class HamiltonianMonteCarlo(MCMCSampler):
         inv_mass, sqrt_mass = self._mass_terms(x)
         return {"n_leapfrog": self.n_leapfrog_steps, "inv_mass": inv_mass, "sqrt_mass": sqrt_mass}
 
-    def _run_chain(
-        self,
-        x: torch.Tensor,
-        model: KernelModel,
-        n_steps: int,
-        thin: int,
-        record_trajectory: bool,
-        record_energy: bool,
-        seed: int,
-    ) -> ChainResult:
-        step_size = self.scheduled_values("step_size", n_steps)
-        inv_mass, _ = self._mass_terms(x)
-        out, trajectory, energy, acceptance = ops.hmc_chain(
-            model.name, x, step_size, self.n_leapfrog_steps, inv_mass, model.params, model.mean,
-            model.precision, seed, thin, record_trajectory, record_energy,
-        )
-        return ChainResult(
-            out,
-            trajectory if record_trajectory else None,
-            energy if record_energy else None,
-            acceptance,
-        )
+    def _chain_arguments(self, x: torch.Tensor, n_steps: int) -> dict[str, Any]:
+        return {
+            "step_size": self.scheduled_values("step_size", n_steps),
+            "n_leapfrog": self.n_leapfrog_steps,
+            "inv_mass": self._mass_terms(x)[0],
+        }
 
     def __repr__(self) -> str:
         return (

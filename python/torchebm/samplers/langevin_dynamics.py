@@ -12,10 +12,9 @@ from torch import nn
 from torchebm.core.argument_checks import clamp_bounds, flag, real_number, scheduled_value
 from torchebm.core.base_module import DeviceLike
 from torchebm.core.base_scheduler import BaseScheduler
-from torchebm.kernels import ops
 from torchebm.samplers import algorithms
 from torchebm.samplers.langevin_cuda_graph import LangevinCudaGraphs
-from torchebm.samplers.mcmc_sampler import ChainResult, KernelModel, MCMCSampler
+from torchebm.samplers.mcmc_sampler import MCMCSampler
 
 Scheduled = Union[float, BaseScheduler]
 
@@ -27,7 +26,7 @@ def langevin_coefficients(step_size: float, noise_scale: float) -> tuple[float, 
     return step_size, noise_scale * math.sqrt(2.0 * step_size)
 
 
-class LangevinDynamics(LangevinCudaGraphs, MCMCSampler):
+class LangevinDynamics(LangevinCudaGraphs, MCMCSampler, algorithm=algorithms.LANGEVIN):
     r"""Langevin dynamics: the Euler–Maruyama discretisation of
     :math:`dx = -\nabla E(x)\,dt + \sqrt2\,dW`, with no accept/reject step.
 
@@ -91,18 +90,10 @@ class LangevinDynamics(LangevinCudaGraphs, MCMCSampler):
         noise_std: keyword-only; the noise standard deviation :math:`s \ge 0` (float or
             scheduler), replacing :math:`\sigma\sqrt{2\eta}`.
         grad_clip: keyword-only; clip each gradient element to ``[-grad_clip, grad_clip]``.
-        backend: ``"auto"``, ``"fused"`` or ``"reference"``.
-        progress: show a progress bar over the steps.
         cuda_graph: keyword-only; the default of ``sample(cuda_graph=...)`` for this sampler
             (so that callers that do not pass it, such as
             :class:`~torchebm.losses.ContrastiveDivergence`, sample through CUDA graphs).
     """
-
-    init = staticmethod(algorithms.langevin_init)
-    step = staticmethod(algorithms.langevin_step)
-    integrators = (None, "euler_maruyama", "EulerMaruyamaIntegrator")
-    chain_op = "langevin_chain"
-    step_ops = ("langevin_update", "philox_normal")
 
     def __init__(
         self,
@@ -111,8 +102,7 @@ class LangevinDynamics(LangevinCudaGraphs, MCMCSampler):
         noise_scale: Scheduled = 1.0,
         decay: float = 0.0,
         clamp: Optional[Sequence[Optional[float]]] = None,
-        dtype: torch.dtype = torch.float32,
-        device: DeviceLike = None,
+        dtype: torch.dtype = torch.float32, device: DeviceLike = None,
         integrator: Any = None,
         *,
         energy_function: Optional[nn.Module] = None,
@@ -122,15 +112,7 @@ class LangevinDynamics(LangevinCudaGraphs, MCMCSampler):
         progress: bool = False,
         cuda_graph: bool = False,
     ):
-        super().__init__(
-            model,
-            dtype,
-            device,
-            integrator,
-            energy_function=energy_function,
-            backend=backend,
-            progress=progress,
-        )
+        super().__init__(model, dtype, device, integrator, energy_function, backend, progress)
         owner = type(self).__name__
         self._schedule("step_size", step_size)
         self._schedule("noise_scale", noise_scale)
@@ -161,29 +143,14 @@ class LangevinDynamics(LangevinCudaGraphs, MCMCSampler):
     def _fixed_arguments(self, x: torch.Tensor) -> dict[str, Any]:
         return {"clamp": self.clamp, "grad_clip": self.grad_clip}
 
-    def _run_chain(
-        self,
-        x: torch.Tensor,
-        model: KernelModel,
-        n_steps: int,
-        thin: int,
-        record_trajectory: bool,
-        record_energy: bool,
-        seed: int,
-    ) -> ChainResult:
+    def _chain_arguments(self, x: torch.Tensor, n_steps: int) -> dict[str, Any]:
         a = self.scheduled_values("step_size", n_steps)
         if self.noise_std is not None:
             b = self.scheduled_values("noise_std", n_steps)
         else:
             b = self.scheduled_values("noise_scale", n_steps) * torch.sqrt(2.0 * a)
         lo, hi = self.clamp if self.clamp is not None else (None, None)
-        out, trajectory, energy = ops.langevin_chain(
-            model.name, x, a, b, model.params, model.mean, model.precision,
-            lo, hi, self.grad_clip, seed, thin, record_trajectory, record_energy,
-        )
-        return ChainResult(
-            out, trajectory if record_trajectory else None, energy if record_energy else None, None
-        )
+        return {"a": a, "b": b, "clamp_min": lo, "clamp_max": hi, "grad_clip": self.grad_clip}
 
     def __repr__(self) -> str:
         return (

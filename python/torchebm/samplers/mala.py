@@ -11,15 +11,14 @@ from torch import nn
 
 from torchebm.core.base_module import DeviceLike
 from torchebm.core.base_scheduler import BaseScheduler
-from torchebm.kernels import ops
 from torchebm.samplers import algorithms
 from torchebm.samplers.langevin_dynamics import langevin_coefficients
-from torchebm.samplers.mcmc_sampler import ChainResult, KernelModel, MCMCSampler
+from torchebm.samplers.mcmc_sampler import MCMCSampler
 
 Scheduled = Union[float, BaseScheduler]
 
 
-class MetropolisAdjustedLangevin(MCMCSampler):
+class MetropolisAdjustedLangevin(MCMCSampler, algorithm=algorithms.MALA):
     r"""MALA: a Langevin step as the proposal, accepted or rejected so that the chain samples
     :math:`p \propto e^{-E}` exactly (no step-size bias).
 
@@ -51,39 +50,18 @@ class MetropolisAdjustedLangevin(MCMCSampler):
             :math:`\sqrt{2\eta}`.
         dtype, device: of the chain state.
         integrator: None or ``"euler_maruyama"``.
-        backend: ``"auto"``, ``"fused"`` or ``"reference"``.
-        progress: show a progress bar over the steps.
     """
-
-    init = staticmethod(algorithms.gradient_state)
-    step = staticmethod(algorithms.mala_step)
-    integrators = (None, "euler_maruyama", "EulerMaruyamaIntegrator")
-    chain_op = "mala_chain"
-    step_ops = ("langevin_update", "mala_select", "philox_normal")
-    has_accept_step = True
 
     def __init__(
         self,
         model: Optional[nn.Module] = None,
         step_size: Scheduled = 1e-3,
         noise_scale: Scheduled = 1.0,
-        dtype: torch.dtype = torch.float32,
-        device: DeviceLike = None,
+        dtype: torch.dtype = torch.float32, device: DeviceLike = None,
         integrator: Any = None,
-        *,
-        energy_function: Optional[nn.Module] = None,
-        backend: str = "auto",
-        progress: bool = False,
+        *, energy_function: Optional[nn.Module] = None, backend: str = "auto", progress: bool = False,
     ):
-        super().__init__(
-            model,
-            dtype,
-            device,
-            integrator,
-            energy_function=energy_function,
-            backend=backend,
-            progress=progress,
-        )
+        super().__init__(model, dtype, device, integrator, energy_function, backend, progress)
         self._schedule("step_size", step_size)
         self._schedule("noise_scale", noise_scale)
 
@@ -92,28 +70,9 @@ class MetropolisAdjustedLangevin(MCMCSampler):
         a, b = langevin_coefficients(eta, self.get_scheduled_value("noise_scale"))
         return {"a": a, "b": b}
 
-    def _run_chain(
-        self,
-        x: torch.Tensor,
-        model: KernelModel,
-        n_steps: int,
-        thin: int,
-        record_trajectory: bool,
-        record_energy: bool,
-        seed: int,
-    ) -> ChainResult:
+    def _chain_arguments(self, x: torch.Tensor, n_steps: int) -> dict[str, Any]:
         a = self.scheduled_values("step_size", n_steps)
-        b = self.scheduled_values("noise_scale", n_steps) * torch.sqrt(2.0 * a)
-        out, trajectory, energy, acceptance = ops.mala_chain(
-            model.name, x, a, b, model.params, model.mean, model.precision,
-            seed, thin, record_trajectory, record_energy,
-        )
-        return ChainResult(
-            out,
-            trajectory if record_trajectory else None,
-            energy if record_energy else None,
-            acceptance,
-        )
+        return {"a": a, "b": self.scheduled_values("noise_scale", n_steps) * torch.sqrt(2.0 * a)}
 
     def __repr__(self) -> str:
         return (

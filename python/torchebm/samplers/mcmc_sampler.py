@@ -26,7 +26,7 @@ from torchebm.core.base_module import DeviceLike
 from torchebm.core.base_sampler import BaseSampler
 from torchebm.diagnostics.sampler_diagnostics import Diagnostics, batch_moments
 from torchebm.kernels import dispatch, ops
-from torchebm.samplers.algorithms import ChainState, Target
+from torchebm.samplers.algorithms import Algorithm, ChainState, Target
 from torchebm.samplers.step_ops import FusedStepOps, ReferenceStepOps, StepOps
 from torchebm.utils.progress import progress as progress_bar
 
@@ -71,25 +71,28 @@ class MCMCSampler(BaseSampler):
     :class:`~torchebm.samplers.MetropolisAdjustedLangevin`,
     :class:`~torchebm.samplers.HamiltonianMonteCarlo`).
 
+    Every built-in sampler takes, besides its own parameters, the keyword-only
+    ``energy_function`` (old name of ``model``), ``backend`` (``"auto"``, ``"fused"`` or
+    ``"reference"``, see :mod:`torchebm.kernels.dispatch`) and ``progress`` (a progress bar over
+    the steps).
+
     A subclass declares:
 
-    * ``init(target, x) -> ChainState`` and ``step(ops, target, state, t, **arguments) ->
-      (state, accepted or None)``: its algorithm, as staticmethods (see
-      :mod:`torchebm.samplers.algorithms`);
-    * ``integrators``: the accepted ``integrator=`` values (the first non-None one names it);
-    * ``chain_op``, ``step_ops``: the whole-chain op and the per-step ops of the fused path
-      (checked by :func:`torchebm.kernels.dispatch.choose_path`);
-    * ``has_accept_step``: whether its diagnostics carry an acceptance rate;
+    * its :class:`~torchebm.samplers.algorithms.Algorithm`, as a class keyword
+      (``class MALA(MCMCSampler, algorithm=algorithms.MALA)``): ``init``, ``step``, the ops
+      behind them (checked by :func:`torchebm.kernels.dispatch.choose_path`) and the accepted
+      ``integrator=`` values;
     * :meth:`_step_arguments` (scheduled values, read before each step),
-      :meth:`_fixed_arguments` (per call) and :meth:`_run_chain` (the whole-chain op call).
+      :meth:`_fixed_arguments` (per call) and :meth:`_chain_arguments` (the algorithm's
+      arguments of the whole-chain op).
     """
 
-    init: Callable[[Target, torch.Tensor], ChainState]
-    step: Callable[..., tuple[ChainState, Optional[torch.Tensor]]]
-    integrators: tuple[Any, ...] = (None,)
-    chain_op: str
-    step_ops: tuple[str, ...]
-    has_accept_step: bool = False
+    algorithm: Algorithm
+
+    def __init_subclass__(cls, algorithm: Optional[Algorithm] = None, **kwargs: Any):
+        super().__init_subclass__(**kwargs)
+        if algorithm is not None:
+            cls.algorithm = algorithm
     cuda_graph: bool = False  # LangevinDynamics(cuda_graph=True) replays CUDA graphs
 
     def __init__(
@@ -98,7 +101,6 @@ class MCMCSampler(BaseSampler):
         dtype: torch.dtype,
         device: DeviceLike,
         integrator: Any,
-        *,
         energy_function: Optional[nn.Module],
         backend: str,
         progress: bool,
@@ -111,8 +113,8 @@ class MCMCSampler(BaseSampler):
             backend=backend,
             progress=progress,
         )
-        if integrator not in self.integrators:
-            name = self.integrators[1]
+        if integrator not in self.algorithm.integrators:
+            name = self.algorithm.integrators[1]
             raise ValueError(
                 f"{type(self).__name__}: integrator must be None or {name!r} (the only one "
                 f"implemented), got {integrator!r}"
@@ -137,17 +139,10 @@ class MCMCSampler(BaseSampler):
         setting that does not fit ``x``)."""
         return {}
 
-    def _run_chain(
-        self,
-        x: torch.Tensor,
-        model: KernelModel,
-        n_steps: int,
-        thin: int,
-        record_trajectory: bool,
-        record_energy: bool,
-        seed: int,
-    ) -> ChainResult:
-        """The whole chain in one call of ``chain_op``."""
+    def _chain_arguments(self, x: torch.Tensor, n_steps: int) -> dict[str, Any]:
+        """The keyword arguments of the algorithm's ``chain_op`` that belong to the algorithm (per-step
+        schedules as ``float64 [n_steps]`` CPU tensors from :meth:`scheduled_values`, and its
+        fixed settings); the model, seed and recording arguments are added by the caller."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------ the one sample()
@@ -255,8 +250,8 @@ class MCMCSampler(BaseSampler):
                 self.backend,
                 device=state.device,
                 dtype=state.dtype,
-                chain_ops=(self.chain_op,),
-                step_ops=self.step_ops,
+                chain_ops=(self.algorithm.chain_op,),
+                step_ops=self.algorithm.step_ops,
                 chain_blocker=chain_blocker,
                 sampler=owner,
             )
@@ -269,7 +264,7 @@ class MCMCSampler(BaseSampler):
             final = x if (x is not None and state.data_ptr() == x.data_ptr()) else state
             if unbatched and final is state:
                 final = state.squeeze(0)
-            recorder = _Recorder(state, 0, return_trajectory, return_diagnostics, self.has_accept_step)
+            recorder = _Recorder(state, 0, return_trajectory, return_diagnostics, self.algorithm.accepts)
             return _finish(final, recorder.trajectory, recorder.result(b), return_trajectory, return_diagnostics)
 
         seed = self._draw_seed(generator) if route.path != "reference" else 0
@@ -298,6 +293,36 @@ class MCMCSampler(BaseSampler):
         return _finish(final, trajectory, diag, return_trajectory, return_diagnostics)
 
     # ------------------------------------------------------------------ the parts of sample()
+    def _run_chain(
+        self,
+        x: torch.Tensor,
+        model: KernelModel,
+        n_steps: int,
+        thin: int,
+        record_trajectory: bool,
+        record_energy: bool,
+        seed: int,
+    ) -> ChainResult:
+        """The whole chain in one call of the algorithm's ``chain_op``."""
+        x, trajectory, energy, *acceptance = getattr(ops, self.algorithm.chain_op)(
+            model.name,
+            x,
+            params=model.params,
+            mean=model.mean,
+            precision=model.precision,
+            seed=seed,
+            thin=thin,
+            record_trajectory=record_trajectory,
+            record_energy=record_energy,
+            **self._chain_arguments(x, n_steps),
+        )
+        return ChainResult(
+            x,
+            trajectory if record_trajectory else None,
+            energy if record_energy else None,
+            acceptance[0] if acceptance else None,
+        )
+
     def _starting_state(
         self, x: Optional[torch.Tensor], dim: Any, n_samples: int, generator: Optional[torch.Generator]
     ) -> torch.Tensor:
@@ -353,13 +378,13 @@ class MCMCSampler(BaseSampler):
     ):
         """``n_steps`` calls of ``step``; returns ``(final, trajectory or None, diagnostics or None)``."""
         target = self._target(mk)
-        recorder = _Recorder(x, n_steps // thin, return_trajectory, return_diagnostics, self.has_accept_step)
-        state = self.init(target, x)
+        recorder = _Recorder(x, n_steps // thin, return_trajectory, return_diagnostics, self.algorithm.accepts)
+        state = self.algorithm.init(target, x)
         steps: Any = range(n_steps)
         if self.progress:
             steps = progress_bar(steps, total=n_steps, desc=type(self).__name__)
         for t in steps:
-            state, accepted = self.step(step_ops, target, state, t, **fixed, **self._step_arguments())
+            state, accepted = self.algorithm.step(step_ops, target, state, t, **fixed, **self._step_arguments())
             self.step_schedulers()
             if (t + 1) % thin == 0:
                 recorder.keep((t + 1) // thin - 1, state, lambda s=state: self._state_energy(s, mk), accepted)
