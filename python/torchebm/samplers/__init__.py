@@ -3,6 +3,7 @@
 - :class:`LangevinDynamics`: unadjusted Langevin dynamics / SGLD.
 - :class:`HamiltonianMonteCarlo`: HMC with a leapfrog integrator (scalar or diagonal mass).
 - :class:`MetropolisAdjustedLangevin` (alias ``MALA``): Langevin proposals with an MH correction.
+- :class:`GradientDescentSampler`, :class:`NesterovSampler`: deterministic descent of the energy.
 
 The algorithms themselves are step functions in :mod:`torchebm.samplers.algorithms`, written
 against the :class:`~torchebm.samplers.step_ops.StepOps` interface; the classes declare their
@@ -12,8 +13,16 @@ kernel, per-step fused kernels, or the pure-PyTorch reference; see
 :mod:`torchebm.kernels.dispatch`.
 """
 
+from torchebm.samplers.gradient_descent import GradientDescentSampler, NesterovSampler
 from torchebm.samplers.hmc import HamiltonianMonteCarlo
 from torchebm.samplers.langevin_dynamics import LangevinDynamics
 from torchebm.samplers.mala import MALA, MetropolisAdjustedLangevin
 
-__all__ = ["LangevinDynamics", "HamiltonianMonteCarlo", "MetropolisAdjustedLangevin", "MALA"]
+__all__ = [
+    "LangevinDynamics",
+    "HamiltonianMonteCarlo",
+    "MetropolisAdjustedLangevin",
+    "MALA",
+    "GradientDescentSampler",
+    "NesterovSampler",
+]

@@ -29,11 +29,12 @@ class Target(NamedTuple):
 
 
 class ChainState(NamedTuple):
-    """Every chain's position, and its gradient and energy where the algorithm carries them."""
+    """Every chain's position, and what else the algorithm carries from step to step."""
 
     x: Tensor
     grad: Optional[Tensor] = None
     energy: Optional[Tensor] = None
+    velocity: Optional[Tensor] = None
 
 
 # ---------------------------------------------------------------------------- integrators
@@ -168,13 +169,31 @@ def hmc_step(
     return ChainState(x, grad, energy), accepted
 
 
+# ---------------------------------------------------------------------------- gradient descent
+def nesterov_init(target: Target, x: Tensor) -> ChainState:
+    return ChainState(x, velocity=torch.zeros_like(x))
+
+
+def nesterov_step(
+    ops: StepOps, target: Target, state: ChainState, t: int, *, step_size: float, momentum: float
+) -> tuple[ChainState, None]:
+    r"""Nesterov's accelerated gradient descent (deterministic):
+    :math:`v' = \mu v - \eta \nabla E(x + \mu v)`, :math:`x' = x + v'`; with :math:`\mu = 0`,
+    plain gradient descent :math:`x' = x - \eta \nabla E(x)`. The update is a leapfrog
+    kick (``-eta * grad``) and drift (``+1 * v'``) of the momentum :math:`p = \mu v`."""
+    p = state.velocity * momentum
+    grad = target.gradient(state.x + p if momentum else state.x)
+    x, velocity = ops.kick_drift(state.x, p, grad, step_size, 1.0, None)
+    return ChainState(x, velocity=velocity), None
+
+
 # ---------------------------------------------------------------------------- the table
 class Algorithm(NamedTuple):
     """An algorithm as the samplers run it: its two functions and the compiled ops behind it."""
 
     init: Callable[[Target, Tensor], ChainState]
     step: Callable[..., tuple[ChainState, Optional[Tensor]]]
-    chain_op: str  # the whole-chain op for the built-in analytic models
+    chain_op: Optional[str]  # the whole-chain op for the built-in analytic models, if any
     step_ops: tuple[str, ...]  # the compiled ops the step calls through FusedStepOps
     accepts: bool  # whether the step has a Metropolis test (and returns ``accepted``)
     integrators: tuple[Any, ...]  # the accepted ``integrator=`` values; [1] names it
@@ -189,12 +208,15 @@ MALA = Algorithm(gradient_state, mala_step, accepts=True, integrators=_EULER_MAR
                  chain_op="mala_chain", step_ops=("langevin_update", "mala_select", "philox_normal"))
 HMC = Algorithm(gradient_state, hmc_step, accepts=True, integrators=(None, "leapfrog", "LeapfrogIntegrator"),
                 chain_op="hmc_chain", step_ops=("leapfrog_kick_drift", "metropolis_select", "philox_normal"))
+NESTEROV = Algorithm(nesterov_init, nesterov_step, accepts=False, integrators=(None,),
+                     chain_op=None, step_ops=("leapfrog_kick_drift",))
 
 
 __all__ = [
     "HMC",
     "LANGEVIN",
     "MALA",
+    "NESTEROV",
     "Algorithm",
     "ChainState",
     "Target",
@@ -205,4 +227,6 @@ __all__ = [
     "langevin_step",
     "leapfrog",
     "mala_step",
+    "nesterov_init",
+    "nesterov_step",
 ]

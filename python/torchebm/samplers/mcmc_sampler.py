@@ -242,7 +242,9 @@ class MCMCSampler(BaseSampler):
             route = dispatch.Route("cuda_graph")
         else:
             fixed = self._fixed_arguments(state)
-            if mk:
+            if self.algorithm.chain_op is None:
+                chain_blocker = f"{owner} has no whole-chain kernel"
+            elif mk:
                 chain_blocker = "model_kwargs/y given (the kernels evaluate x-only closed forms)"
             else:
                 kmodel, chain_blocker = kernel_model(self.model, state)
@@ -250,7 +252,7 @@ class MCMCSampler(BaseSampler):
                 self.backend,
                 device=state.device,
                 dtype=state.dtype,
-                chain_ops=(self.algorithm.chain_op,),
+                chain_ops=(self.algorithm.chain_op,) if self.algorithm.chain_op else (),
                 step_ops=self.algorithm.step_ops,
                 chain_blocker=chain_blocker,
                 sampler=owner,
