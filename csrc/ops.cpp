@@ -80,6 +80,29 @@ TORCH_LIBRARY(torchebm, m) {
       "float? clamp_max, float? grad_clip, Tensor seed_state, int step_offset) -> ()");
   // seed_state[1] += increment, on the device.
   m.def("philox_state_advance_(Tensor(a!) seed_state, int increment) -> ()");
+
+  // ---- whole-chain ops for MLP energies (torchebm/mlp.h; python/torchebm/kernels/mlp.py) -----
+  // The network: weights[l] [n_out, n_in], biases[l] [n_out], activations[l] an mlp.h Act code
+  // with act_params[3 l .. 3 l + 2]; E(x) = out_scale * sum_j h_{L-1,j}(x) + out_offset.
+  // (E [B], grad [B, d]) of x [B, d], forward and backward fused.
+  m.def(
+      "mlp_energy_grad(Tensor x, Tensor[] weights, Tensor[] biases, int[] activations, "
+      "float[] act_params, float out_scale, float out_offset) -> (Tensor, Tensor)");
+  // As langevin_chain / mala_chain / hmc_chain with the network's energy and gradient.
+  m.def(
+      "mlp_langevin_chain(Tensor x0, Tensor[] weights, Tensor[] biases, int[] activations, "
+      "float[] act_params, float out_scale, float out_offset, Tensor a, Tensor b, "
+      "float? clamp_min, float? clamp_max, float? grad_clip, int seed, int thin, "
+      "bool record_trajectory, bool record_energy) -> (Tensor, Tensor, Tensor)");
+  m.def(
+      "mlp_mala_chain(Tensor x0, Tensor[] weights, Tensor[] biases, int[] activations, "
+      "float[] act_params, float out_scale, float out_offset, Tensor a, Tensor b, int seed, "
+      "int thin, bool record_trajectory, bool record_energy) -> (Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "mlp_hmc_chain(Tensor x0, Tensor[] weights, Tensor[] biases, int[] activations, "
+      "float[] act_params, float out_scale, float out_offset, Tensor step_size, int n_leapfrog, "
+      "Tensor? inv_mass, int seed, int thin, bool record_trajectory, bool record_energy) -> "
+      "(Tensor, Tensor, Tensor, Tensor)");
 }
 
 namespace {

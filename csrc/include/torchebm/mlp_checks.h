@@ -1,0 +1,131 @@
+// Argument checks of the MLP ops (mlp_energy_grad, mlp_langevin_chain, mlp_mala_chain,
+// mlp_hmc_chain), shared by their CPU and CUDA entry points (host code only). Every message
+// names the op, the argument, the value received and what was expected.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+
+#include <cmath>
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+#include "torchebm/checks.h"
+#include "torchebm/mlp.h"
+
+namespace torchebm::mlp_checks {
+
+// The network of an op call: layer widths n[0] = d, n[l + 1] = rows of weights[l].
+struct Network {
+  int64_t d = 0;
+  std::vector<int64_t> widths;  // [L + 1]
+  int64_t L() const { return static_cast<int64_t>(widths.size()) - 1; }
+};
+
+// x: [B, d] float32/float64; weights[l]: [n_{l+1}, n_l] and biases[l]: [n_{l+1}] in x's dtype
+// on x's device; activations[l] an mlp::Act code; act_params: kActParams per layer, finite;
+// out_scale, out_offset finite.
+inline Network network(const at::Tensor& x, const char* x_name, at::TensorList weights,
+                       at::TensorList biases, c10::IntArrayRef activations,
+                       c10::ArrayRef<double> act_params, double out_scale, double out_offset,
+                       const char* op) {
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, op, ": ", x_name,
+              " must be float32 or float64, got ", x.scalar_type());
+  TORCH_CHECK(x.dim() == 2, op, ": ", x_name, " must have shape [B, d], got ", x.sizes());
+  const int64_t L = static_cast<int64_t>(weights.size());
+  TORCH_CHECK(L >= 1, op, ": weights must hold at least one layer, got an empty list");
+  TORCH_CHECK(static_cast<int64_t>(biases.size()) == L, op, ": biases must have one tensor per "
+              "layer (", L, "), got ", biases.size());
+  TORCH_CHECK(static_cast<int64_t>(activations.size()) == L, op, ": activations must have one "
+              "code per layer (", L, "), got ", activations.size());
+  TORCH_CHECK(static_cast<int64_t>(act_params.size()) == L * mlp::kActParams, op,
+              ": act_params must have ", mlp::kActParams, " values per layer (", L * mlp::kActParams,
+              "), got ", act_params.size());
+  Network net;
+  net.d = x.size(1);
+  net.widths.push_back(net.d);
+  for (int64_t l = 0; l < L; ++l) {
+    const at::Tensor& w = weights[l];
+    const at::Tensor& b = biases[l];
+    const int64_t n_in = net.widths.back();
+    TORCH_CHECK(w.dim() == 2 && w.size(1) == n_in && w.size(0) >= 1, op, ": weights[", l,
+                "] must have shape [n_out >= 1, ", n_in, "], got ", w.sizes());
+    TORCH_CHECK(b.dim() == 1 && b.size(0) == w.size(0), op, ": biases[", l, "] must have shape [",
+                w.size(0), "], got ", b.sizes());
+    TORCH_CHECK(w.scalar_type() == x.scalar_type(), op, ": weights[", l, "] must have ", x_name,
+                "'s dtype (", x.scalar_type(), "), got ", w.scalar_type());
+    TORCH_CHECK(b.scalar_type() == x.scalar_type(), op, ": biases[", l, "] must have ", x_name,
+                "'s dtype (", x.scalar_type(), "), got ", b.scalar_type());
+    checks::same_device(w, x, op, "weights", x_name);
+    checks::same_device(b, x, op, "biases", x_name);
+    TORCH_CHECK(activations[l] >= 0 && activations[l] < mlp::kActCount, op, ": activations[", l,
+                "] must be an activation code in [0, ", mlp::kActCount, "), got ", activations[l]);
+    for (int i = 0; i < mlp::kActParams; ++i) {
+      const double v = act_params[l * mlp::kActParams + i];
+      TORCH_CHECK(std::isfinite(v), op, ": act_params[", l * mlp::kActParams + i,
+                  "] must be finite, got ", v);
+    }
+    if (activations[l] == mlp::kSoftplus) {
+      TORCH_CHECK(act_params[l * mlp::kActParams] > 0, op, ": softplus beta (act_params[",
+                  l * mlp::kActParams, "]) must be > 0, got ", act_params[l * mlp::kActParams]);
+    }
+    net.widths.push_back(w.size(0));
+  }
+  checks::finite(out_scale, op, "out_scale");
+  checks::finite(out_offset, op, "out_offset");
+  return net;
+}
+
+// A whole chain's common arguments: thin and the first schedule (its length is n_steps).
+inline int64_t chain_steps(const at::Tensor& schedule, const char* name, int64_t thin,
+                           const char* op) {
+  TORCH_CHECK(thin >= 1, op, ": thin must be >= 1, got ", thin);
+  TORCH_CHECK(schedule.dim() == 1, op, ": ", name,
+              " must be a 1-D per-step tensor [n_steps], got ", schedule.sizes());
+  const int64_t n = schedule.size(0);
+  TORCH_CHECK(n <= static_cast<int64_t>(UINT32_MAX) + 1, op,
+              ": n_steps must be <= 2^32 (steps are Philox counter words), got ", n);
+  return n;
+}
+
+// A per-step schedule as float64 host values: 1-D, floating, n_steps entries, all finite (and
+// > 0 when `positive`). (A schedule on a GPU is read back: one copy per call.)
+inline std::vector<double> schedule_values(const at::Tensor& s, int64_t n_steps, const char* op,
+                                           const char* name, bool positive) {
+  TORCH_CHECK(s.dim() == 1 && s.size(0) == n_steps, op, ": ", name,
+              " must be a 1-D per-step tensor of n_steps = ", n_steps, " entries, got shape ",
+              s.sizes());
+  TORCH_CHECK(at::isFloatingType(s.scalar_type()), op, ": ", name,
+              " must be a floating tensor, got ", s.scalar_type());
+  const at::Tensor c = s.to(at::kCPU, at::kDouble).contiguous();
+  std::vector<double> v(c.const_data_ptr<double>(), c.const_data_ptr<double>() + n_steps);
+  for (int64_t t = 0; t < n_steps; ++t) {
+    TORCH_CHECK(std::isfinite(v[t]) && (!positive || v[t] > 0), op, ": ", name, "[", t,
+                "] must be finite", positive ? " and > 0" : "", ", got ", v[t]);
+  }
+  return v;
+}
+
+// HMC's inverse mass: None, 0-d or [d], floating, on x0's device, finite and > 0. Returns it as
+// d float64 host values (empty when None).
+inline std::vector<double> inv_mass_values(const std::optional<at::Tensor>& inv_mass,
+                                           const at::Tensor& x0, const char* op) {
+  if (!inv_mass) return {};
+  const int64_t d = x0.size(1);
+  TORCH_CHECK(inv_mass->dim() == 0 || (inv_mass->dim() == 1 && inv_mass->size(0) == d), op,
+              ": inv_mass must be None, a 0-d tensor, or [", d, "], got shape ",
+              inv_mass->sizes());
+  TORCH_CHECK(at::isFloatingType(inv_mass->scalar_type()), op,
+              ": inv_mass must be a floating tensor, got ", inv_mass->scalar_type());
+  checks::same_device(*inv_mass, x0, op, "inv_mass", "x0");
+  const at::Tensor im = inv_mass->to(at::kCPU, at::kDouble).expand({d}).contiguous();
+  std::vector<double> v(im.const_data_ptr<double>(), im.const_data_ptr<double>() + d);
+  for (int64_t j = 0; j < d; ++j) {
+    TORCH_CHECK(std::isfinite(v[j]) && v[j] > 0, op, ": inv_mass must be finite and > 0, got ",
+                *inv_mass);
+  }
+  return v;
+}
+
+}  // namespace torchebm::mlp_checks

@@ -1,0 +1,952 @@
+"""Whole-chain kernels for MLP energies.
+
+An energy whose ``forward(x)`` is a chain of ``nn.Linear`` layers and elementwise activations
+with one output per chain can run whole Langevin, MALA and HMC chains in one op call, forward
+pass, backward pass (in x) and update fused for every step, the weights read once per call.
+
+- :func:`recognise_mlp` decides from the code itself (``torch.export`` of ``forward``, never
+  attribute names) whether a model is such a chain, and returns an :class:`MLPSpec` holding
+  references to the live parameters (so optimiser steps between calls are seen without
+  re-tracing), or the reason it is not.
+- The op wrappers (:func:`mlp_energy_grad`, :func:`mlp_langevin_chain`,
+  :func:`mlp_mala_chain`, :func:`mlp_hmc_chain`) take the network as tensor lists; each has its
+  fake kernel right below it and a pure-PyTorch reference (``*_reference``) further down.
+
+The network (``torchebm/mlp.h``): layer l is ``z_l = W_l h_{l-1} + b_l``, ``h_l = act_l(z_l)``
+(``h_{-1} = x``), and ``E(x) = out_scale * sum_j h_{L-1, j} + out_offset``. Chains follow the
+contracts of ``langevin_chain``/``mala_chain``/``hmc_chain`` (docs/kernels.md): same random
+streams and counters, same acceptance rule, same outputs.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import warnings
+import weakref
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from torchebm.kernels import reference
+from torchebm.kernels.loader import load_ops
+
+_LOADED = load_ops()
+
+# ---- activations ------------------------------------------------------------------------------
+
+# Activation codes of the ops (mlp.h's Act); each layer carries ACT_PARAMS parameters.
+ACTIVATIONS: dict[str, int] = {
+    "identity": 0,
+    "relu": 1,
+    "leaky_relu": 2,  # negative_slope
+    "elu": 3,  # alpha, scale, input_scale (ELU and SELU)
+    "silu": 4,
+    "gelu": 5,
+    "gelu_tanh": 6,
+    "tanh": 7,
+    "sigmoid": 8,
+    "softplus": 9,  # beta, threshold
+    "celu": 10,  # alpha, 1/alpha, 1/alpha as autograd's derivative rounds it (float32)
+}
+ACT_PARAMS = 3
+
+_SELU_ALPHA = 1.6732632423543772848170429916717
+_SELU_SCALE = 1.0507009873554804934193349852946
+
+
+def _act_value(kind: str, p: Sequence[float], z: torch.Tensor) -> torch.Tensor:
+    """torch's own function for an activation code: the reference of the kernels' maths."""
+    if kind == "identity":
+        return z
+    if kind == "relu":
+        return F.relu(z)
+    if kind == "leaky_relu":
+        return F.leaky_relu(z, p[0])
+    if kind == "elu":
+        return torch.ops.aten.elu(z, p[0], p[1], p[2])
+    if kind == "celu":
+        return F.celu(z, p[0])
+    if kind == "silu":
+        return F.silu(z)
+    if kind == "gelu":
+        return F.gelu(z)
+    if kind == "gelu_tanh":
+        return F.gelu(z, approximate="tanh")
+    if kind == "tanh":
+        return torch.tanh(z)
+    if kind == "sigmoid":
+        return torch.sigmoid(z)
+    if kind == "softplus":
+        return F.softplus(z, p[0], p[1])
+    raise ValueError(f"unknown activation {kind!r}; expected one of {sorted(ACTIVATIONS)}")
+
+
+def _no_params(args, kwargs) -> tuple[float, float, float]:
+    return (0.0, 0.0, 0.0)
+
+
+def _arg(args, kwargs, i: int, name: str, default):
+    if len(args) > i:
+        return args[i]
+    return kwargs.get(name, default)
+
+
+def _celu_params(args, kwargs) -> tuple[float, float, float]:
+    alpha = float(_arg(args, kwargs, 1, "alpha", 1.0))
+    # torch.celu(x) = elu(x, alpha, 1, 1/alpha); autograd's derivative uses 1/float32(alpha).
+    return (alpha, 1.0 / alpha, 1.0 / float(np.float32(alpha)))
+
+
+def _gelu_kind(args, kwargs) -> str:
+    return "gelu_tanh" if _arg(args, kwargs, 1, "approximate", "none") == "tanh" else "gelu"
+
+
+# aten op name (overload packet, in-place forms included) -> (kind or kind function, params).
+_ATEN_ACTIVATIONS: dict[str, tuple[Any, Callable]] = {
+    "relu": ("relu", _no_params),
+    "leaky_relu": (
+        "leaky_relu",
+        lambda a, k: (float(_arg(a, k, 1, "negative_slope", 0.01)), 0.0, 0.0),
+    ),
+    "elu": (
+        "elu",
+        lambda a, k: (
+            float(_arg(a, k, 1, "alpha", 1.0)),
+            float(_arg(a, k, 2, "scale", 1.0)),
+            float(_arg(a, k, 3, "input_scale", 1.0)),
+        ),
+    ),
+    "selu": ("elu", lambda a, k: (_SELU_ALPHA, _SELU_SCALE, 1.0)),
+    "celu": ("celu", _celu_params),
+    "silu": ("silu", _no_params),
+    "gelu": (_gelu_kind, _no_params),
+    "tanh": ("tanh", _no_params),
+    "sigmoid": ("sigmoid", _no_params),
+    "softplus": (
+        "softplus",
+        lambda a, k: (
+            float(_arg(a, k, 1, "beta", 1.0)),
+            float(_arg(a, k, 2, "threshold", 20.0)),
+            0.0,
+        ),
+    ),
+}
+
+# ---- the spec ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MLPLayer:
+    """One ``Linear`` and the activation after it. ``weight``/``bias`` are the model's own
+    tensors (parameters or buffers), read at each call."""
+
+    weight: torch.Tensor
+    bias: Optional[torch.Tensor]
+    activation: str
+    params: tuple[float, float, float]
+
+
+@dataclass(frozen=True)
+class MLPSpec:
+    """A recognised MLP energy: ``E(x) = out_scale * sum_j h_{L-1, j}(x) + out_offset``.
+
+    ``layers`` hold references to the live parameters; :meth:`op_args` reads their current
+    values, so an optimiser step between calls is seen without re-tracing.
+    """
+
+    layers: tuple[MLPLayer, ...]
+    out_scale: float
+    out_offset: float
+
+    @property
+    def in_features(self) -> int:
+        return int(self.layers[0].weight.shape[1])
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.layers[0].weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.layers[0].weight.device
+
+    def op_args(self) -> dict[str, Any]:
+        """The ops' network arguments, from the parameters' current values:
+        ``weights``, ``biases`` (zeros for a Linear without bias), ``activations`` (codes),
+        ``act_params`` (ACT_PARAMS per layer), ``out_scale``, ``out_offset``."""
+        weights, biases, codes, params = [], [], [], []
+        for layer in self.layers:
+            w = layer.weight.detach()
+            weights.append(w)
+            biases.append(
+                layer.bias.detach()
+                if layer.bias is not None
+                else torch.zeros(w.shape[0], dtype=w.dtype, device=w.device)
+            )
+            codes.append(ACTIVATIONS[layer.activation])
+            params.extend(layer.params)
+        return {
+            "weights": weights,
+            "biases": biases,
+            "activations": codes,
+            "act_params": params,
+            "out_scale": self.out_scale,
+            "out_offset": self.out_offset,
+        }
+
+    def energy(self, x: torch.Tensor) -> torch.Tensor:
+        """``E(x)`` in PyTorch (differentiable in x and the parameters)."""
+        h = x
+        for layer in self.layers:
+            h = _act_value(layer.activation, layer.params, F.linear(h, layer.weight, layer.bias))
+        return self.out_scale * h.sum(-1) + self.out_offset
+
+    def describe(self) -> str:
+        parts = []
+        for layer in self.layers:
+            n_out, n_in = layer.weight.shape
+            act = "" if layer.activation == "identity" else f" {layer.activation}"
+            parts.append(f"Linear({n_in}->{n_out}){act}")
+        return f"{' -> '.join(parts)}; E = {self.out_scale:g} * sum + {self.out_offset:g}"
+
+
+# ---- recognising a model ----------------------------------------------------------------------
+
+# Leaf modules of torch.nn an MLP chain can contain; any other torch.nn leaf (Conv2d, LayerNorm,
+# Embedding...) refuses the model before tracing it. (User-defined modules are traced.)
+_ALLOWED_LEAVES = (
+    nn.Linear,
+    nn.ReLU,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.SELU,
+    nn.CELU,
+    nn.SiLU,
+    nn.GELU,
+    nn.Tanh,
+    nn.Sigmoid,
+    nn.Softplus,
+    nn.Dropout,
+    nn.AlphaDropout,
+    nn.Identity,
+    nn.Flatten,
+)
+
+# aten ops that do not change a [B, w] value (or its [B] energy) when they keep its shape.
+_SHAPE_OPS = {
+    "view",
+    "reshape",
+    "_unsafe_view",
+    "flatten",
+    "squeeze",
+    "squeeze_",
+    "select",
+    "clone",
+    "contiguous",
+    "alias",
+    "_to_copy",
+    "to",
+    "slice",
+}
+_DROPOUT_OPS = {"dropout", "feature_dropout", "alpha_dropout", "feature_alpha_dropout"}
+# Bookkeeping nodes of a dynamic-shape export.
+_IGNORED_OPS = {"sym_size", "_assert_scalar", "sym_constrain_range_for_size", "_assert_tensor_metadata"}
+
+_EXAMPLE_BATCH = 3  # any size >= 2 (export specialises sizes 0 and 1)
+
+
+class _Refused(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class _Chain:
+    """The abstract value of a node computed from x: the layers so far and the output map."""
+
+    layers: tuple  # of [weight, bias, activation, params] tuples
+    width: int
+    reduced: bool = False  # summed over the features (the energy, [B] or [B, 1])
+    scale: float = 1.0
+    offset: float = 0.0
+
+
+def _op_name(target) -> str:
+    name = getattr(target, "__name__", str(target))  # e.g. "linear.default"
+    return name.split(".")[0]
+
+
+def _number(v) -> Optional[float]:
+    if isinstance(v, (bool,)):
+        return None
+    if isinstance(v, (int, float)):
+        return float(v)
+    return None
+
+
+def _walk(ep, model: nn.Module, x_dtype: torch.dtype) -> MLPSpec:
+    """Interprets the exported graph as a chain, or raises _Refused(reason)."""
+    sig = ep.graph_signature
+    kinds: dict[str, tuple[str, Any]] = {}
+    for spec in sig.input_specs:
+        name = spec.arg.name
+        kind = spec.kind.name
+        if kind == "PARAMETER":
+            kinds[name] = ("tensor", model.get_parameter(spec.target))
+        elif kind == "BUFFER":
+            kinds[name] = ("tensor", model.get_buffer(spec.target))
+        elif kind == "USER_INPUT":
+            kinds[name] = ("x", None)
+        else:
+            kinds[name] = ("other", spec.target)
+    values: dict[Any, Any] = {}
+    batch = None
+    output = None
+    for node in ep.graph.nodes:
+        if node.op == "placeholder":
+            kind, obj = kinds.get(node.name, ("other", None))
+            if kind == "x":
+                if batch is not None:
+                    raise _Refused("forward takes more than one tensor input")
+                batch = node.meta["val"].shape[0]
+                values[node] = _Chain((), int(node.meta["val"].shape[1]))
+            elif kind == "tensor":
+                values[node] = obj
+            else:
+                values[node] = None
+            continue
+        if node.op == "output":
+            outs = node.args[0]
+            if len(outs) != 1:
+                raise _Refused(f"forward returns {len(outs)} values, expected one energy tensor")
+            output = values.get(outs[0])
+            shape = tuple(outs[0].meta["val"].shape) if hasattr(outs[0], "meta") else ()
+            break
+        if node.op != "call_function":
+            raise _Refused(f"forward has a {node.op} node ({node.target})")
+        op = _op_name(node.target)
+        if op in _IGNORED_OPS:
+            continue
+        values[node] = _step(op, node, values, batch, x_dtype)
+    if not isinstance(output, _Chain):
+        raise _Refused("forward's output is not computed from x")
+    if not output.reduced or len(shape) != 1:
+        raise _Refused(
+            f"forward returns shape {_describe_shape(shape, batch)}, expected one energy per "
+            "chain [B]"
+        )
+    layers = tuple(MLPLayer(w, b, act, tuple(p)) for (w, b, act, p) in output.layers)
+    if not layers:
+        raise _Refused("forward has no Linear layer")
+    return MLPSpec(layers, output.scale, output.offset)
+
+
+def _describe_shape(shape, batch=None) -> str:
+    return "[" + ", ".join("B" if batch is not None and str(s) == str(batch) else str(s) for s in shape) + "]"
+
+
+def _step(op: str, node, values: dict, batch, x_dtype: torch.dtype):
+    args = [values.get(a, a) if isinstance(a, torch.fx.Node) else a for a in node.args]
+    kwargs = dict(node.kwargs)
+    chains = [a for a in args if isinstance(a, _Chain)]
+    val = node.meta.get("val")
+    out_shape = tuple(val.shape) if isinstance(val, torch.Tensor) else None
+    aten = f"aten.{op}"
+
+    if not chains:
+        if any(isinstance(a, torch.Tensor) for a in args):
+            raise _Refused(f"forward computes {aten} on parameters (not a Linear/activation chain)")
+        return None  # a constant computation (not used by the chain)
+    if len(chains) > 1:
+        raise _Refused(f"forward combines two values computed from x with {aten} (not a chain)")
+    c = chains[0]
+    first = args[0]
+
+    if op == "linear":
+        if first is not c:
+            raise _Refused(f"x reaches {aten} as a weight")
+        w = args[1] if len(args) > 1 else kwargs.get("weight")
+        b = args[2] if len(args) > 2 else kwargs.get("bias")
+        if c.reduced or c.scale != 1.0 or c.offset != 0.0:
+            raise _Refused("forward scales, shifts or sums a hidden layer before a Linear")
+        if not isinstance(w, torch.Tensor) or (b is not None and not isinstance(b, torch.Tensor)):
+            raise _Refused("a Linear weight or bias is computed in forward (parametrised?)")
+        if w.dim() != 2 or w.shape[1] != c.width or (b is not None and b.shape != (w.shape[0],)):
+            raise _Refused(f"Linear weight of shape {list(w.shape)} after a layer of width {c.width}")
+        for t in (w, b):
+            if t is not None and t.dtype != x_dtype:
+                raise _Refused(f"a Linear parameter is {t.dtype} but x is {x_dtype} (mixed dtypes)")
+        return _Chain(c.layers + ((w, b, "identity", (0.0, 0.0, 0.0)),), int(w.shape[0]))
+
+    act_op = op[:-1] if op.endswith("_") and op[:-1] in _ATEN_ACTIVATIONS else op
+    if act_op in _ATEN_ACTIVATIONS:
+        kind, param_fn = _ATEN_ACTIVATIONS[act_op]
+        if callable(kind):
+            kind = kind(node.args, kwargs)
+        params = param_fn(node.args, kwargs)
+        if not c.layers:
+            raise _Refused(f"forward applies {aten} to x before any Linear")
+        if c.reduced or c.scale != 1.0 or c.offset != 0.0:
+            raise _Refused(f"forward applies {aten} after scaling, shifting or summing a layer")
+        w, b, prev, _ = c.layers[-1]
+        if prev != "identity":
+            raise _Refused(f"forward applies two activations in a row ({prev}, then {kind})")
+        if kind == "softplus" and not params[0] > 0:
+            raise _Refused(f"softplus with beta = {params[0]} (the kernels take beta > 0)")
+        if kind in ("elu", "celu") and params[0] == 0:
+            raise _Refused(f"{kind} with alpha = 0")
+        return _Chain(c.layers[:-1] + ((w, b, kind, params),), c.width, c.reduced, c.scale, c.offset)
+
+    if op in _DROPOUT_OPS:
+        p = _number(_arg(node.args, kwargs, 1, "p", 0.5))
+        train = bool(_arg(node.args, kwargs, 2, "train", True))
+        if train and p != 0.0:
+            raise _Refused("dropout in training mode (call model.eval(), or p = 0)")
+        return c
+
+    if op in ("detach", "detach_"):
+        raise _Refused("forward detaches a value computed from x (its gradient would be 0)")
+
+    if op in _SHAPE_OPS or op in ("sum", "mean"):
+        if op in ("_to_copy", "to") and val is not None and val.dtype != x_dtype:
+            raise _Refused(f"forward casts to {val.dtype} (mixed dtypes)")
+        in_shape = tuple(node.args[0].meta["val"].shape)
+        if op in ("sum", "mean"):
+            dims = _arg(node.args, kwargs, 1, "dim", None)
+            dims = [dims] if isinstance(dims, int) else list(dims or [])
+            if len(in_shape) != 2 or [d % 2 for d in dims] != [1] or c.reduced:
+                raise _Refused(
+                    f"forward takes {aten} over dims {dims} of a {_describe_shape(in_shape, batch)} value "
+                    "(expected the feature dimension of [B, width])"
+                )
+            scale = c.scale / c.width if op == "mean" else c.scale
+            return _Chain(c.layers, 1, True, scale, c.offset * (1 if op == "mean" else c.width))
+        # A reshape-like op: keeps [B, w], or maps [B, 1] to [B] (the energy).
+        same = out_shape is not None and len(out_shape) == len(in_shape) and all(
+            str(a) == str(b) for a, b in zip(out_shape, in_shape)
+        )
+        if same:
+            return c
+        if (
+            out_shape is not None
+            and len(in_shape) == 2
+            and len(out_shape) == 1
+            and c.width == 1
+            and str(out_shape[0]) == str(batch)
+        ):
+            return _Chain(c.layers, 1, True, c.scale, c.offset)
+        raise _Refused(
+            f"forward reshapes a {_describe_shape(in_shape, batch)} value to "
+            f"{_describe_shape(out_shape or (), batch)} with {aten}"
+        )
+
+    if op in ("neg", "mul", "div", "add", "sub", "rsub"):
+        other = [a for a in node.args[:2] if not isinstance(values.get(a, a), _Chain)]
+        num = _number(other[0]) if other else None
+        if num is None:
+            raise _Refused(f"forward computes {aten} with a tensor (only Python-number scalars)")
+        if op == "neg":
+            return _Chain(c.layers, c.width, c.reduced, -c.scale, -c.offset)
+        if op == "mul":
+            return _Chain(c.layers, c.width, c.reduced, c.scale * num, c.offset * num)
+        if op == "div":
+            if first is not c:
+                raise _Refused("forward divides by a value computed from x")
+            return _Chain(c.layers, c.width, c.reduced, c.scale / num, c.offset / num)
+        alpha = float(kwargs.get("alpha", 1.0))
+        if op == "add":
+            return _Chain(c.layers, c.width, c.reduced, c.scale, c.offset + alpha * num) if (
+                first is c
+            ) else _Chain(c.layers, c.width, c.reduced, c.scale * alpha, c.offset * alpha + num)
+        if op == "sub":
+            if first is c:
+                return _Chain(c.layers, c.width, c.reduced, c.scale, c.offset - alpha * num)
+            return _Chain(c.layers, c.width, c.reduced, -alpha * c.scale, num - alpha * c.offset)
+        # rsub(c, num) = num - alpha * c
+        return _Chain(c.layers, c.width, c.reduced, -alpha * c.scale, num - alpha * c.offset)
+
+    raise _Refused(f"forward calls {aten} (not a Linear/activation chain)")
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    # A torch.compile'd module traces as its original module.
+    dynamo = sys.modules.get("torch._dynamo.eval_frame")
+    if dynamo is not None and isinstance(model, getattr(dynamo, "OptimizedModule", ())):
+        return model._orig_mod
+    return model
+
+
+def _precheck(model: nn.Module, x: torch.Tensor) -> Optional[str]:
+    """Reasons found without tracing (cheap, checked at every call)."""
+    if not isinstance(model, nn.Module):
+        return f"the model is a {type(model).__name__}, not an nn.Module"
+    if x.dim() != 2:
+        return f"x has shape {list(x.shape)}; the MLP kernels take states [B, d]"
+    if x.dtype not in (torch.float32, torch.float64):
+        return f"x is {x.dtype}; the MLP kernels take float32 or float64"
+    if getattr(model, "use_mixed_precision", False):
+        return "mixed precision (autocast) is on"
+    from torchebm.core.base_model import BaseModel
+
+    grad_fn = getattr(type(model), "gradient", None)
+    if grad_fn is not None and grad_fn is not BaseModel.gradient:
+        return f"{type(model).__name__} overrides gradient() (not autograd of forward)"
+    for name, m in model.named_modules():
+        if m._backward_hooks or m._backward_pre_hooks:
+            return f"module {name or type(m).__name__} has backward hooks"
+        if (
+            type(m).__module__.startswith("torch.nn")
+            and not list(m.children())
+            and not isinstance(m, (nn.Sequential, nn.ModuleList, nn.ModuleDict))
+        ):
+            if not isinstance(m, _ALLOWED_LEAVES) or type(m).__module__.startswith(
+                "torch.nn.utils.parametriz"
+            ):
+                where = f" ({name})" if name else ""
+                return f"model contains {type(m).__name__}{where}, not a Linear/activation chain"
+        if getattr(m, "parametrizations", None):
+            return f"module {name or type(m).__name__} has parametrised weights"
+    dtypes = {p.dtype for p in model.parameters()}
+    if len(dtypes) > 1:
+        return f"parameters have mixed dtypes {sorted(str(d) for d in dtypes)}"
+    if dtypes and next(iter(dtypes)) != x.dtype:
+        return f"parameters are {next(iter(dtypes))} but x is {x.dtype}"
+    devices = {p.device for p in model.parameters()}
+    if devices and devices != {x.device}:
+        return f"parameters are on {sorted(str(d) for d in devices)} but x is on {x.device}"
+    return None
+
+
+def _trace(model: nn.Module, x: torch.Tensor) -> MLPSpec:
+    from torch.export import Dim
+
+    example = torch.zeros((_EXAMPLE_BATCH, x.shape[1]), dtype=x.dtype, device=x.device)
+    try:
+        with warnings.catch_warnings(), torch.inference_mode(False):
+            warnings.simplefilter("ignore")
+            ep = torch.export.export(
+                model, (example,), dynamic_shapes=({0: Dim.DYNAMIC},), strict=False
+            )
+    except Exception as exc:  # any failure to trace is a refusal, with its first line
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise _Refused(f"torch.export could not trace forward ({type(exc).__name__}: {first})")
+    for sym, vr in ep.range_constraints.items():
+        upper_open = not math.isfinite(float(vr.upper)) if _is_number(vr.upper) else True
+        if float(vr.lower) > 2 or not upper_open:
+            raise _Refused(f"forward depends on the batch size (traced for B in [{vr.lower}, {vr.upper}])")
+    return _walk(ep, model, x.dtype)
+
+
+def _is_number(v) -> bool:
+    try:
+        float(v)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+# Per model: {key: (spec, reason)}, at most _CACHE_PER_MODEL keys (most recent last).
+_cache: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+_CACHE_PER_MODEL = 4
+
+
+def _cache_key(model: nn.Module, x: torch.Tensor) -> tuple:
+    return (
+        type(model),
+        model.__dict__.get("forward"),
+        tuple(m.training for m in model.modules()),
+        tuple((id(p), tuple(p.shape), p.dtype, p.device) for p in model.parameters()),
+        tuple((id(b), tuple(b.shape), b.dtype) for b in model.buffers()),
+        x.shape[1],
+        x.dtype,
+        x.device,
+    )
+
+
+def _probe_mismatch(model: nn.Module, spec: MLPSpec, x: torch.Tensor) -> Optional[str]:
+    """Checks the spec against forward() on a few of the states (a constant baked into the
+    trace may have changed since)."""
+    probe = x[: min(4, x.shape[0])].detach()
+    if probe.shape[0] == 0:
+        return None
+    with torch.no_grad():
+        want = model(probe)
+        got = spec.energy(probe)
+    if want.numel() != got.numel():
+        return f"forward returned shape {list(want.shape)} on {probe.shape[0]} states"
+    want = want.reshape(got.shape)
+    tol = 1e-9 if x.dtype == torch.float64 else 1e-4
+    scale = max(1.0, float(want.abs().max().nan_to_num(0.0, 0.0, 0.0)))
+    if not torch.allclose(want, got, rtol=tol, atol=tol * scale, equal_nan=True):
+        diff = float((want - got).abs().max())
+        return f"the recognised chain differs from forward() by {diff:.3g} on the states"
+    return None
+
+
+def recognise_mlp(model: nn.Module, x: torch.Tensor) -> tuple[Optional[MLPSpec], Optional[str]]:
+    """Whether ``model``'s energy of states ``x [B, d]`` is an MLP chain the kernels run.
+
+    Returns ``(spec, None)`` or ``(None, reason)``, reason a sentence starting ``"mlp: "``.
+    ``forward`` is traced with ``torch.export`` (batch dimension dynamic) once per (model,
+    type, training flags, parameter and buffer identities and shapes, d, dtype, device); the
+    trace, or the refusal, is cached. On every call the spec is checked against
+    ``forward`` on up to 4 of the states (retraced once if they differ), so changed Python
+    constants are noticed. The spec reads the parameters' current values at each op call.
+    ``model_kwargs`` (conditioning) are not supported: callers refuse them first.
+    """
+    model = _unwrap(model)
+    reason = _precheck(model, x)
+    if reason is not None:
+        return None, f"mlp: {reason}"
+    key = _cache_key(model, x)
+    entries = _cache.setdefault(model, {})
+    if key in entries:
+        spec, reason = entries.pop(key)
+        entries[key] = (spec, reason)
+        if spec is None:
+            return None, reason
+        if _probe_mismatch(model, spec, x) is None:
+            return spec, None
+        entries.pop(key)
+    try:
+        spec, reason = _trace(model, x), None
+    except _Refused as exc:
+        spec, reason = None, f"mlp: {exc}"
+    if spec is not None:
+        mismatch = _probe_mismatch(model, spec, x)
+        if mismatch is not None:
+            spec, reason = None, f"mlp: {mismatch}"
+    entries[key] = (spec, reason)
+    while len(entries) > _CACHE_PER_MODEL:
+        entries.pop(next(iter(entries)))
+    return spec, reason
+
+
+# ---- ops --------------------------------------------------------------------------------------
+
+
+def _seed64(seed: int) -> int:
+    seed = int(seed) & 0xFFFFFFFFFFFFFFFF
+    return seed - (1 << 64) if seed >= (1 << 63) else seed
+
+
+def _schedule(values: Any, n_steps: Optional[int] = None) -> torch.Tensor:
+    t = torch.as_tensor(values, dtype=torch.float64)
+    if t.dim() == 0 and n_steps is not None:
+        t = t.expand(n_steps)
+    return t
+
+
+def _net(weights, biases, activations, act_params) -> tuple[list, list, list[int], list[float]]:
+    return (
+        list(weights),
+        list(biases),
+        [int(a) for a in activations],
+        [float(p) for p in act_params],
+    )
+
+
+def _float_or_none(v: Optional[float]) -> Optional[float]:
+    return None if v is None else float(v)
+
+
+def mlp_energy_grad(
+    x: torch.Tensor,
+    weights: Sequence[torch.Tensor],
+    biases: Sequence[torch.Tensor],
+    activations: Sequence[int],
+    act_params: Sequence[float],
+    out_scale: float = 1.0,
+    out_offset: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(E(x) [B], grad E(x) [B, d])`` of the network, forward and backward fused (no
+    autograd). ``x`` is ``[B, d]``, float32/float64; the network arguments are
+    :meth:`MLPSpec.op_args`'s (weights ``[n_out, n_in]`` and biases in x's dtype and device)."""
+    w, b, a, p = _net(weights, biases, activations, act_params)
+    return torch.ops.torchebm.mlp_energy_grad(x, w, b, a, p, float(out_scale), float(out_offset))
+
+
+if _LOADED:
+
+    @torch.library.register_fake("torchebm::mlp_energy_grad")
+    def _(x, weights, biases, activations, act_params, out_scale, out_offset):
+        return x.new_empty(x.shape[:1]), x.new_empty(x.shape)
+
+
+def _chain_fake(x0, n_steps, thin, record_trajectory, record_energy, with_acceptance):
+    kept = n_steps // thin if thin > 0 else 0
+    out = [
+        x0.new_empty(x0.shape),
+        x0.new_empty((x0.shape[0], kept, x0.shape[1]) if record_trajectory else (0,)),
+        x0.new_empty((n_steps,) if record_energy else (0,)),
+    ]
+    if with_acceptance:
+        out.append(x0.new_empty((n_steps,)))
+    return tuple(out)
+
+
+def mlp_langevin_chain(
+    x0: torch.Tensor,
+    weights: Sequence[torch.Tensor],
+    biases: Sequence[torch.Tensor],
+    activations: Sequence[int],
+    act_params: Sequence[float],
+    out_scale: float,
+    out_offset: float,
+    a: Any,
+    b: Any,
+    clamp_min: Optional[float] = None,
+    clamp_max: Optional[float] = None,
+    grad_clip: Optional[float] = None,
+    seed: int = 0,
+    thin: int = 1,
+    record_trajectory: bool = False,
+    record_energy: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``n_steps = len(a)`` Langevin steps of the network's energy in one call; step t is
+    ``x = langevin_update(x, grad E(x), None, a[t], b[t], clamp_min, clamp_max, grad_clip,
+    seed, t)`` (noise: Philox stream 0 at ``(seed, t)``, exactly that op's).
+
+    ``a``, ``b``: per-step tensors ``[n_steps]`` (a number is taken as one step). Returns
+    ``(x, trajectory [B, n_steps // thin, d] or empty, energy_mean [n_steps] or empty)``:
+    ``trajectory[:, k]`` is the state after step ``(k + 1) thin - 1``, ``energy_mean[t]`` the
+    mean energy after step t."""
+    w, bs, acts, p = _net(weights, biases, activations, act_params)
+    return torch.ops.torchebm.mlp_langevin_chain(
+        x0, w, bs, acts, p, float(out_scale), float(out_offset), _schedule(a), _schedule(b),
+        _float_or_none(clamp_min), _float_or_none(clamp_max), _float_or_none(grad_clip),
+        _seed64(seed), int(thin), bool(record_trajectory), bool(record_energy),
+    )
+
+
+if _LOADED:
+
+    @torch.library.register_fake("torchebm::mlp_langevin_chain")
+    def _(x0, weights, biases, activations, act_params, out_scale, out_offset, a, b, clamp_min,
+          clamp_max, grad_clip, seed, thin, record_trajectory, record_energy):
+        return _chain_fake(x0, a.shape[0], thin, record_trajectory, record_energy, False)
+
+
+def mlp_mala_chain(
+    x0: torch.Tensor,
+    weights: Sequence[torch.Tensor],
+    biases: Sequence[torch.Tensor],
+    activations: Sequence[int],
+    act_params: Sequence[float],
+    out_scale: float,
+    out_offset: float,
+    a: Any,
+    b: Any,
+    seed: int = 0,
+    thin: int = 1,
+    record_trajectory: bool = False,
+    record_energy: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``len(a)`` MALA steps in one call, step t as ``mala_chain``'s: proposal
+    ``y = langevin_update(x, g_x, None, a[t], b[t], seed=seed, step=t)``, then
+    ``mala_select(x, y, g_x, g_y, E_x, E_y, a[t], b[t], None, seed, t)`` (b > 0).
+
+    Returns ``(x, trajectory, energy_mean, acceptance_rate [n_steps])``."""
+    w, bs, acts, p = _net(weights, biases, activations, act_params)
+    return torch.ops.torchebm.mlp_mala_chain(
+        x0, w, bs, acts, p, float(out_scale), float(out_offset), _schedule(a), _schedule(b),
+        _seed64(seed), int(thin), bool(record_trajectory), bool(record_energy),
+    )
+
+
+if _LOADED:
+
+    @torch.library.register_fake("torchebm::mlp_mala_chain")
+    def _(x0, weights, biases, activations, act_params, out_scale, out_offset, a, b, seed, thin,
+          record_trajectory, record_energy):
+        return _chain_fake(x0, a.shape[0], thin, record_trajectory, record_energy, True)
+
+
+def mlp_hmc_chain(
+    x0: torch.Tensor,
+    weights: Sequence[torch.Tensor],
+    biases: Sequence[torch.Tensor],
+    activations: Sequence[int],
+    act_params: Sequence[float],
+    out_scale: float,
+    out_offset: float,
+    step_size: Any,
+    n_leapfrog: int,
+    inv_mass: Optional[torch.Tensor] = None,
+    seed: int = 0,
+    thin: int = 1,
+    record_trajectory: bool = False,
+    record_energy: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``len(step_size)`` HMC transitions of ``n_leapfrog`` leapfrog steps in one call,
+    transition t as ``hmc_chain``'s (momentum from stream 0, acceptance uniforms from stream 1
+    at ``(seed, t)``; L + 1 gradients per transition). ``inv_mass``: None, 0-d or ``[d]``.
+
+    Returns ``(x, trajectory, energy_mean, acceptance_rate [n_steps])``."""
+    w, bs, acts, p = _net(weights, biases, activations, act_params)
+    return torch.ops.torchebm.mlp_hmc_chain(
+        x0, w, bs, acts, p, float(out_scale), float(out_offset), _schedule(step_size),
+        int(n_leapfrog), inv_mass, _seed64(seed), int(thin), bool(record_trajectory),
+        bool(record_energy),
+    )
+
+
+if _LOADED:
+
+    @torch.library.register_fake("torchebm::mlp_hmc_chain")
+    def _(x0, weights, biases, activations, act_params, out_scale, out_offset, step_size,
+          n_leapfrog, inv_mass, seed, thin, record_trajectory, record_energy):
+        return _chain_fake(x0, step_size.shape[0], thin, record_trajectory, record_energy, True)
+
+
+# ---- pure-PyTorch references ------------------------------------------------------------------
+# The same contracts as the ops, with autograd for the gradient and the reference Philox
+# streams (reference.philox_normal / philox_uniform, in float64 then rounded): slow, for tests.
+
+_CODE_NAMES = {v: k for k, v in ACTIVATIONS.items()}
+
+
+def _reference_energy(x, weights, biases, activations, act_params, out_scale, out_offset):
+    h = x
+    for l, (w, b) in enumerate(zip(weights, biases)):
+        p = act_params[ACT_PARAMS * l : ACT_PARAMS * (l + 1)]
+        h = _act_value(_CODE_NAMES[int(activations[l])], p, F.linear(h, w, b))
+    return out_scale * h.sum(-1) + out_offset
+
+
+def mlp_energy_grad_reference(
+    x, weights, biases, activations, act_params, out_scale=1.0, out_offset=0.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference of :func:`mlp_energy_grad`: torch's functions and autograd."""
+    with torch.enable_grad():
+        xr = x.detach().clone().requires_grad_(True)
+        e = _reference_energy(xr, weights, biases, activations, act_params, out_scale, out_offset)
+        (g,) = torch.autograd.grad(e.sum(), xr)
+    return e.detach(), g
+
+
+def _normal(shape, seed, t, dtype, device):
+    return reference.philox_normal(shape, seed, t, dtype).to(device)
+
+
+def _uniform(n, seed, t, dtype, device):
+    return reference.philox_uniform([n], seed, t, dtype).to(device)
+
+
+def _record(traj, energies, x, e, t, thin):
+    if traj is not None and (t + 1) % thin == 0:
+        traj.append(x)
+    if energies is not None:
+        energies.append(e.mean() if x.shape[0] else e.new_zeros(()))
+
+
+def _chain_result(x0, x, traj, energies, acc=None):
+    if traj is None:
+        trajectory = x0.new_empty((0,))
+    elif traj:
+        trajectory = torch.stack(traj, 1)
+    else:
+        trajectory = x0.new_empty((x0.shape[0], 0, x0.shape[1]))
+    out = [x, trajectory, torch.stack(energies) if energies else x0.new_zeros((0,))]
+    if acc is not None:
+        out.append(torch.stack(acc) if acc else x0.new_zeros((0,)))
+    return tuple(out)
+
+
+def mlp_langevin_chain_reference(
+    x0, weights, biases, activations, act_params, out_scale, out_offset, a, b, clamp_min=None,
+    clamp_max=None, grad_clip=None, seed=0, thin=1, record_trajectory=False, record_energy=False,
+):
+    """Reference of :func:`mlp_langevin_chain`: the per-step loop with autograd gradients."""
+    net = (weights, biases, activations, act_params, out_scale, out_offset)
+    a, b = _schedule(a).tolist(), _schedule(b).tolist()
+    x = x0.clone()
+    traj = [] if record_trajectory else None
+    energies = [] if record_energy else None
+    for t in range(len(a)):
+        _, g = mlp_energy_grad_reference(x, *net)
+        xi = _normal(x.shape, seed, t, x.dtype, x.device)
+        x = reference.langevin_update(x, g, xi, a[t], b[t], clamp_min, clamp_max, grad_clip)
+        e = _reference_energy(x, *net) if record_energy else None
+        _record(traj, energies, x, e, t, thin)
+    return _chain_result(x0, x, traj, energies)
+
+
+def mlp_mala_chain_reference(
+    x0, weights, biases, activations, act_params, out_scale, out_offset, a, b, seed=0, thin=1,
+    record_trajectory=False, record_energy=False,
+):
+    """Reference of :func:`mlp_mala_chain`."""
+    net = (weights, biases, activations, act_params, out_scale, out_offset)
+    a, b = _schedule(a).tolist(), _schedule(b).tolist()
+    x = x0.clone()
+    ex, gx = mlp_energy_grad_reference(x, *net)
+    traj = [] if record_trajectory else None
+    energies = [] if record_energy else None
+    acc = []
+    for t in range(len(a)):
+        xi = _normal(x.shape, seed, t, x.dtype, x.device)
+        y = reference.langevin_update(x, gx, xi, a[t], b[t])
+        ey, gy = mlp_energy_grad_reference(y, *net)
+        u = _uniform(x.shape[0], seed, t, x.dtype, x.device)
+        x, gx, ex, accepted = reference.mala_select(x, y, gx, gy, ex, ey, a[t], b[t], u)
+        acc.append(accepted.to(x.dtype).mean() if x.shape[0] else x.new_zeros(()))
+        _record(traj, energies, x, ex, t, thin)
+    return _chain_result(x0, x, traj, energies, acc)
+
+
+def mlp_hmc_chain_reference(
+    x0, weights, biases, activations, act_params, out_scale, out_offset, step_size, n_leapfrog,
+    inv_mass=None, seed=0, thin=1, record_trajectory=False, record_energy=False,
+):
+    """Reference of :func:`mlp_hmc_chain` (the loop of docs/kernels.md's hmc_chain)."""
+    net = (weights, biases, activations, act_params, out_scale, out_offset)
+    eps = _schedule(step_size).tolist()
+    m = None if inv_mass is None else inv_mass.to(x0.dtype).expand(x0.shape[1])
+    x = x0.clone()
+    e, g = mlp_energy_grad_reference(x, *net)
+    traj = [] if record_trajectory else None
+    energies = [] if record_energy else None
+    acc = []
+    for t, h in enumerate(eps):
+        p = _normal(x.shape, seed, t, x.dtype, x.device)
+        if m is not None:
+            p = p / torch.sqrt(m)
+        mm = m if m is not None else torch.ones((), dtype=x.dtype, device=x.device)
+        h0 = e + 0.5 * (mm * p * p).sum(-1)
+        y, p = reference.leapfrog_kick_drift(x, p, g, h / 2, h, m)
+        for l in range(1, n_leapfrog + 1):
+            ey, gy = mlp_energy_grad_reference(y, *net)
+            if l < n_leapfrog:
+                y, p = reference.leapfrog_kick_drift(y, p, gy, h, h, m)
+        p = p - (h / 2) * gy
+        h1 = ey + 0.5 * (mm * p * p).sum(-1)
+        u = _uniform(x.shape[0], seed, t, x.dtype, x.device)
+        x, accepted = reference.metropolis_select(h0 - h1, x, y, u)
+        sel = accepted.view(-1, 1)
+        g = torch.where(sel, gy, g)
+        e = torch.where(accepted, ey, e)
+        acc.append(accepted.to(x.dtype).mean() if x.shape[0] else x.new_zeros(()))
+        _record(traj, energies, x, e, t, thin)
+    return _chain_result(x0, x, traj, energies, acc)
+
+
+__all__ = [
+    "ACTIVATIONS",
+    "ACT_PARAMS",
+    "MLPLayer",
+    "MLPSpec",
+    "recognise_mlp",
+    "mlp_energy_grad",
+    "mlp_langevin_chain",
+    "mlp_mala_chain",
+    "mlp_hmc_chain",
+    "mlp_energy_grad_reference",
+    "mlp_langevin_chain_reference",
+    "mlp_mala_chain_reference",
+    "mlp_hmc_chain_reference",
+]
