@@ -37,7 +37,7 @@ def main() -> int:
 
     problems = []
     if not kernels.available():
-        problems.append(f"the compiled kernels did not load: {kernels.loader._state['error']!r}")
+        problems.append(f"the compiled kernels did not load: {kernels.loader.load_error()!r}")
         return report(problems)
     print(f"torch {torch.__version__} (CUDA {torch.version.cuda}), GPU present: "
           f"{torch.cuda.is_available()}")

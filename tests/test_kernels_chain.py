@@ -152,8 +152,16 @@ def test_mala_chain_equals_per_step_loop(dtype, name, params, d, scale):
 
 
 def _hmc_loop(name, x0, eps, L, inv_mass, params, mean, prec, seed):
+    """The per-step loop hmc_chain equals; returns (x, acceptance rates, gradient evaluations)."""
+    n_grad = 0
+
+    def energy_grad(x):
+        nonlocal n_grad
+        n_grad += 1
+        return ops.analytic_energy_grad(name, x, params, mean, prec)
+
     x = x0.clone()
-    e, g = ops.analytic_energy_grad(name, x, params, mean, prec)
+    e, g = energy_grad(x)
     m = torch.ones((), dtype=x0.dtype) if inv_mass is None else inv_mass
     rates = []
     for t in range(eps.shape[0]):
@@ -164,7 +172,7 @@ def _hmc_loop(name, x0, eps, L, inv_mass, params, mean, prec, seed):
         h0 = e + 0.5 * (m * p * p).sum(-1)
         xn, p = ops.leapfrog_kick_drift(x, p, g, h / 2, h, inv_mass)
         for l in range(1, L + 1):
-            en, gn = ops.analytic_energy_grad(name, xn, params, mean, prec)
+            en, gn = energy_grad(xn)
             if l < L:
                 xn, p = ops.leapfrog_kick_drift(xn, p, gn, h, h, inv_mass)
         _, p = ops.leapfrog_kick_drift(xn, p, gn, h / 2, 0.0, inv_mass)
@@ -173,7 +181,7 @@ def _hmc_loop(name, x0, eps, L, inv_mass, params, mean, prec, seed):
         e = torch.where(acc, en, e)
         g = torch.where(acc[:, None], gn, g)
         rates.append(acc.double().mean())
-    return x, torch.stack(rates)
+    return x, torch.stack(rates), n_grad
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -187,7 +195,10 @@ def test_hmc_chain_equals_per_step_loop(dtype, name, params, d, scale, mass):
         eps = eps / 10
     inv_mass = None if mass is None else torch.linspace(0.5, 1.5, d, dtype=dtype)
     x, _, _, rate = ops.hmc_chain(name, x0, eps, 5, inv_mass, params, mean, prec, 5, 1, False, False)
-    x_loop, rates = _hmc_loop(name, x0, eps, 5, inv_mass, params, mean, prec, 5)
+    x_loop, rates, n_grad = _hmc_loop(name, x0, eps, 5, inv_mass, params, mean, prec, 5)
+    # The count docs/kernels.md, ops.hmc_chain and hmc_chain_kernel.cpp state: L gradients per
+    # transition, plus one of x0 at the start of the call.
+    assert n_grad == 1 + 8 * 5
     # The per-step loop sums the kinetic energy in another order: the same decisions except on
     # ties at rounding level, and states equal to rounding.
     torch.testing.assert_close(rate, rates.to(dtype), rtol=0, atol=1.5 / 150)

@@ -1,12 +1,14 @@
 """The kernel layer: compiled ops (``ops``), their pure-PyTorch references (``reference``),
-and what is available on this machine.
+the table of analytic models they know (``analytic_registry``), and what is available on this
+machine.
 """
 
 from __future__ import annotations
 
 import torch
 
-from torchebm.kernels import ops, reference
+from torchebm.kernels import analytic_registry, ops, reference
+from torchebm.kernels.dispatch import has_kernel
 from torchebm.kernels.loader import how_loaded, load_ops
 
 
@@ -15,20 +17,22 @@ def available() -> bool:
     return load_ops()
 
 
-def cuda_available() -> bool:
-    """Whether CUDA kernels are registered (the build had CUDA) and a GPU is present."""
-    return (
-        load_ops()
-        and torch.cuda.is_available()
-        and torch._C._dispatch_has_kernel_for_dispatch_key("torchebm::langevin_update", "CUDA")
-    )
-
-
 def cuda_kernels_built() -> bool:
     """Whether the loaded library registered CUDA kernels (true even on a machine with no GPU)."""
-    return load_ops() and torch._C._dispatch_has_kernel_for_dispatch_key(
-        "torchebm::langevin_update", "CUDA"
-    )
+    return has_kernel("langevin_update", "cuda")
 
 
-__all__ = ["available", "cuda_available", "cuda_kernels_built", "how_loaded", "ops", "reference"]
+def cuda_available() -> bool:
+    """Whether CUDA kernels are registered (the build had CUDA) and a GPU is present."""
+    return cuda_kernels_built() and torch.cuda.is_available()
+
+
+__all__ = [
+    "analytic_registry",
+    "available",
+    "cuda_available",
+    "cuda_kernels_built",
+    "how_loaded",
+    "ops",
+    "reference",
+]

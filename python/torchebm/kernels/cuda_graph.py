@@ -27,24 +27,20 @@ from typing import Callable, Optional
 
 import torch
 
-from torchebm.kernels.loader import load_ops
+from torchebm.kernels.dispatch import has_kernel
 
-__all__ = ["LangevinGraph", "capture_langevin", "graph_safe_available"]
+__all__ = ["GRAPH_OPS", "LangevinGraph", "capture_langevin", "graph_safe_available"]
 
-_GRAPH_OPS = ("langevin_update_graphsafe_", "philox_state_advance_")
+GRAPH_OPS = ("langevin_update_graphsafe_", "philox_state_advance_")
+"""The ops a captured graph runs besides the gradient (CUDA kernels only)."""
+_GRAPH_OPS = GRAPH_OPS  # the old name, imported by samplers/langevin_cuda_graph.py
 
 
 def graph_safe_available(device: Optional[torch.device] = None) -> bool:
     """Whether the graph-safe CUDA ops are built and a CUDA device is present."""
-    if not (load_ops() and torch.cuda.is_available()):
-        return False
     if device is not None and torch.device(device).type != "cuda":
         return False
-    return all(
-        hasattr(torch.ops.torchebm, name)
-        and torch._C._dispatch_has_kernel_for_dispatch_key(f"torchebm::{name}", "CUDA")
-        for name in _GRAPH_OPS
-    )
+    return torch.cuda.is_available() and all(has_kernel(name, "cuda") for name in GRAPH_OPS)
 
 
 class LangevinGraph:

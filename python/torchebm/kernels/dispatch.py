@@ -14,7 +14,8 @@ Samplers take ``backend="auto" | "fused" | "reference"`` and ask :func:`choose_p
 
 A kernel path applies only where every op it calls is registered (the compiled library loaded
 and the op built: ops land one at a time), has a kernel for the state's device (``CPU`` or
-``CUDA`` dispatch key) and the state's dtype is one the kernels are built for (float32, float64).
+``CUDA`` dispatch key, :func:`has_kernel`) and the state's dtype is one of
+:data:`KERNEL_PATH_DTYPES` (float32, float64).
 
 ``auto`` takes the first path that applies in the order chain, fused, reference, so an
 unsupported dtype or device, or a missing op, falls back instead of failing. ``fused`` takes
@@ -29,8 +30,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from torchebm.kernels.loader import _state as _loader_state
-from torchebm.kernels.loader import load_ops
+from torchebm.kernels.loader import load_error, load_ops
 
 BACKENDS = ("auto", "fused", "reference")
 """The values of a sampler's ``backend=`` argument."""
@@ -39,8 +39,17 @@ PATHS = ("chain", "fused", "reference", "cuda_graph")
 """The values of ``sampler.last_path`` (``"cuda_graph"``: ``LangevinDynamics`` asked for
 ``cuda_graph=True``, which bypasses :func:`choose_path`)."""
 
-KERNEL_DTYPES = (torch.float32, torch.float64)
-"""Dtypes the compiled kernels are instantiated for."""
+KERNEL_DTYPES = {
+    "cpu": (torch.float32, torch.float64),
+    "cuda": (torch.float32, torch.float64, torch.float16, torch.bfloat16),
+}
+"""State dtypes each back end's kernels accept, by device type (the CUDA kernels compute
+float16/bfloat16 states in float32; ``csrc/include/torchebm/checks.h``, ``Backend``)."""
+
+KERNEL_PATH_DTYPES = (torch.float32, torch.float64)
+"""State dtypes the samplers' kernel paths (chain, fused) take on every device. float16 and
+bfloat16 states run on the reference path, in their own dtype: the CUDA kernels would accept
+them, but the samplers' kernel paths are not validated for them."""
 
 _DISPATCH_KEYS = {"cpu": "CPU", "cuda": "CUDA"}
 # An op registered for every back end at once also runs on CPU and CUDA.
@@ -58,36 +67,40 @@ def check_backend(backend: object) -> str:
     return backend  # type: ignore[return-value]
 
 
-def op_registered(name: str) -> bool:
-    """Whether ``torch.ops.torchebm.<name>`` exists (library loaded and the op built)."""
-    return load_ops() and hasattr(torch.ops.torchebm, name)
+def has_kernel(name: str, device_type: str) -> bool:
+    """Whether op ``torchebm::<name>`` has a kernel for ``device_type`` (``"cpu"``, ``"cuda"``)
+    in the loaded library: the one test of what a build contains (true for CUDA kernels on a
+    machine without a GPU, too)."""
+    key = _DISPATCH_KEYS.get(device_type)
+    if key is None or not load_ops() or not hasattr(torch.ops.torchebm, name):
+        return False
+    return any(
+        torch._C._dispatch_has_kernel_for_dispatch_key(f"torchebm::{name}", k)
+        for k in (key, *_ANY_BACKEND_KEYS)
+    )
 
 
 def op_blocker(name: str, device: torch.device) -> Optional[str]:
     """Why op ``name`` cannot run on ``device``, or None when it can."""
     if not load_ops():
-        return f"the compiled kernels are not loaded ({_loader_state['error']})"
+        return f"the compiled kernels are not loaded ({load_error()})"
     if not hasattr(torch.ops.torchebm, name):
         return f"op torchebm::{name} is not built in this version of the extension"
-    key = _DISPATCH_KEYS.get(device.type)
-    if key is None:
+    if device.type not in _DISPATCH_KEYS:
         return f"no kernels exist for device type {device.type!r} (only cpu and cuda)"
-    qualified = f"torchebm::{name}"
-    if not any(
-        torch._C._dispatch_has_kernel_for_dispatch_key(qualified, k)
-        for k in (key, *_ANY_BACKEND_KEYS)
-    ):
-        return f"op torchebm::{name} has no {key} kernel in this build"
+    if not has_kernel(name, device.type):
+        return f"op torchebm::{name} has no {_DISPATCH_KEYS[device.type]} kernel in this build"
     return None
 
 
 def kernels_blocker(
     ops: Sequence[str], device: torch.device, dtype: torch.dtype
 ) -> Optional[str]:
-    """Why the ops ``ops`` cannot run on a ``dtype`` state on ``device``, or None."""
-    if dtype not in KERNEL_DTYPES:
-        names = ", ".join(str(d).replace("torch.", "") for d in KERNEL_DTYPES)
-        return f"the kernels support {names} states, got {str(dtype).replace('torch.', '')}"
+    """Why the ops ``ops`` cannot run on a ``dtype`` state on ``device`` in a sampler's kernel
+    path, or None."""
+    if dtype not in KERNEL_PATH_DTYPES:
+        names = ", ".join(str(d).replace("torch.", "") for d in KERNEL_PATH_DTYPES)
+        return f"the kernel paths take {names} states, got {str(dtype).replace('torch.', '')}"
     for name in ops:
         reason = op_blocker(name, device)
         if reason is not None:
@@ -111,7 +124,6 @@ def choose_path(
     chain_ops: Sequence[str],
     step_ops: Sequence[str],
     chain_blocker: Optional[str] = None,
-    step_blocker: Optional[str] = None,
     sampler: str = "sampler",
 ) -> Route:
     """Resolve ``backend`` to a :class:`Route` (see the module docstring for the rules).
@@ -123,7 +135,6 @@ def choose_path(
         step_ops: the per-step ops the fused path calls.
         chain_blocker: the sampler's own reason the chain path cannot serve this call (no
             ``kernel_spec()``, ``model_kwargs`` given, ...), or None.
-        step_blocker: likewise for the per-step fused path (rarely needed).
         sampler: the sampler's name, for the error message.
 
     Raises:
@@ -137,7 +148,7 @@ def choose_path(
     if reason is None:
         return Route("chain")
     skipped.append(f"chain: {reason}")
-    reason = step_blocker or kernels_blocker(step_ops, device, dtype)
+    reason = kernels_blocker(step_ops, device, dtype)
     if reason is None:
         return Route("fused", tuple(skipped))
     skipped.append(f"fused: {reason}")
@@ -153,12 +164,13 @@ def choose_path(
 __all__ = [
     "BACKENDS",
     "KERNEL_DTYPES",
+    "KERNEL_PATH_DTYPES",
     "PATHS",
     "NoKernelError",
     "Route",
     "check_backend",
     "choose_path",
+    "has_kernel",
     "kernels_blocker",
     "op_blocker",
-    "op_registered",
 ]

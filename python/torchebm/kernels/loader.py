@@ -101,6 +101,11 @@ def load_ops() -> bool:
     return _state["loaded"]
 
 
+def load_error() -> BaseException | None:
+    """Why the compiled kernels could not be loaded, or None (loaded, or not tried yet)."""
+    return _state["error"]
+
+
 def how_loaded() -> str | None:
     """``"installed"``, ``"jit"``, or None when the kernels are unavailable."""
     load_ops()

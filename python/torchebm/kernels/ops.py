@@ -1,5 +1,6 @@
 """Python face of the compiled ops: one small function per op calling ``torch.ops.torchebm``,
-with its fake (meta) kernel beside it so each op traces under ``torch.compile``.
+each followed by its fake (meta) kernel, registered with ``torch.library.register_fake`` so the
+op traces under ``torch.compile``.
 
 Contracts (shapes, random streams, what equals what) are in docs/kernels.md; the pure-PyTorch
 oracle of each op is in ``reference.py``. States are ``[B, *event]`` (B chains); per-chain
@@ -9,26 +10,36 @@ sampler step in ``[0, 2**32)``.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 
+from torchebm.kernels.analytic_registry import ANALYTIC_KERNELS
 from torchebm.kernels.loader import load_ops
 
 _LOADED = load_ops()
 
-# Kernel names of the analytic models and the order of their scalar parameters.
-ENERGY_PARAMS: dict[str, tuple[str, ...]] = {
-    "gaussian": (),
-    "double_well": ("barrier_height", "b"),
-    "harmonic": ("k",),
-    "rosenbrock": ("a", "b"),
-    "ackley": ("a", "b", "c"),
-    "rastrigin": ("a",),
-    "himmelblau": (),
-    "booth": (),
-    "styblinski_tang": (),
-}
+ENERGY_PARAMS: dict[str, tuple[str, ...]] = {k.name: k.params for k in ANALYTIC_KERNELS.values()}
+"""Kernel names of the analytic models and the order of their scalar parameters."""
+
+
+def _fake(op: str) -> Callable[[Callable], Callable]:
+    """Registers the decorated function as the fake kernel of ``torchebm::<op>`` (when the
+    compiled library, which defines the op, is loaded)."""
+
+    def register(fn: Callable) -> Callable:
+        if _LOADED:
+            torch.library.register_fake(f"torchebm::{op}")(fn)
+        return fn
+
+    return register
+
+
+def _like(x: torch.Tensor, shape: Optional[Sequence[int]] = None, dtype=None) -> torch.Tensor:
+    """An empty tensor on x's device: x's shape and dtype unless given."""
+    return torch.empty(
+        x.shape if shape is None else tuple(shape), dtype=dtype or x.dtype, device=x.device
+    )
 
 
 def _seed64(seed: int) -> int:
@@ -55,6 +66,13 @@ def philox_normal(
     return torch.ops.torchebm.philox_normal(list(size), _seed64(seed), int(step), dtype, device)
 
 
+@_fake("philox_normal")
+def _philox_draw_fake(size, seed, step, dtype=None, device=None):
+    return torch.empty(
+        size, dtype=dtype or torch.get_default_dtype(), device=device or torch.device("cpu")
+    )
+
+
 def philox_uniform(
     size: Sequence[int],
     seed: int,
@@ -64,6 +82,15 @@ def philox_uniform(
 ) -> torch.Tensor:
     """Uniforms in the open interval (0, 1) of ``size`` from stream 1 at ``(seed, step)``."""
     return torch.ops.torchebm.philox_uniform(list(size), _seed64(seed), int(step), dtype, device)
+
+
+_fake("philox_uniform")(_philox_draw_fake)
+
+
+@_fake("_rng_math")
+def _rng_math_fake(fn, x):
+    # Test hook (tests/test_kernels_rng.py): no Python wrapper.
+    return _like(x, (x.shape[0], 4) if fn == "philox" else None)
 
 
 # ---- per-step ops ----------------------------------------------------------------------------
@@ -100,6 +127,11 @@ def langevin_update(
     )
 
 
+@_fake("langevin_update")
+def _langevin_update_fake(x, grad, noise, a, b, clamp_min, clamp_max, grad_clip, seed, step):
+    return _like(x)
+
+
 def leapfrog_kick_drift(
     x: torch.Tensor,
     p: torch.Tensor,
@@ -113,6 +145,11 @@ def leapfrog_kick_drift(
     ``inv_mass``: None (unit mass), 0-d, or ``[x.shape[-1]]``, in x's dtype.
     """
     return torch.ops.torchebm.leapfrog_kick_drift(x, p, grad, float(kick), float(drift), inv_mass)
+
+
+@_fake("leapfrog_kick_drift")
+def _leapfrog_kick_drift_fake(x, p, grad, kick, drift, inv_mass):
+    return _like(x), _like(x)
 
 
 def metropolis_select(
@@ -131,6 +168,11 @@ def metropolis_select(
     return torch.ops.torchebm.metropolis_select(
         log_accept_ratio, x, x_proposed, uniform, _seed64(seed), int(step)
     )
+
+
+@_fake("metropolis_select")
+def _metropolis_select_fake(log_accept_ratio, x, x_proposed, uniform, seed, step):
+    return _like(x), _like(x, x.shape[:1], torch.bool)
 
 
 def mala_select(
@@ -157,6 +199,11 @@ def mala_select(
     )
 
 
+@_fake("mala_select")
+def _mala_select_fake(x, y, grad_x, grad_y, energy_x, energy_y, a, b, uniform, seed, step):
+    return _like(x), _like(x), _like(x, x.shape[:1]), _like(x, x.shape[:1], torch.bool)
+
+
 def analytic_energy_grad(
     energy: str,
     x: torch.Tensor,
@@ -170,14 +217,24 @@ def analytic_energy_grad(
     )
 
 
+@_fake("analytic_energy_grad")
+def _analytic_energy_grad_fake(energy, x, params, mean, precision):
+    return _like(x, x.shape[:1]), _like(x)
+
+
 # ---- whole-chain ops -------------------------------------------------------------------------
 
 
-def _schedule(values: Any, n_steps: Optional[int] = None) -> torch.Tensor:
-    t = torch.as_tensor(values, dtype=torch.float64, device="cpu")
-    if t.dim() == 0 and n_steps is not None:
-        t = t.expand(n_steps)
-    return t.contiguous()
+def _chain_outputs_fake(x0, n_steps, thin, record_trajectory, record_energy, with_acceptance):
+    kept = n_steps // thin if thin > 0 else 0
+    out = [
+        _like(x0),
+        _like(x0, (x0.shape[0], kept, *x0.shape[1:]) if record_trajectory else (0,)),
+        _like(x0, (n_steps,) if record_energy else (0,)),
+    ]
+    if with_acceptance:
+        out.append(_like(x0, (n_steps,)))
+    return tuple(out)
 
 
 def langevin_chain(
@@ -220,6 +277,12 @@ def langevin_chain(
     )
 
 
+@_fake("langevin_chain")
+def _langevin_chain_fake(energy, x0, a, b, params, mean, precision, clamp_min, clamp_max,
+                         grad_clip, seed, thin, record_trajectory, record_energy):
+    return _chain_outputs_fake(x0, a.shape[0], thin, record_trajectory, record_energy, False)
+
+
 def mala_chain(
     energy: str,
     x0: torch.Tensor,
@@ -252,6 +315,12 @@ def mala_chain(
     )
 
 
+@_fake("mala_chain")
+def _mala_chain_fake(energy, x0, a, b, params, mean, precision, seed, thin, record_trajectory,
+                     record_energy):
+    return _chain_outputs_fake(x0, a.shape[0], thin, record_trajectory, record_energy, True)
+
+
 def hmc_chain(
     energy: str,
     x0: torch.Tensor,
@@ -267,7 +336,8 @@ def hmc_chain(
     record_energy: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``len(step_size)`` HMC transitions of ``n_leapfrog`` leapfrog steps each, in one call
-    (L + 1 gradient evaluations per transition; see docs/kernels.md).
+    (``n_leapfrog`` gradient evaluations per transition, plus one of ``x0`` at the start of the
+    call; see docs/kernels.md).
 
     Returns ``(x, trajectory, energy_mean, acceptance_rate [n_steps])``.
     """
@@ -287,6 +357,30 @@ def hmc_chain(
     )
 
 
+@_fake("hmc_chain")
+def _hmc_chain_fake(energy, x0, step_size, n_leapfrog, inv_mass, params, mean, precision, seed,
+                    thin, record_trajectory, record_energy):
+    return _chain_outputs_fake(x0, step_size.shape[0], thin, record_trajectory, record_energy, True)
+
+
+# ---- CUDA-graph-safe ops (CUDA kernels only; used by kernels/cuda_graph.py) -------------------
+# They mutate their first argument and return nothing.
+
+
+@_fake("langevin_update_graphsafe_")
+def _langevin_update_graphsafe_fake(x, grad, a, b, clamp_min, clamp_max, grad_clip, seed_state,
+                                    step_offset):
+    return None
+
+
+@_fake("philox_state_advance_")
+def _philox_state_advance_fake(seed_state, increment):
+    return None
+
+
+# ---- analytic models ---------------------------------------------------------------------------
+
+
 def kernel_args(
     spec: tuple[str, Mapping[str, Any]],
     dtype: torch.dtype,
@@ -301,106 +395,17 @@ def kernel_args(
     Raises ValueError for an unknown name or a missing parameter.
     """
     name, values = spec
-    if name not in ENERGY_PARAMS:
+    kernel = ANALYTIC_KERNELS.get(name)
+    if kernel is None:
         raise ValueError(
-            f"kernel_spec name {name!r} is not a built-in kernel; expected one of {sorted(ENERGY_PARAMS)}"
+            f"kernel_spec name {name!r} is not a built-in kernel; expected one of {sorted(ANALYTIC_KERNELS)}"
         )
-    if name == "gaussian":
-        missing = [k for k in ("mean", "precision") if k not in values]
-        if missing:
-            raise ValueError(f"gaussian kernel_spec lacks {missing}; got keys {sorted(values)}")
-        mean = torch.as_tensor(values["mean"]).detach().to(dtype=dtype, device=device).contiguous()
-        prec = torch.as_tensor(values["precision"]).detach().to(dtype=dtype, device=device)
-        prec = (0.5 * (prec + prec.transpose(0, 1))).contiguous()
-        return name, [], mean, prec
-    order = ENERGY_PARAMS[name]
-    missing = [k for k in order if k not in values]
+    missing = [k for k in kernel.params + kernel.tensors if k not in values]
     if missing:
         raise ValueError(f"{name} kernel_spec lacks parameters {missing}; got keys {sorted(values)}")
-    return name, [float(values[k]) for k in order], None, None
-
-
-# ---- fake kernels (shapes only) for torch.compile --------------------------------------------
-
-if _LOADED:
-
-    def _factory_fake(size, seed, step, dtype=None, device=None):
-        return torch.empty(
-            size, dtype=dtype or torch.get_default_dtype(), device=device or torch.device("cpu")
-        )
-
-    torch.library.register_fake("torchebm::philox_normal")(_factory_fake)
-    torch.library.register_fake("torchebm::philox_uniform")(_factory_fake)
-
-    @torch.library.register_fake("torchebm::_rng_math")
-    def _(fn, x):
-        return torch.empty((x.shape[0], 4) if fn == "philox" else x.shape, dtype=x.dtype, device=x.device)
-
-    @torch.library.register_fake("torchebm::langevin_update")
-    def _(x, grad, noise, a, b, clamp_min, clamp_max, grad_clip, seed, step):
-        return torch.empty(x.shape, dtype=x.dtype, device=x.device)
-
-    @torch.library.register_fake("torchebm::leapfrog_kick_drift")
-    def _(x, p, grad, kick, drift, inv_mass):
-        return (
-            torch.empty(x.shape, dtype=x.dtype, device=x.device),
-            torch.empty(x.shape, dtype=x.dtype, device=x.device),
-        )
-
-    @torch.library.register_fake("torchebm::metropolis_select")
-    def _(log_accept_ratio, x, x_proposed, uniform, seed, step):
-        return (
-            torch.empty(x.shape, dtype=x.dtype, device=x.device),
-            torch.empty(x.shape[:1], dtype=torch.bool, device=x.device),
-        )
-
-    @torch.library.register_fake("torchebm::mala_select")
-    def _(x, y, grad_x, grad_y, energy_x, energy_y, a, b, uniform, seed, step):
-        return (
-            torch.empty(x.shape, dtype=x.dtype, device=x.device),
-            torch.empty(x.shape, dtype=x.dtype, device=x.device),
-            torch.empty(x.shape[:1], dtype=x.dtype, device=x.device),
-            torch.empty(x.shape[:1], dtype=torch.bool, device=x.device),
-        )
-
-    @torch.library.register_fake("torchebm::analytic_energy_grad")
-    def _(energy, x, params, mean, precision):
-        return (
-            torch.empty(x.shape[:1], dtype=x.dtype, device=x.device),
-            torch.empty(x.shape, dtype=x.dtype, device=x.device),
-        )
-
-    def _chain_outputs(x0, n_steps, thin, record_trajectory, record_energy, with_acceptance):
-        kept = n_steps // thin if thin > 0 else 0
-        traj_shape = (x0.shape[0], kept, *x0.shape[1:]) if record_trajectory else (0,)
-        out = [
-            torch.empty(x0.shape, dtype=x0.dtype, device=x0.device),
-            torch.empty(traj_shape, dtype=x0.dtype, device=x0.device),
-            torch.empty((n_steps,) if record_energy else (0,), dtype=x0.dtype, device=x0.device),
-        ]
-        if with_acceptance:
-            out.append(torch.empty((n_steps,), dtype=x0.dtype, device=x0.device))
-        return tuple(out)
-
-    @torch.library.register_fake("torchebm::langevin_chain")
-    def _(energy, x0, a, b, params, mean, precision, clamp_min, clamp_max, grad_clip, seed, thin,
-          record_trajectory, record_energy):
-        return _chain_outputs(x0, a.shape[0], thin, record_trajectory, record_energy, False)
-
-    @torch.library.register_fake("torchebm::mala_chain")
-    def _(energy, x0, a, b, params, mean, precision, seed, thin, record_trajectory, record_energy):
-        return _chain_outputs(x0, a.shape[0], thin, record_trajectory, record_energy, True)
-
-    @torch.library.register_fake("torchebm::hmc_chain")
-    def _(energy, x0, step_size, n_leapfrog, inv_mass, params, mean, precision, seed, thin,
-          record_trajectory, record_energy):
-        return _chain_outputs(x0, step_size.shape[0], thin, record_trajectory, record_energy, True)
-
-    # The graph-safe ops mutate their first argument and return nothing.
-    @torch.library.register_fake("torchebm::langevin_update_graphsafe_")
-    def _(x, grad, a, b, clamp_min, clamp_max, grad_clip, seed_state, step_offset):
-        return None
-
-    @torch.library.register_fake("torchebm::philox_state_advance_")
-    def _(seed_state, increment):
-        return None
+    params = [float(values[k]) for k in kernel.params]
+    if not kernel.tensors:
+        return name, params, None, None
+    mean = torch.as_tensor(values["mean"]).detach().to(dtype=dtype, device=device).contiguous()
+    prec = torch.as_tensor(values["precision"]).detach().to(dtype=dtype, device=device)
+    return name, params, mean, (0.5 * (prec + prec.transpose(0, 1))).contiguous()

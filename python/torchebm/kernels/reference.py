@@ -16,6 +16,8 @@ from typing import Optional
 
 import torch
 
+from torchebm.kernels.analytic_registry import ANALYTIC_KERNELS
+
 
 def langevin_update(
     x: torch.Tensor,
@@ -215,6 +217,86 @@ def philox_normal(
 
 
 # ---- analytic models (mirror of csrc/include/torchebm/energies.h) ----------------------------
+# One closed form per row of analytic_registry.ANALYTIC_KERNELS: (x [B, d], scalar params in the
+# registry's order, mean, precision) -> (E(x) [B], grad E(x) [B, d]).
+
+
+def _gaussian(x, p, mean, precision):
+    z = x - mean
+    g = z @ precision
+    return 0.5 * (z * g).sum(-1), g
+
+
+def _double_well(x, p, mean, precision):
+    h, b = p
+    u = x * x - b * b
+    return h * (u * u).sum(-1), 4.0 * h * x * u
+
+
+def _harmonic(x, p, mean, precision):
+    (k,) = p
+    return 0.5 * k * (x * x).sum(-1), k * x
+
+
+def _rosenbrock(x, p, mean, precision):
+    a, b = p
+    u = a - x[:, :-1]
+    v = x[:, 1:] - x[:, :-1] ** 2
+    g = torch.zeros_like(x)
+    g[:, :-1] += -2.0 * u - 4.0 * b * x[:, :-1] * v
+    g[:, 1:] += 2.0 * b * v
+    return (u * u + b * v * v).sum(-1), g
+
+
+def _ackley(x, p, mean, precision):
+    a, b, c = p
+    d = x.shape[-1]
+    r = torch.sqrt((x * x).sum(-1) / d)
+    e1 = torch.exp(-b * r)
+    e2 = torch.exp(torch.cos(c * x).sum(-1) / d)
+    radial = torch.where(r > 0, a * b * e1 / (d * r), torch.zeros_like(r))
+    g = radial[:, None] * x + (e2 * c / d)[:, None] * torch.sin(c * x)
+    return -a * e1 - e2 + a + math.e, g
+
+
+def _rastrigin(x, p, mean, precision):
+    (a,) = p
+    two_pi = 2.0 * math.pi
+    e = a * x.shape[-1] + (x * x - a * torch.cos(two_pi * x)).sum(-1)
+    return e, 2.0 * x + two_pi * a * torch.sin(two_pi * x)
+
+
+def _himmelblau(x, p, mean, precision):
+    x1, x2 = x[:, 0], x[:, 1]
+    u = x1 * x1 + x2 - 11.0
+    v = x1 + x2 * x2 - 7.0
+    return u * u + v * v, torch.stack([4.0 * x1 * u + 2.0 * v, 2.0 * u + 4.0 * x2 * v], -1)
+
+
+def _booth(x, p, mean, precision):
+    x1, x2 = x[:, 0], x[:, 1]
+    u = x1 + 2.0 * x2 - 7.0
+    v = 2.0 * x1 + x2 - 5.0
+    return u * u + v * v, torch.stack([2.0 * u + 4.0 * v, 4.0 * u + 2.0 * v], -1)
+
+
+def _styblinski_tang(x, p, mean, precision):
+    x2 = x * x
+    return 0.5 * (x2 * x2 - 16.0 * x2 + 5.0 * x).sum(-1), 2.0 * x2 * x - 16.0 * x + 2.5
+
+
+ANALYTIC_CLOSED_FORMS = {
+    "gaussian": _gaussian,
+    "double_well": _double_well,
+    "harmonic": _harmonic,
+    "rosenbrock": _rosenbrock,
+    "ackley": _ackley,
+    "rastrigin": _rastrigin,
+    "himmelblau": _himmelblau,
+    "booth": _booth,
+    "styblinski_tang": _styblinski_tang,
+}
+"""Kernel name -> closed form, one per row of ``ANALYTIC_KERNELS`` (tests check both ways)."""
 
 
 def analytic_energy_grad(
@@ -225,52 +307,9 @@ def analytic_energy_grad(
     precision: Optional[torch.Tensor] = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Closed-form ``(E(x) [B], grad E(x) [B, d])`` of the kernel model ``energy`` (names and
-    parameter order as ``ops.ENERGY_PARAMS``); x is ``[B, d]``."""
-    p = [float(v) for v in params]
-    d = x.shape[-1]
-    if energy == "gaussian":
-        z = x - mean
-        g = z @ precision
-        return 0.5 * (z * g).sum(-1), g
-    if energy == "double_well":
-        h, b = p
-        u = x * x - b * b
-        return h * (u * u).sum(-1), 4.0 * h * x * u
-    if energy == "harmonic":
-        (k,) = p
-        return 0.5 * k * (x * x).sum(-1), k * x
-    if energy == "rosenbrock":
-        a, b = p
-        u = a - x[:, :-1]
-        v = x[:, 1:] - x[:, :-1] ** 2
-        g = torch.zeros_like(x)
-        g[:, :-1] += -2.0 * u - 4.0 * b * x[:, :-1] * v
-        g[:, 1:] += 2.0 * b * v
-        return (u * u + b * v * v).sum(-1), g
-    if energy == "ackley":
-        a, b, c = p
-        r = torch.sqrt((x * x).sum(-1) / d)
-        e1 = torch.exp(-b * r)
-        e2 = torch.exp(torch.cos(c * x).sum(-1) / d)
-        radial = torch.where(r > 0, a * b * e1 / (d * r), torch.zeros_like(r))
-        g = radial[:, None] * x + (e2 * c / d)[:, None] * torch.sin(c * x)
-        return -a * e1 - e2 + a + math.e, g
-    if energy == "rastrigin":
-        (a,) = p
-        two_pi = 2.0 * math.pi
-        e = a * d + (x * x - a * torch.cos(two_pi * x)).sum(-1)
-        return e, 2.0 * x + two_pi * a * torch.sin(two_pi * x)
-    if energy == "himmelblau":
-        x1, x2 = x[:, 0], x[:, 1]
-        u = x1 * x1 + x2 - 11.0
-        v = x1 + x2 * x2 - 7.0
-        return u * u + v * v, torch.stack([4.0 * x1 * u + 2.0 * v, 2.0 * u + 4.0 * x2 * v], -1)
-    if energy == "booth":
-        x1, x2 = x[:, 0], x[:, 1]
-        u = x1 + 2.0 * x2 - 7.0
-        v = 2.0 * x1 + x2 - 5.0
-        return u * u + v * v, torch.stack([2.0 * u + 4.0 * v, 4.0 * u + 2.0 * v], -1)
-    if energy == "styblinski_tang":
-        x2 = x * x
-        return 0.5 * (x2 * x2 - 16.0 * x2 + 5.0 * x).sum(-1), 2.0 * x2 * x - 16.0 * x + 2.5
-    raise ValueError(f"unknown analytic energy {energy!r}")
+    parameter order as ``analytic_registry.ANALYTIC_KERNELS``); x is ``[B, d]``."""
+    if energy not in ANALYTIC_KERNELS:
+        raise ValueError(
+            f"unknown analytic energy {energy!r}; expected one of {', '.join(ANALYTIC_KERNELS)}"
+        )
+    return ANALYTIC_CLOSED_FORMS[energy](x, [float(v) for v in params], mean, precision)
