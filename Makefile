@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 TORCH_CPU := torch==2.13.0
 DEPS := scikit-build-core cmake ninja numpy scipy matplotlib pytest hypothesis
 
-.PHONY: test demo bench build cuda-build clean
+.PHONY: test test-quick demo bench build cuda-build clean
 
 $(VENV)/.deps: Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ build: $(VENV)/.deps
 
 test: build
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# The edit-test loop: everything but the tests marked `slow` (the JIT rebuild, long training).
+test-quick: build
+	$(PY) -m pytest -q -p no:cacheprovider -m "not slow" $(PYTEST_ARGS)
 
 demo: build
 	$(PY) examples/demo.py --out demo_out

@@ -71,6 +71,7 @@ def test_missing_extension_warns_once_and_samples_on_reference_path():
 @pytest.mark.skipif(
     not (REPO / "csrc" / "sources.txt").exists(), reason="needs a source checkout (csrc/)"
 )
+@pytest.mark.slow  # compiles every source file again: 1.5-3 minutes on 2 cores
 def test_jit_build_compiles_the_same_sources(tmp_path):
     code = """
         import torch, torchebm

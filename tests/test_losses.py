@@ -80,16 +80,6 @@ class ConditionalModel(BaseModel):
 # --------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def one_thread():
-    """One intra-op thread for the longer seed runs: their tensors are tiny, and on a loaded
-    2-core machine a second thread only adds contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _seed_example(seed: str, index: int) -> str:
     examples = seed_examples.extract_all().get(seed)
     if not examples:

@@ -59,13 +59,6 @@ def skip_unless_ops(*ops: str, dtype=torch.float32, device=torch.device("cpu")) 
         pytest.skip(f"kernel not available yet: {reason}")
 
 
-def skip_unless_path(sampler_cls, path: str, dtype=torch.float32) -> None:
-    if path == "chain":
-        skip_unless_ops(sampler_cls.algorithm.chain_op, dtype=dtype)
-    elif path == "fused":
-        skip_unless_ops(*sampler_cls.algorithm.step_ops, dtype=dtype)
-
-
 def gaussian(dim: int = 2, dtype=torch.float32) -> GaussianModel:
     cov = torch.eye(dim) + 0.5 * (torch.ones(dim, dim) - torch.eye(dim)) * (1.0 if dim > 1 else 0)
     return GaussianModel(torch.arange(dim, dtype=torch.float32) * 0.5, cov, dtype=dtype)
@@ -422,8 +415,8 @@ def test_dispatch_falls_back_on_unsupported_dtype_and_device():
 
 @pytest.mark.parametrize("cls", SAMPLERS)
 @pytest.mark.parametrize("path", ["fused", "chain"])
-def test_kernel_paths_run_and_report(cls, path):
-    skip_unless_path(cls, path)
+def test_kernel_paths_run_and_report(cls, path, require_path):
+    require_path(cls, path)
     model = gaussian() if path == "chain" else NoSpecGaussian(torch.zeros(2), torch.eye(2))
     s = make(cls, model=model, backend="fused")
     traj, diag = s.sample(dim=2, n_samples=5, n_steps=6, thin=2, return_trajectory=True,
@@ -443,10 +436,10 @@ def _same_gen(seed=7):
 
 
 @pytest.mark.parametrize("cls", SAMPLERS)
-def test_chain_kernel_equals_per_step_fused_loop(cls):
+def test_chain_kernel_equals_per_step_fused_loop(cls, require_path):
     """Whole-chain op == per-step fused ops with the same Philox seed (float64)."""
-    skip_unless_path(cls, "chain", torch.float64)
-    skip_unless_path(cls, "fused", torch.float64)
+    require_path(cls, "chain", torch.float64)
+    require_path(cls, "fused", torch.float64)
     mean, cov = torch.tensor([0.5, -1.0]), torch.tensor([[1.0, 0.3], [0.3, 0.5]])
     kw = dict(dtype=torch.float64, backend="fused")
     sched = LinearScheduler(0.2 if cls is HamiltonianMonteCarlo else 0.1, 0.05, 5)
@@ -463,8 +456,8 @@ def _philox_seed(gen_seed: int) -> int:
     return int(torch.randint(0, 2**63 - 1, (), generator=_same_gen(gen_seed)))
 
 
-def test_fused_langevin_is_reference_maths_with_philox_noise():
-    skip_unless_path(LangevinDynamics, "fused", torch.float64)
+def test_fused_langevin_is_reference_maths_with_philox_noise(require_path):
+    require_path(LangevinDynamics, "fused", torch.float64)
     from torchebm.kernels import ops
 
     model = NoSpecGaussian(torch.zeros(3), torch.eye(3))
@@ -480,9 +473,9 @@ def test_fused_langevin_is_reference_maths_with_philox_noise():
     torch.testing.assert_close(out, x, rtol=1e-12, atol=1e-12)
 
 
-def test_fused_mala_and_hmc_are_reference_maths_with_philox_draws():
-    skip_unless_path(MALA, "fused", torch.float64)
-    skip_unless_path(HamiltonianMonteCarlo, "fused", torch.float64)
+def test_fused_mala_and_hmc_are_reference_maths_with_philox_draws(require_path):
+    require_path(MALA, "fused", torch.float64)
+    require_path(HamiltonianMonteCarlo, "fused", torch.float64)
     skip_unless_ops("philox_uniform", dtype=torch.float64)
     from torchebm.kernels import ops
 
@@ -518,8 +511,8 @@ def test_fused_mala_and_hmc_are_reference_maths_with_philox_draws():
 # --------------------------------------------------------------------------- RNG
 @pytest.mark.parametrize("cls", SAMPLERS)
 @pytest.mark.parametrize("path", ["reference", "fused", "chain"])
-def test_generator_reproduces_and_leaves_global_rng_alone(cls, path):
-    skip_unless_path(cls, path)
+def test_generator_reproduces_and_leaves_global_rng_alone(cls, path, require_path):
+    require_path(cls, path)
     model = gaussian() if path != "fused" else NoSpecGaussian(torch.zeros(2), torch.eye(2))
     s = make(cls, model=model, backend="reference" if path == "reference" else "fused")
     torch.manual_seed(123)
@@ -553,8 +546,8 @@ def test_reference_langevin_matches_an_eager_loop_with_the_same_generator():
 
 @pytest.mark.parametrize("cls", SAMPLERS)
 @pytest.mark.parametrize("path", ["fused", "chain"])
-def test_kernel_paths_do_not_depend_on_thread_count(cls, path):
-    skip_unless_path(cls, path)
+def test_kernel_paths_do_not_depend_on_thread_count(cls, path, require_path):
+    require_path(cls, path)
     model = gaussian(4) if path == "chain" else NoSpecGaussian(torch.zeros(4), torch.eye(4))
     s = make(cls, model=model, backend="fused")
     threads = torch.get_num_threads()
@@ -581,8 +574,8 @@ def test_reset_schedulers_restarts_or_continues_the_schedule():
 
 
 @pytest.mark.parametrize("path", ["reference", "chain"])
-def test_schedules_advance_alike_on_every_path(path):
-    skip_unless_path(LangevinDynamics, path)
+def test_schedules_advance_alike_on_every_path(path, require_path):
+    require_path(LangevinDynamics, path)
     sched = LinearScheduler(0.1, 0.01, 10)
     s = LangevinDynamics(gaussian(), step_size=sched,
                          backend="reference" if path == "reference" else "fused")
@@ -639,9 +632,9 @@ def test_model_kwargs_to_an_x_only_model_raise_type_error():
 
 # --------------------------------------------------------------------------- gradient counts
 @pytest.mark.parametrize("path", ["reference", "fused"])
-def test_hmc_spends_L_gradient_evaluations_per_trajectory_plus_one(path):
+def test_hmc_spends_L_gradient_evaluations_per_trajectory_plus_one(path, require_path):
     """L + 1 per trajectory with the start shared: 1 + n_steps * L in all (0.8.9: 2L each)."""
-    skip_unless_path(HamiltonianMonteCarlo, path)
+    require_path(HamiltonianMonteCarlo, path)
     model = CountingGaussian()
     s = HamiltonianMonteCarlo(model, step_size=0.1, n_leapfrog_steps=5, backend=path)
     s.sample(dim=3, n_samples=4, n_steps=7)
@@ -650,8 +643,8 @@ def test_hmc_spends_L_gradient_evaluations_per_trajectory_plus_one(path):
 
 
 @pytest.mark.parametrize("path", ["reference", "fused"])
-def test_autograd_models_get_energy_and_gradient_from_one_pass(path):
-    skip_unless_path(HamiltonianMonteCarlo, path)
+def test_autograd_models_get_energy_and_gradient_from_one_pass(path, require_path):
+    require_path(HamiltonianMonteCarlo, path)
     model = AutogradGaussian()
     HamiltonianMonteCarlo(model, step_size=0.1, n_leapfrog_steps=5, backend=path).sample(
         dim=3, n_samples=4, n_steps=7

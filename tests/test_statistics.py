@@ -50,20 +50,19 @@ def _gen(path: str, seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(1000 * PATHS.index(path) + seed)
 
 
-def _skip_unless(cls, path):
-    ops = {"chain": (cls.algorithm.chain_op,), "fused": cls.algorithm.step_ops}.get(path, ())
-    reason = dispatch.kernels_blocker(ops, torch.device("cpu"), torch.float32)
-    if reason is not None:
-        pytest.skip(f"kernel not available yet: {reason}")
+@pytest.fixture
+def make_sampler(require_path):
+    """``make_sampler(cls, path, model_cls, model_args, **kw)``: the sampler on ``path`` (the
+    per-step paths get a model without a kernel spec), or a skip naming the missing kernel."""
 
+    def make(cls, path, model_cls, model_args, **kw):
+        require_path(cls, path)
+        if path == "fused":
+            model_cls = {GaussianModel: NoSpecGaussian, DoubleWellModel: NoSpecDoubleWell}[model_cls]
+        model = model_cls(*model_args) if isinstance(model_args, tuple) else model_cls(**model_args)
+        return cls(model, backend="reference" if path == "reference" else "fused", **kw)
 
-def _sampler(cls, path, model_cls, model_args, **kw):
-    _skip_unless(cls, path)
-    if path == "fused":
-        model_cls = {GaussianModel: NoSpecGaussian, DoubleWellModel: NoSpecDoubleWell}[model_cls]
-    model = model_cls(*model_args) if isinstance(model_args, tuple) else model_cls(**model_args)
-    sampler = cls(model, backend="reference" if path == "reference" else "fused", **kw)
-    return sampler
+    return make
 
 
 def _within(name: str, stat: float, expected: float, se: float, sigmas: float = SIGMAS) -> str:
@@ -121,7 +120,7 @@ N_CHAINS = 4000
 
 @pytest.mark.parametrize("dim", [2, 10])
 @pytest.mark.parametrize("path", PATHS)
-def test_langevin_matches_its_discretised_gaussian_stationary_law(path, dim):
+def test_langevin_matches_its_discretised_gaussian_stationary_law(path, dim, make_sampler):
     r"""Unadjusted Langevin with step eta on N(mu, Sigma) (precision P) is stationary at
     N(mu, (P - eta P^2 / 2)^{-1}) exactly, so the O(eta) bias is corrected, not tolerated:
     mean and covariance are compared with that law. eta = 0.05 and the precision's eigenvalues
@@ -129,7 +128,7 @@ def test_langevin_matches_its_discretised_gaussian_stationary_law(path, dim):
     step leaves, after 800 steps, less than 1e-7 of the start's offset."""
     mean, cov = _target(dim)
     eta = 0.05
-    s = _sampler(LangevinDynamics, path, GaussianModel, (mean, cov), step_size=eta)
+    s = make_sampler(LangevinDynamics, path, GaussianModel, (mean, cov), step_size=eta)
     draws = s.sample(dim=dim, n_samples=N_CHAINS, n_steps=800, generator=_gen(path, dim))
     assert s.last_path == path
     p = torch.linalg.inv(cov.double())
@@ -139,12 +138,12 @@ def test_langevin_matches_its_discretised_gaussian_stationary_law(path, dim):
 
 @pytest.mark.parametrize("dim", [2, 10])
 @pytest.mark.parametrize("path", PATHS)
-def test_mala_samples_the_gaussian_exactly(path, dim):
+def test_mala_samples_the_gaussian_exactly(path, dim, make_sampler):
     """MALA (eta = 0.1) on N(mu, Sigma): exact, so moments match the target itself. The
     acceptance rate is above 0.95, the Langevin contraction 1 - 0.1*lambda_min <= 0.955 per
     accepted step: 500 steps bring the start's influence below 1e-9."""
     mean, cov = _target(dim)
-    s = _sampler(MetropolisAdjustedLangevin, path, GaussianModel, (mean, cov), step_size=0.1)
+    s = make_sampler(MetropolisAdjustedLangevin, path, GaussianModel, (mean, cov), step_size=0.1)
     draws, diag = s.sample(dim=dim, n_samples=N_CHAINS, n_steps=500, return_diagnostics=True,
                            generator=_gen(path, 20 + dim))
     assert s.last_path == path
@@ -154,11 +153,11 @@ def test_mala_samples_the_gaussian_exactly(path, dim):
 
 @pytest.mark.parametrize("dim", [2, 10])
 @pytest.mark.parametrize("path", PATHS)
-def test_hmc_samples_the_gaussian_exactly(path, dim):
+def test_hmc_samples_the_gaussian_exactly(path, dim, make_sampler):
     """HMC (eps = 0.25, L = 6, trajectory time 1.5 ~ a quarter period of the slowest mode) on
     N(mu, Sigma): exact; 150 MH steps mix it many times over."""
     mean, cov = _target(dim)
-    s = _sampler(HamiltonianMonteCarlo, path, GaussianModel, (mean, cov), step_size=0.25,
+    s = make_sampler(HamiltonianMonteCarlo, path, GaussianModel, (mean, cov), step_size=0.25,
                  n_leapfrog_steps=6)
     draws, diag = s.sample(dim=dim, n_samples=N_CHAINS, n_steps=150, return_diagnostics=True,
                            generator=_gen(path, 40 + dim))
@@ -176,14 +175,14 @@ def test_hmc_samples_the_gaussian_exactly(path, dim):
     ],
 )
 @pytest.mark.parametrize("path", PATHS)
-def test_unadjusted_langevin_exact_stationary_variance_1d(path, eta, noise_std, expected):
+def test_unadjusted_langevin_exact_stationary_variance_1d(path, eta, noise_std, expected, make_sampler):
     """x' = (1 - eta) x + s xi on N(0, 1) has stationary variance s^2 / (1 - (1 - eta)^2),
     i.e. sigma^2 / (1 - eta / (2 sigma^2)) for s = sqrt(2 eta). 20000 chains, one draw each;
     the variance's standard error is sd((x - xbar)^2) / sqrt(n). Burn-in 300 steps
     ((1 - eta)^600 < 1e-13). For eta = 0.5 the bias to the target variance 1 is also shown to be
     resolved (> 5 standard errors)."""
     kw = {"noise_std": noise_std} if noise_std is not None else {}
-    s = _sampler(LangevinDynamics, path, GaussianModel, (torch.zeros(1), torch.eye(1)),
+    s = make_sampler(LangevinDynamics, path, GaussianModel, (torch.zeros(1), torch.eye(1)),
                  step_size=eta, **kw)
     x = s.sample(dim=1, n_samples=20000, n_steps=300, generator=_gen(path, 3))
     assert s.last_path == path
@@ -221,12 +220,12 @@ N_WELL = 10000
 
 
 @pytest.mark.parametrize("path", PATHS)
-def test_mala_is_exact_on_double_well(path):
+def test_mala_is_exact_on_double_well(path, make_sampler):
     """MALA (eta = 0.1) on E = (x^2 - 1)^2, every chain started in the right well at x = 1:
     the well populations relax with a time of about 15 steps (measured), so after 300 steps the
     imbalance is below 1e-8 and one draw per chain from 10000 chains is an i.i.d. sample for
     the KS test against the density integrated by quadrature."""
-    s = _sampler(MetropolisAdjustedLangevin, path, DoubleWellModel, {"barrier_height": 1.0},
+    s = make_sampler(MetropolisAdjustedLangevin, path, DoubleWellModel, {"barrier_height": 1.0},
                  step_size=0.1)
     x = s.sample(x=torch.ones(N_WELL, 1), n_steps=300, generator=_gen(path, 5))
     assert s.last_path == path
@@ -234,10 +233,10 @@ def test_mala_is_exact_on_double_well(path):
 
 
 @pytest.mark.parametrize("path", PATHS)
-def test_hmc_is_exact_on_double_well(path):
+def test_hmc_is_exact_on_double_well(path, make_sampler):
     """HMC (eps = 0.25, L = 8) on E = (x^2 - 1)^2 from x = 1: the populations equilibrate
     within about 10 MH steps (measured); 150 steps, one draw per chain, KS against quadrature."""
-    s = _sampler(HamiltonianMonteCarlo, path, DoubleWellModel, {"barrier_height": 1.0},
+    s = make_sampler(HamiltonianMonteCarlo, path, DoubleWellModel, {"barrier_height": 1.0},
                  step_size=0.25, n_leapfrog_steps=8)
     x = s.sample(x=torch.ones(N_WELL, 1), n_steps=150, generator=_gen(path, 6))
     assert s.last_path == path

@@ -18,7 +18,6 @@ Checks:
 
 from __future__ import annotations
 
-import contextlib
 import math
 import subprocess
 import sys
@@ -42,22 +41,6 @@ N_EVAL = 2000
 BANDWIDTH = 0.25
 N_REFERENCE_DRAWS = 10
 THRESHOLD_FACTOR = 4.0
-
-
-@contextlib.contextmanager
-def one_thread():
-    """Run torch on one intra-op thread, then restore the setting.
-
-    The network is tiny (batches of 128 x 128 units): a second thread buys nothing and, on a
-    loaded 2-core CI machine, intra-op threads spinning against other processes made this
-    run 10x slower (measured: 300 iterations in 19 s with 2 threads vs 2 s with 1).
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def mmd2(a: torch.Tensor, b: torch.Tensor, bandwidth: float = BANDWIDTH) -> float:
@@ -159,7 +142,7 @@ def one_mode_missing(n: int, generator: torch.Generator) -> torch.Tensor:
 
 
 @pytest.mark.slow
-def test_pcd_learns_eight_gaussians():
+def test_pcd_learns_eight_gaussians(one_thread):
     """PCD + Langevin + MLP learns all 8 modes, at the right weights and widths.
 
     Threshold derivation. Let ``R`` be the squared MMD (RBF kernel, h = 0.25) between two
@@ -175,10 +158,9 @@ def test_pcd_learns_eight_gaussians():
     exceed it, so the threshold is shown to have power here. Trained models over seeds 0-6
     scored 0.8-2.7 mean(R).
     """
-    with one_thread():
-        sampler, loss_fn, seconds = train_pcd()
-        generator = torch.Generator().manual_seed(1234)
-        samples = model_samples(sampler, loss_fn, generator)
+    sampler, loss_fn, seconds = train_pcd()
+    generator = torch.Generator().manual_seed(1234)
+    samples = model_samples(sampler, loss_fn, generator)
     coverage = mode_coverage(samples)
     data = eight_gaussians(N_EVAL, radius=RADIUS, std=STD, generator=generator)
     score = mmd2(samples, data)
