@@ -110,10 +110,12 @@ def kernels_blocker(
 
 @dataclass(frozen=True)
 class Route:
-    """The path chosen for one ``sample()`` call, and why each faster path was passed over."""
+    """The path chosen for one ``sample()`` call, why each faster path was passed over, and, on
+    the ``"chain"`` path, the whole-chain op that ran (e.g. ``"mlp_langevin_chain"``)."""
 
     path: str
     skipped: tuple[str, ...] = ()
+    op: Optional[str] = None
 
 
 def choose_path(
@@ -146,7 +148,7 @@ def choose_path(
     skipped = []
     reason = chain_blocker or kernels_blocker(chain_ops, device, dtype)
     if reason is None:
-        return Route("chain")
+        return Route("chain", op=chain_ops[0] if chain_ops else None)
     skipped.append(f"chain: {reason}")
     reason = kernels_blocker(step_ops, device, dtype)
     if reason is None:

@@ -194,6 +194,7 @@ class Algorithm(NamedTuple):
     init: Callable[[Target, Tensor], ChainState]
     step: Callable[..., tuple[ChainState, Optional[Tensor]]]
     chain_op: Optional[str]  # the whole-chain op for the built-in analytic models, if any
+    mlp_chain_op: Optional[str]  # the whole-chain op for recognised MLP energies, if any
     step_ops: tuple[str, ...]  # the compiled ops the step calls through FusedStepOps
     accepts: bool  # whether the step has a Metropolis test (and returns ``accepted``)
     integrators: tuple[Any, ...]  # the accepted ``integrator=`` values; [1] names it
@@ -203,13 +204,16 @@ _EULER_MARUYAMA = (None, "euler_maruyama", "EulerMaruyamaIntegrator")
 
 
 LANGEVIN = Algorithm(langevin_init, langevin_step, accepts=False, integrators=_EULER_MARUYAMA,
-                     chain_op="langevin_chain", step_ops=("langevin_update", "philox_normal"))
+                     chain_op="langevin_chain", mlp_chain_op="mlp_langevin_chain",
+                     step_ops=("langevin_update", "philox_normal"))
 MALA = Algorithm(gradient_state, mala_step, accepts=True, integrators=_EULER_MARUYAMA,
-                 chain_op="mala_chain", step_ops=("langevin_update", "mala_select", "philox_normal"))
+                 chain_op="mala_chain", mlp_chain_op="mlp_mala_chain",
+                 step_ops=("langevin_update", "mala_select", "philox_normal"))
 HMC = Algorithm(gradient_state, hmc_step, accepts=True, integrators=(None, "leapfrog", "LeapfrogIntegrator"),
-                chain_op="hmc_chain", step_ops=("leapfrog_kick_drift", "metropolis_select", "philox_normal"))
+                chain_op="hmc_chain", mlp_chain_op="mlp_hmc_chain",
+                step_ops=("leapfrog_kick_drift", "metropolis_select", "philox_normal"))
 NESTEROV = Algorithm(nesterov_init, nesterov_step, accepts=False, integrators=(None,),
-                     chain_op=None, step_ops=("leapfrog_kick_drift",))
+                     chain_op=None, mlp_chain_op=None, step_ops=("leapfrog_kick_drift",))
 
 
 __all__ = [

@@ -25,7 +25,7 @@ from torchebm.core.argument_checks import count, event_shape, flag, scheduled_va
 from torchebm.core.base_module import DeviceLike
 from torchebm.core.base_sampler import BaseSampler
 from torchebm.diagnostics.sampler_diagnostics import Diagnostics, batch_moments
-from torchebm.kernels import dispatch, ops
+from torchebm.kernels import dispatch, mlp, ops
 from torchebm.samplers.algorithms import Algorithm, ChainState, Target
 from torchebm.samplers.step_ops import FusedStepOps, ReferenceStepOps, StepOps
 from torchebm.utils.progress import progress as progress_bar
@@ -33,12 +33,21 @@ from torchebm.utils.progress import progress as progress_bar
 
 @dataclass
 class KernelModel:
-    """A model as the whole-chain ops take it: kernel name, scalar params, Gaussian tensors."""
+    """A built-in analytic model as the whole-chain ops take it: kernel name, scalar params,
+    Gaussian tensors."""
 
     name: str
     params: list[float]
     mean: Optional[torch.Tensor]
     precision: Optional[torch.Tensor]
+
+
+@dataclass
+class ChainModel:
+    """A model a whole-chain op can evaluate: which op family, and the op's model arguments."""
+
+    kind: str  # "analytic" (the algorithm's chain_op) or "mlp" (its mlp_chain_op)
+    op_args: Callable[[], dict[str, Any]]  # read at call time: parameter values may change
 
 
 @dataclass
@@ -64,6 +73,23 @@ def kernel_model(model: nn.Module, x: torch.Tensor) -> tuple[Optional[KernelMode
     except ValueError as exc:
         return None, f"{type(model).__name__}.kernel_spec() is not one the kernels know ({exc})"
     return KernelModel(name, params, mean, precision), None
+
+
+def chain_model(model: nn.Module, x: torch.Tensor, algorithm: Algorithm) -> tuple[Optional[ChainModel], Optional[str]]:
+    """How a whole-chain op of ``algorithm`` can evaluate ``model`` on states like ``x``: as a
+    built-in analytic model (its ``kernel_spec()``), else as an MLP energy recognised from its
+    code (:func:`torchebm.kernels.mlp.recognise_mlp`); or ``(None, every reason)``."""
+    analytic, why_not = kernel_model(model, x)
+    if analytic is not None:
+        args = {"energy": analytic.name, "params": analytic.params, "mean": analytic.mean,
+                "precision": analytic.precision}
+        return ChainModel("analytic", lambda: args), None
+    if algorithm.mlp_chain_op is None:
+        return None, why_not
+    spec, why_not_mlp = mlp.recognise_mlp(model, x)
+    if spec is None:
+        return None, f"{why_not}; {why_not_mlp}"
+    return ChainModel("mlp", spec.op_args), None
 
 
 class MCMCSampler(BaseSampler):
@@ -247,12 +273,12 @@ class MCMCSampler(BaseSampler):
             elif mk:
                 chain_blocker = "model_kwargs/y given (the kernels evaluate x-only closed forms)"
             else:
-                kmodel, chain_blocker = kernel_model(self.model, state)
+                kmodel, chain_blocker = chain_model(self.model, state, self.algorithm)
             route = dispatch.choose_path(
                 self.backend,
                 device=state.device,
                 dtype=state.dtype,
-                chain_ops=(self.algorithm.chain_op,) if self.algorithm.chain_op else (),
+                chain_ops=(self._chain_op(kmodel),) if self.algorithm.chain_op else (),
                 step_ops=self.algorithm.step_ops,
                 chain_blocker=chain_blocker,
                 sampler=owner,
@@ -295,27 +321,29 @@ class MCMCSampler(BaseSampler):
         return _finish(final, trajectory, diag, return_trajectory, return_diagnostics)
 
     # ------------------------------------------------------------------ the parts of sample()
+    def _chain_op(self, model: Optional[ChainModel]) -> str:
+        algorithm = self.algorithm
+        return algorithm.mlp_chain_op if model is not None and model.kind == "mlp" else algorithm.chain_op
+
     def _run_chain(
         self,
         x: torch.Tensor,
-        model: KernelModel,
+        model: ChainModel,
         n_steps: int,
         thin: int,
         record_trajectory: bool,
         record_energy: bool,
         seed: int,
     ) -> ChainResult:
-        """The whole chain in one call of the algorithm's ``chain_op``."""
-        x, trajectory, energy, *acceptance = getattr(ops, self.algorithm.chain_op)(
-            model.name,
-            x,
-            params=model.params,
-            mean=model.mean,
-            precision=model.precision,
+        """The whole chain in one call of the algorithm's chain op for ``model``."""
+        op = getattr(mlp if model.kind == "mlp" else ops, self._chain_op(model))
+        x, trajectory, energy, *acceptance = op(
+            x0=x,
             seed=seed,
             thin=thin,
             record_trajectory=record_trajectory,
             record_energy=record_energy,
+            **model.op_args(),
             **self._chain_arguments(x, n_steps),
         )
         return ChainResult(
@@ -521,4 +549,4 @@ def _finish(final, trajectory, diag, return_trajectory: bool, return_diagnostics
     return (out, diag) if return_diagnostics else out
 
 
-__all__ = ["ChainResult", "KernelModel", "MCMCSampler", "kernel_model"]
+__all__ = ["ChainModel", "ChainResult", "KernelModel", "MCMCSampler", "chain_model", "kernel_model"]
