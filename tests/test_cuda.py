@@ -302,6 +302,7 @@ MODELS = {
     "himmelblau": (),
     "booth": (),
     "styblinski_tang": (),
+    "banana": (0.4, 1.5),
 }
 ONLY_2D = ("himmelblau", "booth")
 

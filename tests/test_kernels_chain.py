@@ -41,6 +41,7 @@ MODELS = [
     ("himmelblau", [], 2, 2.0),
     ("booth", [], 2, 2.0),
     ("styblinski_tang", [], 4, 2.0),
+    ("banana", [0.4, 1.5], 3, 1.0),
 ]
 MODEL_IDS = [m[0] for m in MODELS]
 
@@ -321,6 +322,32 @@ def test_metropolised_chains_sample_a_correlated_gaussian(chain):
     c = torch.cov(x.T)[0, 1].item()
     se = math.sqrt((cov[0, 0] * cov[1, 1] + cov[0, 1] ** 2) / n_chains)
     _check("cov[0,1]", c - cov[0, 1].item(), se)
+
+
+@pytest.mark.parametrize("chain", ["mala", "hmc"])
+def test_metropolised_chains_keep_the_banana_exact(chain):
+    # Started from exact draws (x1 = s z1, x2 = y - b (x1^2 - s^2)), the chains stay exact: the
+    # untwisted coordinates z1 = x1 / s and u = x2 + b (x1^2 - s^2) are independent N(0, 1), and
+    # E[x2] = 0, Var(x2) = 1 + 2 b^2 s^4.
+    b, s, n_chains = 0.4, 1.5, 8000
+    z = torch.randn(n_chains, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    x1 = s * z[:, 0]
+    x0 = torch.stack([x1, z[:, 1] - b * (x1 * x1 - s * s)], -1)
+    if chain == "mala":
+        a = torch.full((200,), 0.05, dtype=torch.float64)
+        x, _, _, acc = ops.mala_chain("banana", x0, a, torch.sqrt(2 * a), [b, s], seed=8)
+    else:
+        eps = torch.full((40,), 0.2, dtype=torch.float64)
+        x, _, _, acc = ops.hmc_chain("banana", x0, eps, 5, None, [b, s], seed=8)
+    assert 0.5 < acc.mean() < 1.0
+    z1, u = x[:, 0] / s, x[:, 1] + b * (x[:, 0] ** 2 - s * s)
+    for name, v in (("z1", z1), ("u", u)):
+        _check(f"mean {name}", v.mean().item(), math.sqrt(1 / n_chains))
+        _check(f"var {name} - 1", v.var().item() - 1, math.sqrt(2 / n_chains))
+    _check("corr(z1, u)", torch.corrcoef(torch.stack([z1, u]))[0, 1].item(), math.sqrt(1 / n_chains))
+    _check("mean x2", x[:, 1].mean().item(), math.sqrt((1 + 2 * b**2 * s**4) / n_chains))
+    # the chains moved: a sampler that stood still would pass the checks above trivially
+    assert (x - x0).abs().amax(-1).gt(0).double().mean() > 0.5
 
 
 def test_hmc_rejects_trajectories_that_diverge_to_nan():

@@ -21,6 +21,7 @@ from torchebm.kernels.analytic_registry import ANALYTIC_KERNELS
 from torchebm.core import (
     AckleyModel,
     AnalyticModel,
+    BananaModel,
     BaseEnergyFunction,
     BaseModel,
     BoothModel,
@@ -64,6 +65,7 @@ ANALYTIC = {
     "himmelblau": (lambda: HimmelblauModel(dtype=F64), (2,)),
     "booth": (lambda: BoothModel(dtype=F64), (2,)),
     "styblinski_tang": (lambda: StyblinskiTangModel(dtype=F64), (1, 2, 5)),
+    "banana": (lambda: BananaModel(curvature=0.4, scale=1.5, dtype=F64), (2, 3, 5)),
 }
 
 
@@ -139,6 +141,21 @@ def test_styblinski_tang_energy_matches_formula_and_minimum():
     x = torch.full((1, 2), -2.903534, dtype=F64)
     assert model(x).item() == pytest.approx(2 * -39.16617, rel=1e-6)
     assert model(torch.tensor([[1.0]], dtype=F64)).item() == pytest.approx(0.5 * (1 - 16 + 5))
+
+
+def test_banana_energy_is_half_squared_norm_in_untwisted_coordinates():
+    # x = (s z1, y - b (x1^2 - s^2), z3): E = (z1^2 + y^2 + z3^2) / 2, the standard normal's.
+    b, s = 0.4, 1.5
+    z = torch.tensor([[0.3, -1.2, 2.0], [-2.0, 0.5, 0.0], [0.0, 0.0, 0.0]], dtype=F64)
+    x1 = s * z[:, 0]
+    x = torch.stack([x1, z[:, 1] - b * (x1 * x1 - s * s), z[:, 2]], -1)
+    model = BananaModel(curvature=b, scale=s, dtype=F64)
+    torch.testing.assert_close(model(x), 0.5 * (z * z).sum(-1))
+    assert BananaModel(curvature=0.0, scale=1.0)(torch.tensor([[1.0, 2.0]])).item() == 2.5
+    with pytest.raises(ValueError, match="dimension >= 2, got dimension 1"):
+        model(torch.zeros(3, 1, dtype=F64))
+    with pytest.raises(ValueError, match="scale must be positive"):
+        BananaModel(scale=0.0)
 
 
 # --- closed-form gradients against autograd ---------------------------------------------------
@@ -279,6 +296,10 @@ def test_kernel_spec_describes_each_analytic_model():
     assert HimmelblauModel().kernel_spec() == ("himmelblau", {})
     assert BoothModel().kernel_spec() == ("booth", {})
     assert StyblinskiTangModel().kernel_spec() == ("styblinski_tang", {})
+    assert BananaModel(curvature=0.1, scale=2.0).kernel_spec() == (
+        "banana",
+        {"curvature": 0.1, "scale": 2.0},
+    )
 
 
 def test_kernel_spec_params_are_python_floats():

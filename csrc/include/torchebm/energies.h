@@ -13,6 +13,7 @@
 // | himmelblau        | -                      | (x1^2 + x2 - 11)^2 + (x1 + x2^2 - 7)^2, d = 2         |
 // | booth             | -                      | (x1 + 2 x2 - 7)^2 + (2 x1 + x2 - 5)^2, d = 2          |
 // | styblinski_tang   | -                      | 1/2 sum (x_i^4 - 16 x_i^2 + 5 x_i)                    |
+// | banana            | curvature b, scale s   | x1^2 / (2 s^2) + u^2 / 2 + 1/2 sum_{i>2} x_i^2, u = x2 + b (x1^2 - s^2), d >= 2 |
 //
 // Ackley's gradient at x = 0 (where autograd gives NaN) is taken as 0 for the radial term.
 // Sums over a row use a fixed 8-way split (ordered_sum over a term function, sum8 over an array
@@ -47,7 +48,8 @@ namespace torchebm {
   X("rastrigin", kRastrigin, Rastrigin, 1, 0, 1)                   \
   X("himmelblau", kHimmelblau, Himmelblau, 0, 2, 2)                \
   X("booth", kBooth, Booth, 0, 2, 2)                               \
-  X("styblinski_tang", kStyblinskiTang, StyblinskiTang, 0, 0, 1)
+  X("styblinski_tang", kStyblinskiTang, StyblinskiTang, 0, 0, 1)  \
+  X("banana", kBanana, Banana, 2, 0, 2)
 
 enum class Energy : int {
 #define TORCHEBM_ENERGY_ENUMERATOR(name, id, ...) id,
@@ -224,6 +226,24 @@ struct Booth {
     g[0] = T(2) * u + T(4) * v;
     g[1] = T(4) * u + T(2) * v;
     return u * u + v * v;
+  }
+};
+
+// Haario's twisted Gaussian: N(0, diag(s^2, 1, ..., 1)) bent along x2 = -b (x1^2 - s^2).
+// grad = (x1 / s^2 + 2 b x1 u, u, x3, ..., xd) with u = x2 + b (x1^2 - s^2); d >= 2.
+template <class T>
+struct Banana {
+  static constexpr bool kSeparable = false;
+  T b, inv_s2, b_s2;
+  TORCHEBM_HD Banana(const double* p)
+      : b(T(p[0])), inv_s2(T(1.0 / (p[1] * p[1]))), b_s2(T(p[0] * p[1] * p[1])) {}
+  TORCHEBM_HD T energy_grad(const T* x, T* g, int64_t d) const {
+    const T x1 = x[0], u = x[1] + b * (x1 * x1) - b_s2;
+    g[0] = inv_s2 * x1 + (T(2) * b) * x1 * u;
+    g[1] = u;
+    for (int64_t i = 2; i < d; ++i) g[i] = x[i];
+    const T rest = ordered_sum<T>(d - 2, [&](int64_t i) { return x[i + 2] * x[i + 2]; });
+    return T(0.5) * ((inv_s2 * (x1 * x1) + u * u) + rest);
   }
 };
 

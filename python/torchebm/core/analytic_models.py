@@ -20,6 +20,7 @@ model                       name                 params
 ``HimmelblauModel``         ``himmelblau``       (none)
 ``BoothModel``              ``booth``            (none)
 ``StyblinskiTangModel``     ``styblinski_tang``  (none)
+``BananaModel``             ``banana``           ``curvature``, ``scale``
 ==========================  ===================  =============================================
 
 A subclass that overrides ``forward`` or ``gradient`` is no longer described by the closed
@@ -528,6 +529,62 @@ class StyblinskiTangModel(AnalyticModel):
 
     def _kernel_params(self) -> dict[str, Any]:
         return {}
+
+
+class BananaModel(AnalyticModel):
+    r"""Haario's twisted Gaussian ("banana", ``d >= 2``): :math:`\mathcal N(0, \mathrm{diag}(s^2,
+    1, \dots, 1))` bent along the parabola :math:`x_2 = -b (x_1^2 - s^2)`, a standard test of how a
+    sampler follows a narrow curved ridge (Haario, Saksman and Tamminen, 1999).
+
+    With :math:`u = x_2 + b (x_1^2 - s^2)`:
+
+    .. math::
+        E(x) = \frac{x_1^2}{2 s^2} + \frac{u^2}{2} + \frac12 \sum_{i>2} x_i^2,
+
+        \nabla E(x) = \Big(\frac{x_1}{s^2} + 2 b\, x_1 u,\; u,\; x_3, \dots, x_d\Big).
+
+    It is normalised in closed form and sampled exactly: :math:`x_1 \sim \mathcal N(0, s^2)`,
+    :math:`x_2 = y - b (x_1^2 - s^2)` with :math:`y \sim \mathcal N(0, 1)`, the other coordinates
+    standard normal; so :math:`\mathbb E[x_2] = 0` and :math:`\mathrm{Var}(x_2) = 1 + 2 b^2 s^4`.
+
+    Args:
+        curvature: ``b``, the bend (0: a Gaussian; Haario et al. use 0.03 and 0.1 with ``s = 10``).
+        scale: ``s > 0``, the standard deviation of ``x_1``.
+    """
+
+    kernel_name = "banana"
+
+    def __init__(
+        self,
+        curvature: float = 0.03,
+        scale: float = 10.0,
+        dtype: torch.dtype = torch.float32,
+        device: DeviceLike = None,
+    ):
+        super().__init__(dtype=dtype, device=device)
+        owner = type(self).__name__
+        self.curvature = real_number(owner, "curvature", curvature, allow_tensor=True)
+        self.scale = real_number(owner, "scale", scale, positive=True, allow_tensor=True)
+
+    def _check_dim(self, dim: int) -> None:
+        if dim < 2:
+            raise ValueError(f"BananaModel needs states of dimension >= 2, got dimension {dim}")
+
+    def _untwisted(self, x: torch.Tensor) -> torch.Tensor:
+        """``u = x_2 + b (x_1^2 - s^2)`` ``[B]``, standard normal under the model."""
+        return x[:, 1] + self.curvature * (x[:, 0].square() - self.scale**2)
+
+    def _energy(self, x: torch.Tensor) -> torch.Tensor:
+        u, rest = self._untwisted(x), x[:, 2:]
+        return 0.5 * (x[:, 0].square() / self.scale**2 + u.square() + rest.square().sum(dim=-1))
+
+    def _energy_gradient(self, x: torch.Tensor) -> torch.Tensor:
+        x1, u = x[:, 0], self._untwisted(x)
+        d1 = x1 / self.scale**2 + (2.0 * self.curvature) * x1 * u
+        return torch.cat((d1[:, None], u[:, None], x[:, 2:]), dim=-1)
+
+    def _kernel_params(self) -> dict[str, Any]:
+        return {"curvature": self.curvature, "scale": self.scale}
 
 
 # Old names (TorchEBM before 0.5), kept so code written against them runs unchanged.

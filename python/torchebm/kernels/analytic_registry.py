@@ -42,6 +42,7 @@ ANALYTIC_KERNELS: dict[str, AnalyticKernel] = {
         AnalyticKernel("himmelblau", (), (), 2, 2, "HimmelblauModel"),
         AnalyticKernel("booth", (), (), 2, 2, "BoothModel"),
         AnalyticKernel("styblinski_tang", (), (), 0, 1, "StyblinskiTangModel"),
+        AnalyticKernel("banana", ("curvature", "scale"), (), 0, 2, "BananaModel"),
     )
 }
 """Kernel name -> :class:`AnalyticKernel`, in the C++ table's order."""

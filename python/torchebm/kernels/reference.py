@@ -285,6 +285,14 @@ def _styblinski_tang(x, p, mean, precision):
     return 0.5 * (x2 * x2 - 16.0 * x2 + 5.0 * x).sum(-1), 2.0 * x2 * x - 16.0 * x + 2.5
 
 
+def _banana(x, p, mean, precision):
+    b, s = p
+    x1, rest = x[:, 0], x[:, 2:]
+    u = x[:, 1] + b * (x1 * x1 - s * s)
+    e = 0.5 * (x1 * x1 / (s * s) + u * u + (rest * rest).sum(-1))
+    return e, torch.cat([(x1 / (s * s) + 2.0 * b * x1 * u)[:, None], u[:, None], rest], -1)
+
+
 ANALYTIC_CLOSED_FORMS = {
     "gaussian": _gaussian,
     "double_well": _double_well,
@@ -295,6 +303,7 @@ ANALYTIC_CLOSED_FORMS = {
     "himmelblau": _himmelblau,
     "booth": _booth,
     "styblinski_tang": _styblinski_tang,
+    "banana": _banana,
 }
 """Kernel name -> closed form, one per row of ``ANALYTIC_KERNELS`` (tests check both ways)."""
 
