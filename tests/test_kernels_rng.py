@@ -87,8 +87,8 @@ def test_normals_match_reference_to_a_few_ulp(dtype, seed, step):
 def test_uniform_words_map_into_the_open_interval():
     # The extreme words map to 2^-24 and 1 - 2^-24 (float32), 2^-53 and 1 - 2^-53 (float64).
     words = torch.tensor([[0, 0, 0xFFFFFFFF, 0xFFFFFFFF]], dtype=torch.int64)
-    u32 = reference._uniform_from_words(words, torch.float32).to(torch.float32)
-    u64 = reference._uniform_from_words(words, torch.float64)
+    u32 = reference.uniform_from_words(words, torch.float32).to(torch.float32)
+    u64 = reference.uniform_from_words(words, torch.float64)
     assert u32[0].item() == 2.0**-24 and u32[2].item() == 1 - 2.0**-24
     assert u64[0].item() == 2.0**-53 and u64[1].item() == 1 - 2.0**-53
     for dtype in DTYPES:

@@ -170,9 +170,10 @@ def philox_words(n_groups: int, seed: int, step: int, stream: int) -> torch.Tens
     return philox4x32_10(counter, (seed & _MASK32, seed >> 32))
 
 
-def _uniform_from_words(words: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    # float32: (k + 1/2) 2^-23, k = w >> 9 (one word per value); float64: (k + 1/2) 2^-52,
-    # k = (w_a << 20) | (w_b >> 12) (two words per value). Exact in float64.
+def uniform_from_words(words: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Philox words ``[n, 4]`` -> the uniforms of ``dtype``'s stream layout, in float64 (exact):
+    float32: ``(k + 1/2) 2^-23``, ``k = w >> 9`` (one word per value); float64:
+    ``(k + 1/2) 2^-52``, ``k = (w_a << 20) | (w_b >> 12)`` (two words per value)."""
     if dtype == torch.float32:
         k = (words >> 9).reshape(-1)
         return (k.to(torch.float64) + 0.5) * 2.0**-23
@@ -193,7 +194,7 @@ def philox_uniform(size, seed: int, step: int, dtype: torch.dtype = torch.float3
         n *= int(s)
     per = _elems_per_group(dtype)
     words = philox_words((n + per - 1) // per, seed, step, 1)
-    return _uniform_from_words(words, dtype)[:n].to(dtype).reshape(tuple(size))
+    return uniform_from_words(words, dtype)[:n].to(dtype).reshape(tuple(size))
 
 
 def philox_normal(
@@ -209,7 +210,7 @@ def philox_normal(
         n *= int(s)
     per = _elems_per_group(dtype)
     words = philox_words((n + per - 1) // per, seed, step, 0)
-    u = _uniform_from_words(words, dtype).reshape(-1, 2)
+    u = uniform_from_words(words, dtype).reshape(-1, 2)
     r = torch.sqrt(-2.0 * torch.log(u[:, 0]))
     theta = 2.0 * math.pi * u[:, 1]
     z = torch.stack([r * torch.cos(theta), r * torch.sin(theta)], -1).reshape(-1)
