@@ -118,7 +118,7 @@ def test_mass_that_does_not_fit_the_state():
 
 @pytest.mark.parametrize("cls", SAMPLERS)
 def test_unknown_backend(cls):
-    with pytest.raises(ValueError, match=r"backend must be one of \('auto', 'fused', 'reference'\), got 'gpu'"):
+    with pytest.raises(ValueError, match=r"backend must be one of \('auto', 'fused', 'reference', 'compiled'\), got 'gpu'"):
         cls(gaussian(), backend="gpu")
 
 

@@ -50,7 +50,7 @@ import torch
 from torch import nn
 
 from torchebm.core.argument_checks import check_dtype, count, event_shape
-from torchebm.core.energy_model import BaseModel, energy_and_gradient
+from torchebm.core.energy_model import energy_and_gradient, own_gradient
 from torchebm.core.base_module import DeviceLike
 from torchebm.core.schedulable import Schedulable
 from torchebm.kernels.dispatch import check_backend
@@ -299,12 +299,13 @@ class BaseSampler(Schedulable, ABC):
         return energy.to(x.dtype)
 
     def _model_gradient(self, x: torch.Tensor, mk: Optional[dict] = None) -> torch.Tensor:
-        """``∇E(x)`` in the state's dtype: ``model.gradient`` (called without keyword arguments
-        when ``mk`` is empty, so models whose ``gradient(x)`` takes none work), or autograd for
-        an ``nn.Module`` without one."""
+        """``∇E(x)`` in the state's dtype: the model's own ``gradient`` (called without keyword
+        arguments when ``mk`` is empty, so models whose ``gradient(x)`` takes none work), else
+        autograd of the model's forward (:func:`~torchebm.core.energy_model.energy_and_gradient`:
+        the compiled forward and backward of a ``torch.compile``'d model)."""
         xin = self._model_input(x)
         with self.autocast_context():
-            gradient = getattr(self.model, "gradient", None)
+            gradient = own_gradient(self.model)
             if gradient is None:
                 grad = energy_and_gradient(self.model, xin, mk)[1]
             elif mk:
@@ -316,11 +317,10 @@ class BaseSampler(Schedulable, ABC):
     def _energy_and_gradient(
         self, x: torch.Tensor, mk: Optional[dict] = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(E(x), ∇E(x))``. A model whose gradient is BaseModel's autograd default gets both
-        from one forward and one backward pass; otherwise ``forward`` and ``gradient`` are
-        called (a closed-form or user-defined gradient is used as such)."""
-        gradient = getattr(type(self.model), "gradient", None)
-        if gradient is not None and gradient is not BaseModel.gradient:
+        """``(E(x), ∇E(x))``: from one forward and one backward pass where the gradient is
+        autograd's; otherwise ``forward`` and the model's own ``gradient`` (a closed-form or
+        user-defined gradient is used as such)."""
+        if own_gradient(self.model) is not None:
             return self._model_energy(x, mk), self._model_gradient(x, mk)
         with self.autocast_context():
             energy, grad = energy_and_gradient(self.model, self._model_input(x), mk)

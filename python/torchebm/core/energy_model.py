@@ -88,16 +88,18 @@ def energy_and_gradient(
 
     Runs under ``torch.enable_grad()`` (so it works inside ``no_grad``), in the model's gradient
     dtype (:attr:`BaseModel.force_fp32_gradient`) and autocast context when it has them, and
-    builds no second-order graph. Both results are detached: ``energy [B]`` as the model
+    builds no second-order graph. A ``torch.compile``'d module is called as such: its compiled
+    forward, and the backward pass compiled with it. Both results are detached: ``energy [B]`` as the model
     returned it, ``grad`` of ``x``'s shape in the gradient dtype.
 
     Raises:
         ValueError: ``forward`` did not return one energy per state, shape ``[B]``.
         RuntimeError: the energy does not depend on ``x`` (no autograd graph).
     """
-    name = type(model).__name__
-    grad_dtype = model._gradient_dtype(x.dtype) if isinstance(model, BaseModel) else x.dtype
-    autocast = getattr(model, "autocast_context", contextlib.nullcontext)
+    inner = uncompiled(model)
+    name = type(inner).__name__
+    grad_dtype = inner._gradient_dtype(x.dtype) if isinstance(inner, BaseModel) else x.dtype
+    autocast = getattr(inner, "autocast_context", contextlib.nullcontext)
     with torch.enable_grad():
         x_var = x.detach().to(grad_dtype).requires_grad_(True)
         with autocast():
@@ -111,6 +113,23 @@ def energy_and_gradient(
             )
         (grad,) = torch.autograd.grad(energy.sum(), x_var)
     return energy.detach(), grad
+
+
+def uncompiled(model: nn.Module) -> nn.Module:
+    """The module a ``torch.compile(module)`` wraps (``OptimizedModule._orig_mod``), else
+    ``model`` itself."""
+    return getattr(model, "_orig_mod", model)
+
+
+def own_gradient(model: nn.Module):
+    """``model.gradient`` where the model (or the module a ``torch.compile`` wraps) overrides
+    :meth:`BaseModel.gradient` or defines its own; None where the gradient is autograd of
+    ``forward`` (BaseModel's default, or a plain ``nn.Module``), which callers then compute with
+    :func:`energy_and_gradient` on ``model`` itself, so that a compiled forward is used."""
+    method = getattr(type(uncompiled(model)), "gradient", None)
+    if method is None or method is BaseModel.gradient:
+        return None
+    return model.gradient
 
 
 def check_energy_shape(model_name: str, energy: torch.Tensor, x: torch.Tensor) -> None:

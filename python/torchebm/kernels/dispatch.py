@@ -1,12 +1,14 @@
-"""Which code path a sampler call takes: the whole-chain kernel, the per-step fused ops, or the
-pure-PyTorch reference.
+"""Which code path a sampler call takes: the whole-chain kernel, the per-step fused ops, the
+pure-PyTorch reference, or (opt-in) the compiled step.
 
-Samplers take ``backend="auto" | "fused" | "reference"`` and ask :func:`choose_path` once per
-``sample()`` call:
+Samplers take ``backend="auto" | "fused" | "reference" | "compiled"`` and ask
+:func:`choose_path` once per ``sample()`` call:
 
-* ``"chain"``: one whole-chain op (``langevin_chain``, ``mala_chain``, ``hmc_chain``) runs every
-  step. It needs a model with a ``kernel_spec()`` and outputs the op can record; the sampler says
-  what stands in the way, if anything, as ``chain_blocker``.
+* ``"chain"``: one whole-chain op runs every step: ``langevin_chain``, ``mala_chain``,
+  ``hmc_chain`` for a built-in analytic model (a ``kernel_spec()``), or ``mlp_langevin_chain``,
+  ``mlp_mala_chain``, ``mlp_hmc_chain`` for an energy recognised as an MLP
+  (:func:`torchebm.kernels.mlp.recognise_mlp`); the sampler says what stands in the way, if
+  anything, as ``chain_blocker``, and :attr:`Route.op` names the op that ran.
 * ``"fused"``: a Python loop over steps around the model's ``gradient``, each update done by the
   per-step ops (``langevin_update``, ``leapfrog_kick_drift``, ``metropolis_select``,
   ``mala_select``) with in-kernel Philox draws.
@@ -20,7 +22,10 @@ and the op built: ops land one at a time), has a kernel for the state's device (
 ``auto`` takes the first path that applies in the order chain, fused, reference, so an
 unsupported dtype or device, or a missing op, falls back instead of failing. ``fused`` takes
 chain or fused and raises :class:`NoKernelError` naming every reason when neither applies.
-``reference`` always takes the reference path.
+``reference`` always takes the reference path. ``compiled`` (opt-in) takes the
+``"compiled"`` path: each step through ``torch.compile``, its random numbers drawn by the
+``philox_normal``/``philox_uniform`` ops (:mod:`torchebm.samplers.compiled_step`); it raises
+:class:`NoKernelError` where those ops do not run.
 """
 
 from __future__ import annotations
@@ -32,12 +37,15 @@ import torch
 
 from torchebm.kernels.loader import load_error, load_ops
 
-BACKENDS = ("auto", "fused", "reference")
+BACKENDS = ("auto", "fused", "reference", "compiled")
 """The values of a sampler's ``backend=`` argument."""
 
-PATHS = ("chain", "fused", "reference", "cuda_graph")
+PATHS = ("chain", "fused", "reference", "compiled", "cuda_graph")
 """The values of ``sampler.last_path`` (``"cuda_graph"``: ``LangevinDynamics`` asked for
 ``cuda_graph=True``, which bypasses :func:`choose_path`)."""
+
+COMPILED_PATH_OPS = ("philox_normal", "philox_uniform")
+"""The ops the ``"compiled"`` path calls outside its compiled steps (its random numbers)."""
 
 KERNEL_DTYPES = {
     "cpu": (torch.float32, torch.float64),
@@ -145,6 +153,14 @@ def choose_path(
     check_backend(backend)
     if backend == "reference":
         return Route("reference")
+    if backend == "compiled":
+        reason = kernels_blocker(COMPILED_PATH_OPS, device, dtype)
+        if reason is not None:
+            raise NoKernelError(
+                f"{sampler}: backend='compiled' draws its random numbers with the Philox ops, "
+                f"but {reason}. Use backend='auto'."
+            )
+        return Route("compiled")
     skipped = []
     reason = chain_blocker or kernels_blocker(chain_ops, device, dtype)
     if reason is None:
@@ -165,6 +181,7 @@ def choose_path(
 
 __all__ = [
     "BACKENDS",
+    "COMPILED_PATH_OPS",
     "KERNEL_DTYPES",
     "KERNEL_PATH_DTYPES",
     "PATHS",

@@ -16,7 +16,7 @@ from typing import Any, Callable, NamedTuple, Optional
 import torch
 
 from torchebm.kernels import reference
-from torchebm.samplers.step_ops import Clamp, StepOps
+from torchebm.samplers.step_ops import Clamp, StepOps, momentum_kick
 
 Tensor = torch.Tensor
 
@@ -55,6 +55,7 @@ def leapfrog(
     inv_mass: Optional[Tensor] = None,
     kick_drift: Callable[..., tuple[Tensor, Tensor]] = reference.leapfrog_kick_drift,
     energy_and_gradient: Optional[Callable[[Tensor], tuple[Tensor, Tensor]]] = None,
+    kick: Callable[[Tensor, Tensor, float], Tensor] = momentum_kick,
 ) -> tuple[Tensor, Tensor, Tensor, Optional[Tensor]]:
     r"""``n_steps`` leapfrog steps of size :math:`\epsilon` for :math:`H = E(x) + \tfrac12 p^\top M^{-1} p`.
 
@@ -73,11 +74,13 @@ def leapfrog(
             :meth:`StepOps.kick_drift <torchebm.samplers.step_ops.StepOps.kick_drift>`.
         energy_and_gradient: if given, used for the end point instead of ``gradient``, so its
             energy comes with the same evaluation.
+        kick: the closing half kick, ``(p, grad, eps / 2) -> p - eps / 2 * grad``
+            (:meth:`StepOps.kick <torchebm.samplers.step_ops.StepOps.kick>`).
 
     Returns:
         ``(x_L, p_L, ∇E(x_L), E(x_L) or None)``.
     """
-    eps = float(step_size)
+    eps = step_size  # a float, or a 0-d tensor on the compiled path
     x, p = kick_drift(x, p, grad, 0.5 * eps, eps, inv_mass)
     for _ in range(n_steps - 1):
         grad = gradient(x)
@@ -86,8 +89,7 @@ def leapfrog(
         energy, grad = energy_and_gradient(x)
     else:
         energy, grad = None, gradient(x)
-    p = torch.add(p, grad, alpha=-0.5 * eps)
-    return x, p, grad, energy
+    return x, kick(p, grad, 0.5 * eps), grad, energy
 
 
 # ---------------------------------------------------------------------------- Langevin
@@ -160,6 +162,7 @@ def hmc_step(
         inv_mass=inv_mass,
         kick_drift=ops.kick_drift,
         energy_and_gradient=target.energy_and_gradient,
+        kick=ops.kick,
     )
     log_accept_ratio = h0 - (energy_new + kinetic_energy(p_new, inv_mass))
     x, accepted = ops.metropolis_select(log_accept_ratio, state.x, x_new, t)

@@ -111,7 +111,7 @@ class LangevinCudaGraphs:
     def __getstate__(self) -> dict[str, Any]:
         # Captured CUDA graphs are device state tied to this process: a pickled or copied
         # sampler starts with an empty cache and captures again on first use.
-        state = self.__dict__.copy()
+        state = dict(super().__getstate__())
         state["_cuda_graphs"] = OrderedDict()
         return state
 

@@ -22,11 +22,12 @@ import torch
 from torch import nn
 
 from torchebm.core.argument_checks import count, event_shape, flag, scheduled_value
-from torchebm.core.base_module import DeviceLike
+from torchebm.core.base_module import DeviceLike, warn_once
 from torchebm.core.base_sampler import BaseSampler
 from torchebm.diagnostics.sampler_diagnostics import Diagnostics, batch_moments
 from torchebm.kernels import dispatch, mlp, ops
 from torchebm.samplers.algorithms import Algorithm, ChainState, Target
+from torchebm.samplers.compiled_step import CompiledSteps, compiled_step_blocker
 from torchebm.samplers.step_ops import FusedStepOps, ReferenceStepOps, StepOps
 from torchebm.utils.progress import progress as progress_bar
 
@@ -311,10 +312,19 @@ class MCMCSampler(BaseSampler):
                 final = self._run_cuda_graph(state, n_steps, seed)
             trajectory, diag = None, None
         else:
-            step_ops: StepOps = FusedStepOps(seed) if route.path == "fused" else ReferenceStepOps(generator)
-            final, trajectory, diag = self._step_loop(
-                step_ops, state, fixed, n_steps, thin, mk, return_trajectory, return_diagnostics
-            )
+            loop = (state, n_steps, thin, mk, return_trajectory, return_diagnostics)
+            result = None
+            if route.path == "compiled":
+                result = self._compiled_loop(route, state, fixed, mk, seed, loop)
+            if result is None:
+                step_ops: StepOps = FusedStepOps(seed) if self.last_path == "fused" else ReferenceStepOps(generator)
+                target = self._target(mk)
+
+                def step(chain_state, t, arguments):
+                    return self.algorithm.step(step_ops, target, chain_state, t, **fixed, **arguments)
+
+                result = self._step_loop(step, *loop)
+            final, trajectory, diag = result
 
         if unbatched:
             final = final.squeeze(0)
@@ -352,6 +362,48 @@ class MCMCSampler(BaseSampler):
             energy if record_energy else None,
             acceptance[0] if acceptance else None,
         )
+
+    def _compiled_loop(self, route: dispatch.Route, x: torch.Tensor, fixed: dict, mk: dict, seed: int, loop: tuple):
+        """The step loop with compiled steps, or None after switching this call to the fused
+        path with one warning when the model cannot be compiled (checked before compiling, or
+        ``torch.compile`` failing on the first step, before any scheduler moved)."""
+        reason = compiled_step_blocker(self.model, x, self.use_mixed_precision)
+        if reason is None:
+            cache = self.__dict__.setdefault("_compiled_steps", CompiledSteps())
+            step = cache.step(self.algorithm, self.model, mk, fixed, x, seed)
+            first = True
+
+            def guarded(state, t, arguments):
+                nonlocal first
+                if not first:
+                    return step(state, t, arguments)
+                first = False
+                try:
+                    return step(state, t, arguments)
+                except Exception as exc:  # dynamo/inductor refusals come in many types
+                    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+                    raise _CompileFailed(f"{type(exc).__name__}: {' '.join(lines[:2])[:300]}") from exc
+
+            try:
+                return self._step_loop(guarded, *loop)
+            except _CompileFailed as failed:
+                reason = f"torch.compile could not compile the step ({failed})"
+        warn_once(
+            f"compiled-path:{type(self.model).__name__}:{reason}",
+            f"{type(self).__name__}: backend='compiled' falls back to the fused path: {reason}",
+            UserWarning,
+            stacklevel=4,
+        )
+        self.last_path = "fused"
+        self.last_route = dispatch.Route("fused", (*route.skipped, f"compiled: {reason}"))
+        return None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Compiled steps are process-local (code objects, guards): a pickled or copied sampler
+        # compiles again on first use.
+        state = dict(super().__getstate__())
+        state.pop("_compiled_steps", None)
+        return state
 
     def _starting_state(
         self, x: Optional[torch.Tensor], dim: Any, n_samples: int, generator: Optional[torch.Generator]
@@ -397,24 +449,23 @@ class MCMCSampler(BaseSampler):
 
     def _step_loop(
         self,
-        step_ops: StepOps,
+        step: Callable[[ChainState, int, dict], tuple[ChainState, Optional[torch.Tensor]]],
         x: torch.Tensor,
-        fixed: dict[str, Any],
         n_steps: int,
         thin: int,
         mk: dict,
         return_trajectory: bool,
         return_diagnostics: bool,
     ):
-        """``n_steps`` calls of ``step``; returns ``(final, trajectory or None, diagnostics or None)``."""
-        target = self._target(mk)
+        """``n_steps`` calls ``step(state, t, scheduled arguments)`` from the algorithm's
+        ``init`` at ``x``; returns ``(final, trajectory or None, diagnostics or None)``."""
         recorder = _Recorder(x, n_steps // thin, return_trajectory, return_diagnostics, self.algorithm.accepts)
-        state = self.algorithm.init(target, x)
+        state = self.algorithm.init(self._target(mk), x)
         steps: Any = range(n_steps)
         if self.progress:
             steps = progress_bar(steps, total=n_steps, desc=type(self).__name__)
         for t in steps:
-            state, accepted = self.algorithm.step(step_ops, target, state, t, **fixed, **self._step_arguments())
+            state, accepted = step(state, t, self._step_arguments())
             self.step_schedulers()
             if (t + 1) % thin == 0:
                 recorder.keep((t + 1) // thin - 1, state, lambda s=state: self._state_energy(s, mk), accepted)
@@ -474,6 +525,10 @@ class MCMCSampler(BaseSampler):
         [n_steps]`` on the CPU: the chain ops check them there and copy them to a GPU state's
         device through pinned memory, without synchronising."""
         return self.schedulers[name].values_tensor(n_steps)
+
+
+class _CompileFailed(Exception):
+    """The first compiled step raised: the reason, for the warning and the route."""
 
 
 def _infer_event_shape(model: nn.Module) -> Optional[tuple[int, ...]]:

@@ -26,6 +26,12 @@ from torchebm.kernels import ops, reference
 Clamp = Optional[tuple[Optional[float], Optional[float]]]
 
 
+def momentum_kick(p: torch.Tensor, grad: torch.Tensor, amount: float) -> torch.Tensor:
+    r"""A leapfrog half kick :math:`p - \mathrm{amount}\,\nabla E`, as ``torch.add`` with
+    ``alpha`` (a Python number)."""
+    return torch.add(p, grad, alpha=-amount)
+
+
 class StepOps(Protocol):
     """What a step may ask for besides the model's energy and gradient."""
 
@@ -56,6 +62,9 @@ class StepOps(Protocol):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         r"""Leapfrog kick then drift: :math:`p' = p - \mathrm{kick}\,\nabla E`;
         :math:`x' = x + \mathrm{drift}\, M^{-1} p'`. Returns ``(x', p')``."""
+
+    def kick(self, p: torch.Tensor, grad: torch.Tensor, amount: float) -> torch.Tensor:
+        r"""A kick alone: :math:`p - \mathrm{amount}\,\nabla E` (the leapfrog's closing half kick)."""
 
     def metropolis_select(
         self, log_accept_ratio: torch.Tensor, x: torch.Tensor, x_proposed: torch.Tensor, t: int
@@ -95,6 +104,8 @@ class FusedStepOps:
     def kick_drift(self, x, p, grad, kick, drift, inv_mass):
         return ops.leapfrog_kick_drift(x, p, grad, kick, drift, inv_mass)
 
+    kick = staticmethod(momentum_kick)
+
     def metropolis_select(self, log_accept_ratio, x, x_proposed, t):
         return ops.metropolis_select(log_accept_ratio, x, x_proposed, None, self.seed, t)
 
@@ -112,6 +123,7 @@ class ReferenceStepOps:
         return generator_randn(like.shape, like.dtype, like.device, self.generator)
 
     def _uniform(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-chain uniforms ``[B]`` for a Metropolis test on ``x``."""
         return generator_rand((x.shape[0],), x.dtype, x.device, self.generator)
 
     def langevin_update(self, x, grad, a, b, t, clamp=None, grad_clip=None):
@@ -120,6 +132,8 @@ class ReferenceStepOps:
 
     def kick_drift(self, x, p, grad, kick, drift, inv_mass):
         return reference.leapfrog_kick_drift(x, p, grad, kick, drift, inv_mass)
+
+    kick = staticmethod(momentum_kick)
 
     def metropolis_select(self, log_accept_ratio, x, x_proposed, t):
         return reference.metropolis_select(log_accept_ratio, x, x_proposed, self._uniform(x))
@@ -130,4 +144,29 @@ class ReferenceStepOps:
         )
 
 
-__all__ = ["FusedStepOps", "ReferenceStepOps", "StepOps"]
+class DrawnStepOps(ReferenceStepOps):
+    """:class:`StepOps` in plain PyTorch over draws made before the step: ``normal`` (the step's
+    normals, ``[B, *event]``) and ``uniform`` (its per-chain uniforms, ``[B]``, or None for a
+    step without a Metropolis test). The compiled path draws them with ``philox_normal`` /
+    ``philox_uniform`` at ``(seed, t)``, the fused path's numbers, so that the step itself is
+    pure tensor arithmetic that ``torch.compile`` traces into one graph."""
+
+    def __init__(self, normal: torch.Tensor, uniform: Optional[torch.Tensor]):
+        super().__init__(None)
+        self.drawn_normal = normal
+        self.drawn_uniform = uniform
+
+    def normal(self, like: torch.Tensor, t: int) -> torch.Tensor:
+        return self.drawn_normal
+
+    def _uniform(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drawn_uniform
+
+    @staticmethod
+    def kick(p: torch.Tensor, grad: torch.Tensor, amount) -> torch.Tensor:
+        # ``amount`` may be a 0-d tensor here (scheduled values enter the graph as tensors),
+        # which torch.add's alpha does not take.
+        return p - amount * grad
+
+
+__all__ = ["DrawnStepOps", "FusedStepOps", "ReferenceStepOps", "StepOps"]
