@@ -302,7 +302,7 @@ def test_model_returning_the_wrong_energy_shape():
             return x  # [B, d], not [B]
 
     s = MetropolisAdjustedLangevin(Bad(), step_size=0.1)
-    with pytest.raises(ValueError, match=r"expected shape \(B,\), but got \(3, 2\)"):
+    with pytest.raises(ValueError, match=r"Bad.forward must return one energy per chain, shape \(2,\) .* got shape \(2, 2\)"):
         s.sample(dim=2, n_samples=3, n_steps=1)
 
 

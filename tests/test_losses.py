@@ -493,8 +493,9 @@ def test_condition_reaches_the_model_and_the_sampler():
     y = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
     loss, _ = cd(data(8), y=y)
     assert torch.isfinite(loss)
-    # 2 sampler steps + the energies of data and negatives, all with this batch's y.
-    assert len(model.seen_y) == 4 and all(torch.equal(seen, y) for seen in model.seen_y)
+    # The sampler's one-time check of the energy's shape, 2 sampler steps, and the energies of
+    # data and negatives, all with this batch's y.
+    assert len(model.seen_y) == 5 and all(torch.equal(seen, y) for seen in model.seen_y)
     with pytest.raises(ValueError, match="not both"):
         cd(data(8), y=y, model_kwargs={"y": y})
 

@@ -649,10 +649,16 @@ def test_autograd_models_get_energy_and_gradient_from_one_pass(path, require_pat
     HamiltonianMonteCarlo(model, step_size=0.1, n_leapfrog_steps=5, backend=path).sample(
         dim=3, n_samples=4, n_steps=7
     )
-    assert model.n_forward == 1 + 7 * 5
+    # One forward per energy-and-gradient evaluation, plus the sampler's one-time check of the
+    # energy's shape on a new (model, event shape, dtype, device).
+    assert model.n_forward == 1 + 7 * 5 + 1
     model.n_forward = 0
-    MALA(model, step_size=0.1, backend=path).sample(dim=3, n_samples=4, n_steps=7)
-    assert model.n_forward == 1 + 7
+    mala = MALA(model, step_size=0.1, backend=path)
+    mala.sample(dim=3, n_samples=4, n_steps=7)
+    assert model.n_forward == 1 + 7 + 1
+    model.n_forward = 0
+    mala.sample(dim=3, n_samples=4, n_steps=7)
+    assert model.n_forward == 1 + 7  # checked once per sampler and key
 
 
 def test_mala_spends_one_gradient_per_step():

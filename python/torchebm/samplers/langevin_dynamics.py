@@ -115,10 +115,11 @@ class LangevinDynamics(LangevinCudaGraphs, MCMCSampler, algorithm=algorithms.LAN
         super().__init__(model, dtype, device, integrator, energy_function, backend, progress)
         owner = type(self).__name__
         self._schedule("step_size", step_size)
-        self._schedule("noise_scale", noise_scale)
+        # A scheduled noise may reach 0 (plain gradient descent); a constant one is > 0.
+        self._schedule("noise_scale", noise_scale, scheduled_minimum="non_negative")
         self.noise_std = None
         if noise_std is not None:
-            self._schedule("noise_std", noise_std, positive=False)
+            self._schedule("noise_std", noise_std, positive=False, scheduled_minimum="non_negative")
         self.decay = real_number(owner, "decay", decay)
         self.clamp = clamp_bounds(owner, clamp)
         self.grad_clip = None

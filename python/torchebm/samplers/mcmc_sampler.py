@@ -15,6 +15,9 @@ and the Philox seed.
 from __future__ import annotations
 
 import contextlib
+import functools
+import math
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional
 
@@ -93,6 +96,33 @@ def chain_model(model: nn.Module, x: torch.Tensor, algorithm: Algorithm) -> tupl
     return ChainModel("mlp", spec.op_args), None
 
 
+def _one_thread_at_a_time(sample: Callable) -> Callable:
+    """``sample()`` refuses to run while another thread runs it on the same sampler: a sampler
+    holds state that a call changes (its schedules' step counts, its caches), so two threads
+    sharing one would silently change each other's results. A call from the same thread (a
+    model that samples inside ``forward``) is let through."""
+
+    @functools.wraps(sample)
+    def guarded(self, *args, **kwargs):
+        lock = self.__dict__.setdefault("_sample_lock", threading.Lock())
+        if lock.acquire(blocking=False):
+            self.__dict__["_sample_thread"] = threading.get_ident()
+            try:
+                return sample(self, *args, **kwargs)
+            finally:
+                self.__dict__.pop("_sample_thread", None)
+                lock.release()
+        if self.__dict__.get("_sample_thread") == threading.get_ident():
+            return sample(self, *args, **kwargs)
+        raise RuntimeError(
+            f"{type(self).__name__}.sample() is already running in another thread on this "
+            f"sampler; samplers are not thread-safe (a call advances the sampler's schedules): "
+            f"give each thread its own, e.g. copy.deepcopy(sampler)"
+        )
+
+    return guarded
+
+
 class MCMCSampler(BaseSampler):
     """Base of the built-in samplers (:class:`~torchebm.samplers.LangevinDynamics`,
     :class:`~torchebm.samplers.MetropolisAdjustedLangevin`,
@@ -148,13 +178,50 @@ class MCMCSampler(BaseSampler):
             )
         self.integrator = integrator
 
-    def _schedule(self, name: str, value: Any, *, positive: bool = True) -> Any:
-        """Check and register the hyper-parameter ``name`` (a float or a scheduler), and keep
-        it as the attribute ``name``; a float becomes a constant scheduler."""
+    def _schedule(
+        self, name: str, value: Any, *, positive: bool = True, scheduled_minimum: str = "positive"
+    ) -> Any:
+        """Check and register the hyper-parameter ``name`` (a float, ``> 0`` when ``positive``,
+        else ``>= 0``; or a scheduler), and keep it as the attribute ``name``; a float becomes a
+        constant scheduler. Every value read later (:meth:`get_scheduled_value`,
+        :meth:`scheduled_values`) must be finite and ``> 0`` (``scheduled_minimum="positive"``)
+        or ``>= 0`` (``"non_negative"``): a scheduler's values are checked as they are used, on
+        every path alike."""
         value = scheduled_value(type(self).__name__, name, value, positive=positive)
         setattr(self, name, value)
         self._register_param(name, value)
+        self.__dict__.setdefault("_value_rules", {})[name] = scheduled_minimum
         return value
+
+    def get_scheduled_value(self, name: str) -> float:
+        """The current value of the hyper-parameter ``name``, checked (see :meth:`_schedule`)."""
+        value = super().get_scheduled_value(name)
+        rule = self.__dict__.get("_value_rules", {}).get(name)
+        if rule is not None and not _allowed(value, rule):
+            self._bad_value(name, value, 0, rule)
+        return value
+
+    def scheduled_values(self, name: str, n_steps: int) -> torch.Tensor:
+        """The values the scheduler ``name`` gives the next ``n_steps`` steps, ``float64
+        [n_steps]`` on the CPU (the chain ops check them there and copy them to a GPU state's
+        device through pinned memory, without synchronising), each checked as
+        :meth:`get_scheduled_value` checks it."""
+        values = self.schedulers[name].values_tensor(n_steps)
+        rule = self.__dict__.get("_value_rules", {}).get(name)
+        if rule is not None and n_steps:
+            ok = torch.isfinite(values) & ((values > 0) if rule == "positive" else (values >= 0))
+            if not bool(ok.all()):
+                k = int((~ok).nonzero()[0])
+                self._bad_value(name, float(values[k]), k, rule)
+        return values
+
+    def _bad_value(self, name: str, value: float, ahead: int, rule: str) -> None:
+        scheduler = self.schedulers[name]
+        bound = "> 0" if rule == "positive" else ">= 0"
+        raise ValueError(
+            f"{type(self).__name__}: {name} must be finite and {bound}, but its scheduler "
+            f"{scheduler!r} gives {value} at step {scheduler.step_count + ahead}"
+        )
 
     # ------------------------------------------------------------------ what subclasses declare
     def _step_arguments(self) -> dict[str, Any]:
@@ -174,6 +241,7 @@ class MCMCSampler(BaseSampler):
 
     # ------------------------------------------------------------------ the one sample()
     @torch.no_grad()
+    @_one_thread_at_a_time
     def sample(
         self,
         x: Optional[torch.Tensor] = None,
@@ -231,7 +299,11 @@ class MCMCSampler(BaseSampler):
 
         Raises:
             ValueError: ``cuda_graph=True`` on a sampler other than ``LangevinDynamics``, or a
-                call it cannot honour (see :class:`~torchebm.samplers.LangevinDynamics`).
+                call it cannot honour (see :class:`~torchebm.samplers.LangevinDynamics`); a
+                scheduled value out of range (naming the scheduler and the step); an energy
+                that is not one value per chain.
+            RuntimeError: another thread is running ``sample()`` on this sampler. Samplers
+                are not thread-safe: give each thread its own (``copy.deepcopy(sampler)``).
         """
         owner = type(self).__name__
         cuda_graph = flag(owner, "cuda_graph", self.cuda_graph if cuda_graph is None else cuda_graph)
@@ -296,9 +368,9 @@ class MCMCSampler(BaseSampler):
             recorder = _Recorder(state, 0, return_trajectory, return_diagnostics, self.algorithm.accepts)
             return _finish(final, recorder.trajectory, recorder.result(b), return_trajectory, return_diagnostics)
 
+        self._check_model_once(state, mk)
         seed = self._draw_seed(generator) if route.path != "reference" else 0
         if route.path == "chain":
-            self._check_model_accepts(state, mk)
             record_trajectory = return_trajectory or return_diagnostics
             with self._whole_run(n_steps):
                 result = self._run_chain(
@@ -400,9 +472,10 @@ class MCMCSampler(BaseSampler):
 
     def __getstate__(self) -> dict[str, Any]:
         # Compiled steps are process-local (code objects, guards): a pickled or copied sampler
-        # compiles again on first use.
+        # compiles again on first use. The thread guard is per object.
         state = dict(super().__getstate__())
-        state.pop("_compiled_steps", None)
+        for key in ("_compiled_steps", "_sample_lock", "_sample_thread"):
+            state.pop(key, None)
         return state
 
     def _starting_state(
@@ -474,18 +547,28 @@ class MCMCSampler(BaseSampler):
     def _state_energy(self, state: ChainState, mk: dict) -> torch.Tensor:
         return state.energy if state.energy is not None else self._model_energy(state.x, mk)
 
-    def _check_model_accepts(self, state: torch.Tensor, mk: dict) -> None:
-        """The chain kernels never call the model: evaluate it on one chain, so that a state it
-        does not accept raises the model's own error, as it does on the other paths. An accepted
-        (model, event shape, dtype, device) is remembered, and not evaluated again: on a GPU the
-        evaluation launches kernels that would lengthen every short call."""
-        accepted = self.__dict__.get("_accepted_state")
+    def _check_model_once(self, state: torch.Tensor, mk: dict) -> None:
+        """Evaluate the model on two chains (all of them with ``model_kwargs``) before the first
+        step: a state it does not
+        accept raises the model's own error on every path (the chain kernels never call it), and
+        an energy that is not one value per chain (a batch sum, ``[B, 1]``) raises here, naming
+        the model, instead of running wrong (a model with its own ``gradient`` would otherwise
+        never show its energy's shape). A checked (model, event shape, dtype, device) is
+        remembered: on a GPU the evaluation would lengthen every short call."""
+        checked = self.__dict__.get("_checked_model")
         key = (tuple(state.shape[1:]), state.dtype, state.device)
-        if accepted is not None and accepted[0] is self.model and accepted[1] == key:
+        if checked is not None and checked[0] is self.model and checked[1] == key:
             return
-        self._model_energy(state[:1], mk)
+        probe = state if mk else state[:2]  # conditioning tensors may be per chain
+        energy = self._model_energy(probe, mk)
+        if energy.shape != (probe.shape[0],):
+            raise ValueError(
+                f"{type(self).__name__}: {type(self.model).__name__}.forward must return one "
+                f"energy per chain, shape ({probe.shape[0]},) for x of shape {tuple(probe.shape)}, "
+                f"got shape {tuple(energy.shape)}"
+            )
         # The model itself (the sampler holds it anyway), not a weak reference: samplers pickle.
-        self.__dict__["_accepted_state"] = (self.model, key)
+        self.__dict__["_checked_model"] = (self.model, key)
 
     @contextlib.contextmanager
     def _whole_run(self, n_steps: int) -> Iterator[None]:
@@ -520,11 +603,10 @@ class MCMCSampler(BaseSampler):
             mean, var, energy, n_chains=b, acceptance_rate=acceptance, chain_energy=chain_energy
         )
 
-    def scheduled_values(self, name: str, n_steps: int) -> torch.Tensor:
-        """The values the scheduler ``name`` gives the next ``n_steps`` steps, ``float64
-        [n_steps]`` on the CPU: the chain ops check them there and copy them to a GPU state's
-        device through pinned memory, without synchronising."""
-        return self.schedulers[name].values_tensor(n_steps)
+
+
+def _allowed(value: float, rule: str) -> bool:
+    return math.isfinite(value) and (value > 0 if rule == "positive" else value >= 0)
 
 
 class _CompileFailed(Exception):
