@@ -633,7 +633,8 @@ def test_model_kwargs_to_an_x_only_model_raise_type_error():
 # --------------------------------------------------------------------------- gradient counts
 @pytest.mark.parametrize("path", ["reference", "fused"])
 def test_hmc_spends_L_gradient_evaluations_per_trajectory_plus_one(path, require_path):
-    """L + 1 per trajectory with the start shared: 1 + n_steps * L in all (0.8.9: 2L each)."""
+    """L gradient evaluations per MCMC step (the end point's carries over) plus one at the start
+    of the call: 1 + n_steps * L in all (0.8.9 spends 2L per step)."""
     require_path(HamiltonianMonteCarlo, path)
     model = CountingGaussian()
     s = HamiltonianMonteCarlo(model, step_size=0.1, n_leapfrog_steps=5, backend=path)

@@ -33,7 +33,6 @@ __all__ = ["GRAPH_OPS", "LangevinGraph", "capture_langevin", "graph_safe_availab
 
 GRAPH_OPS = ("langevin_update_graphsafe_", "philox_state_advance_")
 """The ops a captured graph runs besides the gradient (CUDA kernels only)."""
-_GRAPH_OPS = GRAPH_OPS  # the old name, imported by samplers/langevin_cuda_graph.py
 
 
 def graph_safe_available(device: Optional[torch.device] = None) -> bool:

@@ -12,7 +12,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from torchebm.kernels.cuda_graph import _GRAPH_OPS, LangevinGraph, capture_langevin
+from torchebm.kernels.cuda_graph import GRAPH_OPS, LangevinGraph, capture_langevin
 from torchebm.kernels.dispatch import NoKernelError, kernels_blocker
 
 MAX_STEPS_PER_GRAPH = 32  # Langevin steps recorded in one CUDA graph, at most
@@ -123,7 +123,7 @@ def _graph_blocker(x: torch.Tensor) -> Optional[str]:
             f"the chain state is on {x.device}, not a CUDA device (torch.cuda.is_available() is "
             f"{torch.cuda.is_available()})"
         )
-    return kernels_blocker(_GRAPH_OPS, x.device, x.dtype)
+    return kernels_blocker(GRAPH_OPS, x.device, x.dtype)
 
 
 def steps_per_graph(n_steps: int) -> int:
