@@ -40,7 +40,7 @@ import torch
 METHODS = ("geyer", "batch_means")
 
 
-def _as_draws(samples: torch.Tensor, min_draws: int) -> tuple[torch.Tensor, tuple[int, ...]]:
+def as_draws(samples: torch.Tensor, min_draws: int) -> tuple[torch.Tensor, tuple[int, ...]]:
     """``samples`` ``[m, n, *event]`` as float64 ``[E, m, n]`` on the CPU, plus the event shape."""
     if not isinstance(samples, torch.Tensor):
         samples = torch.as_tensor(samples)
@@ -114,7 +114,7 @@ def effective_sample_size(samples: torch.Tensor, method: str = "geyer") -> torch
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    y, event = _as_draws(samples, 4)
+    y, event = as_draws(samples, 4)
     ess = _ess_geyer(y) if method == "geyer" else _ess_batch_means(y)
     return ess.reshape(event)
 
@@ -122,7 +122,7 @@ def effective_sample_size(samples: torch.Tensor, method: str = "geyer") -> torch
 def monte_carlo_standard_error(samples: torch.Tensor, method: str = "geyer") -> torch.Tensor:
     """Standard error of the mean of each event element: ``sd / sqrt(ESS)`` (``sd`` over all
     draws of all chains); float64, shape ``event``."""
-    y, event = _as_draws(samples, 4)
+    y, event = as_draws(samples, 4)
     sd = y.reshape(y.shape[0], -1).std(dim=1, unbiased=True).reshape(event)
     return sd / effective_sample_size(samples, method).sqrt()
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import torch
 
-from torchebm.diagnostics.effective_sample_size import _as_draws
+from torchebm.diagnostics.effective_sample_size import as_draws
 
 
 def _split(y: torch.Tensor) -> torch.Tensor:
@@ -64,7 +64,7 @@ def split_rhat(samples: torch.Tensor, rank_normalized: bool = True) -> torch.Ten
     Returns:
         float64 tensor of shape ``event``.
     """
-    y, event = _as_draws(samples, 4)
+    y, event = as_draws(samples, 4)
     split = _split(y)
     if not rank_normalized:
         return _rhat(split).reshape(event)
