@@ -170,3 +170,23 @@ def test_inductor_compiled_steps_match_the_fused_path():
         assert not [w for w in caught if "falls back" in str(w.message)]
         assert s.last_path == backend
     torch.testing.assert_close(runs["compiled"], runs["fused"], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("cls", SAMPLERS)
+def test_compiled_steps_on_cuda_match_the_fused_path(cls):
+    """Inductor with CUDA graphs (mode="reduce-overhead") on a GPU: the fused path's chains."""
+    model = ConvEnergy(dtype=torch.float32).cuda()
+    runs = {}
+    for backend in ("compiled", "fused"):
+        s = make(cls, model, backend=backend, step_size=0.01)
+        x = x0(dtype=torch.float32).cuda()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            first = s.sample(x=x, n_steps=6, generator=torch.Generator().manual_seed(6))
+            runs[backend] = s.sample(x=x, n_steps=6, generator=torch.Generator().manual_seed(6))
+        assert not [w for w in caught if "falls back" in str(w.message)]
+        assert s.last_path == backend
+        torch.testing.assert_close(first, runs[backend], rtol=0, atol=0)  # replays repeat
+    torch.testing.assert_close(runs["compiled"], runs["fused"], rtol=1e-4, atol=1e-4)

@@ -97,13 +97,21 @@ class CompiledSteps:
         compiled = entry[1]
         draws_normal = "philox_normal" in algorithm.step_ops
         shape, batch = list(x.shape), [x.shape[0]]
+        graph_owned = x.device.type == "cuda" and COMPILE_BACKEND == "inductor"
 
         def step(state: ChainState, t: int, arguments: dict):
             normal = ops.philox_normal(shape, seed, t, x.dtype, x.device) if draws_normal else None
             uniform = ops.philox_uniform(batch, seed, t, x.dtype, x.device) if algorithm.accepts else None
             # Scheduled floats enter as 0-d tensors: one graph serves every value.
             scheduled = {k: torch.tensor(v, dtype=torch.float64) for k, v in arguments.items()}
-            return compiled(state, normal, uniform, {**fixed, **scheduled}, model_kwargs)
+            out = compiled(state, normal, uniform, {**fixed, **scheduled}, model_kwargs)
+            if graph_owned:
+                # A CUDA graph's outputs live in memory its next replay overwrites: the state
+                # carried to the next step (and recorded) is copied out of it.
+                out = torch.utils._pytree.tree_map(
+                    lambda v: v.clone() if isinstance(v, torch.Tensor) else v, out
+                )
+            return out
 
         return step
 
