@@ -109,6 +109,33 @@ def test_recognises_functional_forms_and_output_transforms():
     torch.testing.assert_close(spec.energy(x), model(x))
 
 
+def test_recognises_matrix_products_as_linear_maps():
+    class Handwritten(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w1 = nn.Parameter(torch.randn(2, 8))  # [in, out]: h @ w1
+            self.b1 = nn.Parameter(torch.randn(8))
+            self.w2 = nn.Parameter(torch.randn(6, 8))  # [out, in]: h @ w2.T
+            self.b2 = nn.Parameter(torch.randn(6))
+            self.v = nn.Parameter(torch.randn(6))
+
+        def forward(self, x):
+            h = torch.tanh(x @ self.w1 + self.b1)
+            h = F.silu(torch.addmm(self.b2, h, self.w2.T))
+            return h @ self.v
+
+    model = Handwritten().double()
+    x = torch.randn(7, 2, dtype=torch.float64)
+    spec = recognised(model, x)
+    assert [(l.layout, l.activation) for l in spec.layers] == [
+        ("transposed", "tanh"), ("linear", "silu"), ("row", "identity")]
+    assert spec.layers[0].weight is model.w1 and spec.layers[0].bias is model.b1
+    torch.testing.assert_close(spec.energy(x), model(x))
+    e, g = mlpk.mlp_energy_grad(x, **spec.op_args())
+    e_ref, g_ref = autograd_energy_grad(model, x)
+    assert rel_err(g, g_ref) < 1e-12 and rel_err(e, e_ref) < 1e-12
+
+
 def test_recognises_class_level_lambda_forward_and_eval_dropout():
     class Lam(nn.Module):
         def __init__(self):

@@ -142,13 +142,24 @@ _ATEN_ACTIVATIONS: dict[str, tuple[Any, Callable]] = {
 
 @dataclass(frozen=True)
 class MLPLayer:
-    """One ``Linear`` and the activation after it. ``weight``/``bias`` are the model's own
-    tensors (parameters or buffers), read at each call."""
+    """One linear map and the activation after it. ``weight``/``bias`` are the model's own
+    tensors (parameters or buffers), read at each call; ``layout`` says how ``weight`` is the
+    ``[n_out, n_in]`` matrix of ``F.linear``: ``"linear"`` (as is: ``nn.Linear``, ``F.linear``),
+    ``"transposed"`` (``h @ weight``), or ``"row"`` (a vector: ``h @ weight``, one output)."""
 
     weight: torch.Tensor
     bias: Optional[torch.Tensor]
     activation: str
     params: tuple[float, float, float]
+    layout: str = "linear"
+
+    def linear_weight(self) -> torch.Tensor:
+        """The ``[n_out, n_in]`` weight (a view of the live tensor, differentiable)."""
+        if self.layout == "transposed":
+            return self.weight.t()
+        if self.layout == "row":
+            return self.weight.unsqueeze(0)
+        return self.weight
 
 
 @dataclass(frozen=True)
@@ -165,7 +176,7 @@ class MLPSpec:
 
     @property
     def in_features(self) -> int:
-        return int(self.layers[0].weight.shape[1])
+        return int(self.layers[0].linear_weight().shape[1])
 
     @property
     def dtype(self) -> torch.dtype:
@@ -181,7 +192,7 @@ class MLPSpec:
         ``act_params`` (ACT_PARAMS per layer), ``out_scale``, ``out_offset``."""
         weights, biases, codes, params = [], [], [], []
         for layer in self.layers:
-            w = layer.weight.detach()
+            w = layer.linear_weight().detach()
             weights.append(w)
             biases.append(
                 layer.bias.detach()
@@ -203,13 +214,15 @@ class MLPSpec:
         """``E(x)`` in PyTorch (differentiable in x and the parameters)."""
         h = x
         for layer in self.layers:
-            h = _act_value(layer.activation, layer.params, F.linear(h, layer.weight, layer.bias))
+            h = _act_value(
+                layer.activation, layer.params, F.linear(h, layer.linear_weight(), layer.bias)
+            )
         return self.out_scale * h.sum(-1) + self.out_offset
 
     def describe(self) -> str:
         parts = []
         for layer in self.layers:
-            n_out, n_in = layer.weight.shape
+            n_out, n_in = layer.linear_weight().shape
             act = "" if layer.activation == "identity" else f" {layer.activation}"
             parts.append(f"Linear({n_in}->{n_out}){act}")
         return f"{' -> '.join(parts)}; E = {self.out_scale:g} * sum + {self.out_offset:g}"
@@ -268,7 +281,7 @@ class _Refused(Exception):
 class _Chain:
     """The abstract value of a node computed from x: the layers so far and the output map."""
 
-    layers: tuple  # of [weight, bias, activation, params] tuples
+    layers: tuple  # of (weight, bias, activation, params, layout) tuples
     width: int
     reduced: bool = False  # summed over the features (the energy, [B] or [B, 1])
     scale: float = 1.0
@@ -339,10 +352,65 @@ def _walk(ep, model: nn.Module, x_dtype: torch.dtype) -> MLPSpec:
             f"forward returns shape {_describe_shape(shape, batch)}, expected one energy per "
             "chain [B]"
         )
-    layers = tuple(MLPLayer(w, b, act, tuple(p)) for (w, b, act, p) in output.layers)
+    layers = tuple(
+        MLPLayer(w, b, act, tuple(p), layout) for (w, b, act, p, layout) in output.layers
+    )
     if not layers:
         raise _Refused("forward has no Linear layer")
     return MLPSpec(layers, output.scale, output.offset)
+
+
+@dataclass(frozen=True)
+class _ParamView:
+    """A 2-D parameter seen transposed (``W.t()``, ``W.T``) or not (a transpose of one)."""
+
+    tensor: torch.Tensor
+    transposed: bool
+
+
+def _param_view(op: str, node, args) -> Optional[_ParamView]:
+    src = args[0] if args else None
+    if isinstance(src, torch.Tensor) and src.dim() == 2:
+        base = _ParamView(src, False)
+    elif isinstance(src, _ParamView):
+        base = src
+    else:
+        return None
+    if op in ("t", "numpy_T"):
+        flip = True
+    elif op == "transpose":
+        flip = sorted(int(d) % 2 for d in node.args[1:3]) == [0, 1]
+        if not flip:
+            return None
+    elif op == "permute":
+        flip = [int(d) % 2 for d in node.args[1]] == [1, 0]
+        if not flip:
+            return None
+    else:
+        return None
+    return _ParamView(base.tensor, not base.transposed)
+
+
+def _append_linear(c: "_Chain", w, b, layout: str, x_dtype: torch.dtype) -> "_Chain":
+    """c followed by the linear map of `w` (as `layout`) and bias `b`."""
+    if c.reduced or c.scale != 1.0 or c.offset != 0.0:
+        raise _Refused("forward scales, shifts or sums a hidden layer before a linear map")
+    if not isinstance(w, torch.Tensor) or (b is not None and not isinstance(b, torch.Tensor)):
+        raise _Refused("a Linear weight or bias is computed in forward (parametrised?)")
+    if layout == "row":
+        n_out, n_in = (1, w.shape[0]) if w.dim() == 1 else (-1, -1)
+    else:
+        n_out, n_in = (w.shape[0], w.shape[1]) if w.dim() == 2 else (-1, -1)
+        if layout == "transposed":
+            n_out, n_in = n_in, n_out
+    if n_in != c.width or (b is not None and tuple(b.shape) != (n_out,)):
+        raise _Refused(
+            f"a linear map of weight shape {list(w.shape)} after a layer of width {c.width}"
+        )
+    for t in (w, b):
+        if t is not None and t.dtype != x_dtype:
+            raise _Refused(f"a Linear parameter is {t.dtype} but x is {x_dtype} (mixed dtypes)")
+    return _Chain(c.layers + ((w, b, "identity", (0.0, 0.0, 0.0), layout),), int(n_out))
 
 
 def _describe_shape(shape, batch=None) -> str:
@@ -358,7 +426,10 @@ def _step(op: str, node, values: dict, batch, x_dtype: torch.dtype):
     aten = f"aten.{op}"
 
     if not chains:
-        if any(isinstance(a, torch.Tensor) for a in args):
+        view = _param_view(op, node, args)
+        if view is not None:
+            return view
+        if any(isinstance(a, (torch.Tensor, _ParamView)) for a in args):
             raise _Refused(f"forward computes {aten} on parameters (not a Linear/activation chain)")
         return None  # a constant computation (not used by the chain)
     if len(chains) > 1:
@@ -371,16 +442,26 @@ def _step(op: str, node, values: dict, batch, x_dtype: torch.dtype):
             raise _Refused(f"x reaches {aten} as a weight")
         w = args[1] if len(args) > 1 else kwargs.get("weight")
         b = args[2] if len(args) > 2 else kwargs.get("bias")
-        if c.reduced or c.scale != 1.0 or c.offset != 0.0:
-            raise _Refused("forward scales, shifts or sums a hidden layer before a Linear")
-        if not isinstance(w, torch.Tensor) or (b is not None and not isinstance(b, torch.Tensor)):
+        if isinstance(w, _ParamView) or isinstance(b, _ParamView):
             raise _Refused("a Linear weight or bias is computed in forward (parametrised?)")
-        if w.dim() != 2 or w.shape[1] != c.width or (b is not None and b.shape != (w.shape[0],)):
-            raise _Refused(f"Linear weight of shape {list(w.shape)} after a layer of width {c.width}")
-        for t in (w, b):
-            if t is not None and t.dtype != x_dtype:
-                raise _Refused(f"a Linear parameter is {t.dtype} but x is {x_dtype} (mixed dtypes)")
-        return _Chain(c.layers + ((w, b, "identity", (0.0, 0.0, 0.0)),), int(w.shape[0]))
+        return _append_linear(c, w, b, "linear", x_dtype)
+
+    if op in ("t", "numpy_T", "transpose", "permute"):
+        raise _Refused(f"forward computes {aten} on a value computed from x")
+
+    if op in ("matmul", "mm", "addmm"):
+        # h @ M (+ bias) is F.linear(h, M^T, bias); M a parameter, or its transpose.
+        lhs, rhs = (args[1], args[2]) if op == "addmm" else (args[0], args[1])
+        if lhs is not c:
+            raise _Refused(f"x reaches {aten} as its right-hand side")
+        bias = args[0] if op == "addmm" else None
+        if op == "addmm" and (len(node.args) > 3 or kwargs):
+            raise _Refused(f"{aten} with beta/alpha")
+        if isinstance(rhs, _ParamView):
+            return _append_linear(c, rhs.tensor, bias, "linear" if rhs.transposed else "transposed", x_dtype)
+        if isinstance(rhs, torch.Tensor) and rhs.dim() == 1 and op == "matmul":
+            return _Chain(_append_linear(c, rhs, None, "row", x_dtype).layers, 1, True)
+        return _append_linear(c, rhs, bias, "transposed", x_dtype)
 
     act_op = op[:-1] if op.endswith("_") and op[:-1] in _ATEN_ACTIVATIONS else op
     if act_op in _ATEN_ACTIVATIONS:
@@ -392,14 +473,15 @@ def _step(op: str, node, values: dict, batch, x_dtype: torch.dtype):
             raise _Refused(f"forward applies {aten} to x before any Linear")
         if c.reduced or c.scale != 1.0 or c.offset != 0.0:
             raise _Refused(f"forward applies {aten} after scaling, shifting or summing a layer")
-        w, b, prev, _ = c.layers[-1]
+        w, b, prev, _, layout = c.layers[-1]
         if prev != "identity":
             raise _Refused(f"forward applies two activations in a row ({prev}, then {kind})")
         if kind == "softplus" and not params[0] > 0:
             raise _Refused(f"softplus with beta = {params[0]} (the kernels take beta > 0)")
         if kind in ("elu", "celu") and params[0] == 0:
             raise _Refused(f"{kind} with alpha = 0")
-        return _Chain(c.layers[:-1] + ((w, b, kind, params),), c.width, c.reduced, c.scale, c.offset)
+        last = (w, b, kind, params, layout)
+        return _Chain(c.layers[:-1] + (last,), c.width, c.reduced, c.scale, c.offset)
 
     if op in _DROPOUT_OPS:
         p = _number(_arg(node.args, kwargs, 1, "p", 0.5))
@@ -443,6 +525,20 @@ def _step(op: str, node, values: dict, batch, x_dtype: torch.dtype):
             f"forward reshapes a {_describe_shape(in_shape, batch)} value to "
             f"{_describe_shape(out_shape or (), batch)} with {aten}"
         )
+
+    if op == "add" and any(isinstance(a, torch.Tensor) for a in args[:2]):
+        # h @ M + b: the bias of the layer just added.
+        bias = next(a for a in args[:2] if isinstance(a, torch.Tensor))
+        if kwargs.get("alpha", 1) != 1:
+            raise _Refused(f"{aten} with alpha")
+        if not c.layers or c.reduced or c.scale != 1.0 or c.offset != 0.0:
+            raise _Refused(f"forward adds a tensor with {aten} where no Linear bias can go")
+        w, b, act, params, layout = c.layers[-1]
+        if b is not None or act != "identity" or layout == "row":
+            raise _Refused(f"forward adds a tensor with {aten} where no Linear bias can go")
+        if bias.dim() != 1 or bias.shape[0] != c.width or bias.dtype != x_dtype:
+            raise _Refused(f"forward adds a tensor of shape {list(bias.shape)} to a layer of width {c.width}")
+        return _Chain(c.layers[:-1] + ((w, bias, act, params, layout),), c.width)
 
     if op in ("neg", "mul", "div", "add", "sub", "rsub"):
         other = [a for a in node.args[:2] if not isinstance(values.get(a, a), _Chain)]
