@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from torchebm import kernels
-from torchebm.core import MLP, EnergyModel
+from torchebm.core import MLP, BaseModel, EnergyModel
 from torchebm.kernels import ops
 from torchebm.kernels import mlp as mlpk
 
@@ -137,7 +137,7 @@ def test_recognises_matrix_products_as_linear_maps():
 
 
 def test_recognises_class_level_lambda_forward_and_eval_dropout():
-    class Lam(nn.Module):
+    class Lam(BaseModel):
         def __init__(self):
             super().__init__()
             self.net = nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Dropout(0.2), nn.Linear(8, 1))
