@@ -1,13 +1,16 @@
-"""Benchmark orchestrator: ours (fused, reference) against TorchEBM 0.8.9, same machine, same run.
+"""Benchmark orchestrator: ours (fused, reference) against TorchEBM 0.8.9, same machine, same run;
+on the neural workloads also against hand-written PyTorch loops (eager and ``torch.compile``).
 
-Each (workload, implementation) runs in its own process, in the venv of its package (ours in the
-project's ``.venv``, TorchEBM 0.8.9 in ``.venv-torchebm089``: both import as ``torchebm``), on
-``--threads`` threads, with warm-up and ``--repeats`` timed runs. Ratios are taken between
-medians measured in this same run. Outputs under ``--out``: ``results.json`` (raw times,
-medians, ratios, ESS, machine, versions), ``speedups.png``, ``table.txt``; the table is printed.
+Each (workload, implementation) runs in its own process, in the venv of its package (ours and
+the hand-written loops in the project's ``.venv``, TorchEBM 0.8.9 in ``.venv-torchebm089``: both
+packages import as ``torchebm``), on ``--threads`` threads, with warm-up and ``--repeats`` timed
+runs. Ratios are taken between medians measured in this same run. Outputs under ``--out``:
+``results.json`` (raw times, medians, ratios, ESS, machine, versions), ``speedups.png``,
+``table.txt``; the table is printed.
 
     python bench/run.py                       # everything, CPU, 2 threads, 5 repeats
     python bench/run.py --quick --only doublewell_langevin --impls fused,reference
+    python bench/run.py --only mlp_langevin,ring_pcd,conv_langevin,conv_pcd   # neural workloads
     python bench/run.py --device cuda         # the GPU section (skipped without CUDA)
 """
 
@@ -31,8 +34,21 @@ sys.path.insert(0, str(REPO))
 from bench import workloads as W  # noqa: E402  (after the path fix; imports torch)
 
 SCHEMA_VERSION = 1
-ALL_IMPLS = ("fused", "reference", "torchebm089", "torchebm089-triton", "fused-cudagraph", "fused-op")
+ALL_IMPLS = (
+    "fused", "compiled", "reference", "torchebm089", "hand_eager", "hand_compiled",
+    "torchebm089-triton", "fused-cudagraph", "fused-op",
+)  # fmt: skip
 CPU_IMPLS = ("fused", "reference", "torchebm089")
+# Speedups of the neural workloads: (name, slow implementation, fast implementation).
+NEURAL_RATIOS = (
+    ("fused_vs_hand_eager", "hand_eager", "fused"),
+    ("fused_vs_hand_compiled", "hand_compiled", "fused"),
+    ("compiled_vs_hand_eager", "hand_eager", "compiled"),
+    ("compiled_vs_hand_compiled", "hand_compiled", "compiled"),
+    ("compiled_vs_fused", "fused", "compiled"),
+    ("compiled_vs_torchebm089", "torchebm089", "compiled"),
+    ("hand_compiled_vs_hand_eager", "hand_eager", "hand_compiled"),
+)
 BURN_IN_FRACTION = 0.25
 # Peak HBM bandwidth (bytes/s) by device-name substring, most specific first.
 PEAK_BANDWIDTH = (("H100 PCIe", 2.0e12), ("H100", 3.35e12), ("H200", 4.8e12))
@@ -50,15 +66,20 @@ ESS_FOOTNOTE = (
 
 
 def _python_for(impl: str, args) -> str:
-    return args.ours_python if impl in W.OURS else args.torchebm089_python
+    # The hand-written loops import no torchebm; they run in our venv (the same torch).
+    return args.ours_python if impl in W.OURS or impl in W.HAND else args.torchebm089_python
 
 
-def _child_env(impl: str, threads: int) -> dict:
+def _child_env(impl: str, threads: int, cache_dir: Path = None) -> dict:
     env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env[var] = str(threads)
-    if impl not in W.OURS:
+    if impl in W.THEIRS:
         env.pop("PYTHONPATH", None)  # ours must not shadow TorchEBM 0.8.9 there
+    if cache_dir is not None and "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+        # A fresh inductor cache per worker: compile_s is a cold compile, not a cache hit
+        # left by an earlier run (a TORCHINDUCTOR_CACHE_DIR set by the caller is kept).
+        env["TORCHINDUCTOR_CACHE_DIR"] = str(cache_dir)
     return env
 
 
@@ -78,9 +99,10 @@ def run_worker(name: str, impl: str, args, workdir: Path) -> dict:
     if args.quick:
         cmd.append("--quick")
     try:
+        cache_dir = workdir / f"inductor__{name}__{impl}" if impl in W.COMPILED else None
         proc = subprocess.run(
-            cmd, cwd=REPO, env=_child_env(impl, args.threads), capture_output=True, text=True,
-            timeout=args.timeout,
+            cmd, cwd=REPO, env=_child_env(impl, args.threads, cache_dir), capture_output=True,
+            text=True, timeout=args.timeout,
         )  # fmt: skip
     except subprocess.TimeoutExpired:
         return {"status": "error", "reason": f"timed out after {args.timeout} s"}
@@ -181,22 +203,34 @@ def summarise(workload: W.Workload, results: dict, args) -> dict:
         speedup["cudagraph_vs_fused"] = _ratio(results, "fused", "fused-cudagraph")
     if "fused-op" in workload.impls:
         speedup["op_vs_torchebm089_triton"] = _ratio(results, "torchebm089-triton", "fused-op")
+    if workload.neural:
+        for key, slow, fast in NEURAL_RATIOS:
+            if slow in workload.impls and fast in workload.impls:
+                speedup[key] = _ratio(results, slow, fast)
     bandwidth = _bandwidth(results, args) if workload.name == "gpu_langevin_bandwidth" else None
     targets = workload.gpu_targets if args.device.startswith("cuda") else workload.targets
     # A target names a speedup entry ("op_vs_..."), or one of the fused path ("vs_...").
     measured = {key: speedup.get(key if key in speedup else f"fused_{key}") for key in targets}
     if "fraction_of_peak" in targets:
         measured["fraction_of_peak"] = (bandwidth or {}).get("fused", {}).get("fraction_of_peak")
+    # Per target: True / False, None when a time it needs is missing. Overall: False when any
+    # target is missed, else None when any is unmeasured, else True.
+    met_targets = {k: None if measured[k] is None else measured[k] >= targets[k] for k in targets}
     met = None
-    if targets and all(v is not None for v in measured.values()):
-        met = all(measured[k] >= targets[k] for k in targets)
+    if any(v is False for v in met_targets.values()):
+        met = False
+    elif targets and all(v is True for v in met_targets.values()):
+        met = True
     out = {
         "description": workload.description,
         "size": workload.quick if args.quick else workload.full,
         "unit": workload.unit,
+        "group": workload.group or None,
+        "neural": workload.neural,
         "targets": targets,
         "results": results,
         "speedup": speedup,
+        "met_targets": met_targets,
         "met": met,
     }
     if bandwidth is not None:
@@ -290,26 +324,62 @@ def _fmt_rate(x) -> str:
     return f"{x:.3g}"
 
 
+_IMPL_SHORT = {
+    "torchebm089": "0.8.9", "reference": "ref", "hand_eager": "eager",
+    "hand_compiled": "hand-compiled", "torchebm089_triton": "0.8.9 Triton", "fused": "fused",
+}  # fmt: skip
+
+
+def _fmt_one_target(key: str, value: float) -> str:
+    """``vs_X``: ours (fused) against X; ``<who>_vs_X``: implementation <who> against X."""
+    if key == "fraction_of_peak":
+        return f">={value:.0%} of peak BW"
+    who, _, other = key.partition("vs_")
+    who = who.rstrip("_")
+    return f"{who + ' ' if who else ''}>={value:g}x {_IMPL_SHORT.get(other, other)}"
+
+
 def _fmt_target(targets: dict) -> str:
-    parts = []
-    if "vs_torchebm089" in targets:
-        parts.append(f">={targets['vs_torchebm089']:g}x 0.8.9")
-    if "vs_reference" in targets:
-        parts.append(f">={targets['vs_reference']:g}x ref")
-    if "op_vs_torchebm089_triton" in targets:
-        parts.append(f"op >={targets['op_vs_torchebm089_triton']:g}x 0.8.9 Triton")
-    if "fraction_of_peak" in targets:
-        parts.append(f">={targets['fraction_of_peak']:.0%} of peak BW")
-    return ", ".join(parts) or "-"
+    return ", ".join(_fmt_one_target(k, v) for k, v in targets.items()) or "-"
+
+
+_MET = {True: "yes", False: "NO", None: "-"}
+
+
+def _fmt_met(wl: dict) -> str:
+    """One mark per target when there are several (``yes, NO``), else the overall mark."""
+    per = wl.get("met_targets") or {}
+    if len(per) > 1:
+        return ", ".join(_MET[v] for v in per.values())
+    return _MET[wl["met"]]
+
+
+def _columns(header: list, rows: list) -> list:
+    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(header, widths)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    return lines
 
 
 def render_table(report: dict) -> str:
+    classic = {n: wl for n, wl in report["workloads"].items() if not wl.get("neural")}
+    neural = {n: wl for n, wl in report["workloads"].items() if wl.get("neural")}
+    lines = []
+    if classic or not neural:
+        lines += _classic_table(classic)
+    if neural:
+        lines += ([""] if lines else []) + _neural_table(neural)
+    return "\n".join(lines + [""] + footnotes(report))
+
+
+def _classic_table(workloads: dict) -> list:
     header = [
         "workload", "ours-fused", "ours-reference", "torchebm-0.8.9", "fused/0.8.9",
         "fused/ref", "target", "met?", "fused rate/s", "ESS/s fused | ref | 0.8.9",
     ]  # fmt: skip
     rows = []
-    for name, wl in report["workloads"].items():
+    for name, wl in workloads.items():
         res = wl["results"]
         ess = [res.get(i, {}).get("ess_per_s") for i in CPU_IMPLS]
         rows.append([
@@ -320,19 +390,53 @@ def render_table(report: dict) -> str:
             _fmt_ratio(wl["speedup"]["fused_vs_torchebm089"]),
             _fmt_ratio(wl["speedup"]["fused_vs_reference"]),
             _fmt_target(wl["targets"]),
-            {True: "yes", False: "NO", None: "-"}[wl["met"]],
+            _fmt_met(wl),
             _fmt_rate(res.get("fused", {}).get("throughput_per_s")) + " " + _unit_short(wl),
             " | ".join(_fmt_rate(e) for e in ess) if any(e is not None for e in ess) else "-",
         ])  # fmt: skip
-    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(header, widths)).rstrip()]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
-    return "\n".join(lines + [""] + footnotes(report))
+    return _columns(header, rows)
+
+
+def _fmt_compile(entry: dict) -> str:
+    s = entry.get("info", {}).get("compile_s") if entry.get("status") == "ok" else None
+    return "-" if s is None else f"{s:.1f}"
+
+
+def _neural_table(workloads: dict) -> list:
+    """Neural energies: ours (default path, and backend="compiled" where run), TorchEBM 0.8.9,
+    and the hand-written eager and torch.compile loops."""
+    header = [
+        "neural workload", "ours", "ours-compiled", "torchebm-0.8.9", "hand-eager",
+        "hand-compiled", "ours/0.8.9", "ours/eager", "ours/h-comp", "compiled/eager",
+        "target", "met?", "ours rate/s", "compile s: ours | hand",
+    ]  # fmt: skip
+    rows = []
+    for name, wl in workloads.items():
+        res, sp = wl["results"], wl["speedup"]
+        comp = res.get("compiled", {})
+        rows.append([
+            name,
+            _fmt_time(res.get("fused", {})) + _fmt_path(res.get("fused", {})),
+            _fmt_time(comp) + _fmt_path(comp) if "compiled" in res else "-",
+            _fmt_time(res.get("torchebm089", {})),
+            _fmt_time(res.get("hand_eager", {})),
+            _fmt_time(res.get("hand_compiled", {})),
+            _fmt_ratio(sp.get("fused_vs_torchebm089")),
+            _fmt_ratio(sp.get("fused_vs_hand_eager")),
+            _fmt_ratio(sp.get("fused_vs_hand_compiled")),
+            _fmt_ratio(sp.get("compiled_vs_hand_eager")),
+            _fmt_target(wl["targets"]),
+            _fmt_met(wl),
+            _fmt_rate(res.get("fused", {}).get("throughput_per_s")) + " " + _unit_short(wl),
+            f"{_fmt_compile(comp)} | {_fmt_compile(res.get('hand_compiled', {}))}",
+        ])  # fmt: skip
+    return _columns(header, rows)
 
 
 def _unit_short(wl: dict) -> str:
-    return {"chain-steps": "steps", "normals": "normals", "elements": "elem"}[wl["unit"]]
+    return {
+        "chain-steps": "steps", "normals": "normals", "elements": "elem", "iterations": "iter",
+    }[wl["unit"]]  # fmt: skip
 
 
 def footnotes(report: dict) -> list:
@@ -346,11 +450,23 @@ def footnotes(report: dict) -> list:
         f"Machine: {machine['cpu_model']} ({machine['cpu_count']} CPUs), load average "
         f"{machine['loadavg_start'][0]:.2f} at start, {machine['loadavg_end'][0]:.2f} at end"
         + (" - the machine was busy: timings are noisy." if _busy(machine, cfg) else "."),
-        "[chain] / [fused] after a fused time: the path our sampler reports it took "
-        "(sampler.last_path: whole-chain kernel, or per-step fused ops around the gradient).",
+        "[chain] / [fused] / [compiled] after one of our times: the path our sampler reports it "
+        "took (sampler.last_path: whole-chain kernel, per-step fused ops around the gradient, "
+        "or the torch.compile'd step of backend='compiled').",
         "normal_generation: 'fused' is torchebm.kernels.ops.philox_normal; the reference and "
         "0.8.9 columns are torch.randn in each venv (0.8.9 draws its noise with randn_like).",
     ]
+    if any(wl.get("neural") for wl in report["workloads"].values()):
+        notes.append(
+            "Neural workloads: 'ours' is backend='fused' (the path the default backend takes "
+            "when the kernels are loaded), 'ours-compiled' backend='compiled'; hand-eager is "
+            "the loop g = autograd.grad(E(x).sum(), x); x = (x - a g + b randn_like(x))"
+            ".detach().requires_grad_(), hand-compiled the same step in torch.compile "
+            "(inductor, defaults). Compiled implementations get one extra untimed warm-up; "
+            "'compile s' is their first run's wall time (a cold compile, fresh inductor cache, "
+            "plus one run). PCD rows: one timed run = size['n_iters'] training iterations "
+            "(sampling, loss, backward, Adam); rate in iterations/s."
+        )
     ess_sizes, estimators = [], set()
     for name, wl in report["workloads"].items():
         methods = {e["ess"]["method"] for e in wl["results"].values() if "ess" in e}
@@ -374,9 +490,16 @@ def footnotes(report: dict) -> list:
                 f"{name} / {impl}: {bw['bytes_per_s'] / 1e9:.0f} GB/s"
                 + (f" = {frac:.0%} of peak ({bw['peak_source']})" if frac else " (peak unknown)")
             )
-        for key in ("fused_vs_torchebm089_triton", "op_vs_torchebm089_triton", "cudagraph_vs_fused"):
+        for key in ("fused_vs_torchebm089_triton", "op_vs_torchebm089_triton", "cudagraph_vs_fused",
+                    "compiled_vs_fused", "compiled_vs_hand_compiled", "hand_compiled_vs_hand_eager"):
             if wl["speedup"].get(key) is not None:
                 notes.append(f"{name}: {key} = {wl['speedup'][key]:.2f}x")
+        ref = wl["results"].get("reference", {})
+        if wl.get("neural") and ref.get("status") == "ok":
+            notes.append(
+                f"{name}: our reference path {_fmt_time(ref)}, fused_vs_reference = "
+                f"{_fmt_ratio(wl['speedup'].get('fused_vs_reference'))}"
+            )
     notes += report.get("warnings", [])
     return [f"[{i + 1}] {n}" for i, n in enumerate(notes)]
 
@@ -393,12 +516,21 @@ def plot(report: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     names = list(report["workloads"])
-    series = [("fused_vs_torchebm089", "fused / TorchEBM 0.8.9", "vs_torchebm089"),
-              ("fused_vs_reference", "fused / our reference", "vs_reference")]  # fmt: skip
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(names) + 2), 4.5))
-    width = 0.38
+    candidates = [
+        ("fused_vs_torchebm089", "ours / TorchEBM 0.8.9", "vs_torchebm089"),
+        ("fused_vs_reference", "ours / our reference", "vs_reference"),
+        ("fused_vs_hand_eager", "ours / hand-written eager", "vs_hand_eager"),
+        ("compiled_vs_hand_eager", "ours compiled / hand-written eager", "compiled_vs_hand_eager"),
+    ]
+    # The first two always (the chart's legend is stable); the neural ones where measured.
+    series = candidates[:2] + [
+        c for c in candidates[2:]
+        if any(wl["speedup"].get(c[0]) is not None for wl in report["workloads"].values())
+    ]  # fmt: skip
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.8 * len(series) * len(names) + 2), 4.5))
+    width = 0.8 / len(series)
     for k, (key, label, target_key) in enumerate(series):
-        xs = [i + (k - 0.5) * width for i in range(len(names))]
+        xs = [i + (k - (len(series) - 1) / 2) * width for i in range(len(names))]
         values = [report["workloads"][n]["speedup"].get(key) for n in names]
         bars = ax.bar(
             [x for x, v in zip(xs, values) if v is not None],
@@ -435,7 +567,10 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=None, help="timed runs per cell (5; quick: 3)")
     p.add_argument("--warmup", type=int, default=1, help="untimed warm-up runs per cell")
     p.add_argument("--quick", action="store_true", help="small sizes: a smoke test, not a measure")
-    p.add_argument("--only", default="", help="comma-separated workload names (default: all)")
+    p.add_argument(
+        "--only", default="",
+        help="comma-separated workload or group names (conv_langevin, conv_pcd; default: all)",
+    )  # fmt: skip
     p.add_argument(
         "--impls", default=",".join(ALL_IMPLS), help="comma-separated implementations to run"
     )
@@ -467,10 +602,14 @@ def parse_args(argv=None):
     unknown = [i for i in args.impls if i not in ALL_IMPLS]
     if unknown:
         p.error(f"--impls: unknown {unknown}; expected a subset of {list(ALL_IMPLS)}")
-    args.only = [n for n in args.only.split(",") if n]
+    only = []
+    for n in (n for n in args.only.split(",") if n):  # a group name stands for its workloads
+        only += [m for m in W.GROUPS.get(n, [n]) if m not in only]
+    args.only = only
     unknown = [n for n in args.only if n not in W.WORKLOADS]
     if unknown:
-        p.error(f"--only: unknown {unknown}; expected names from {sorted(W.WORKLOADS)}")
+        names = sorted(W.WORKLOADS) + sorted(W.GROUPS)
+        p.error(f"--only: unknown {unknown}; expected names from {names}")
     args.out = args.out.resolve()
     return args
 
@@ -515,6 +654,8 @@ def main(argv=None) -> int:
             results = {}
             for impl in ALL_IMPLS:
                 if impl not in args.impls:
+                    continue
+                if args.device.startswith("cuda") and impl in W.CPU_ONLY_IMPLS:
                     continue
                 if impl in workload.na:
                     results[impl] = {"status": "n/a", "reason": workload.na[impl]}

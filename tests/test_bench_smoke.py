@@ -1,6 +1,7 @@
-"""Smoke test of the benchmark harness: a quick run of one cheap workload, our implementations
-only (TorchEBM 0.8.9 lives in its own venv, which the test suite does not build), and the schema
-of the JSON it writes.
+"""Smoke test of the benchmark harness: quick runs of one cheap workload and of two neural ones
+(against the hand-written eager loop), our implementations only (TorchEBM 0.8.9 lives in its own
+venv, which the test suite does not build; torch.compile cells are too slow here), the schema of
+the JSON it writes, and the target bookkeeping on made-up times.
 """
 
 import json
@@ -9,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 WORKLOAD = "doublewell_langevin"
@@ -103,3 +105,113 @@ def test_gpu_runs_judge_the_gpu_targets_not_the_cpu_ones():
     assert bench_run.summarise(dw, slow, cpu)["met"] is False  # 3x < 10x on the CPU
     assert bench_run.summarise(dw, slow, cuda)["targets"] == {} and \
         bench_run.summarise(dw, slow, cuda)["met"] is None
+
+
+# ---- Neural workloads: our sampler against the hand-written loops ------------------------------
+
+NEURAL = ("ring_pcd", "conv_langevin_b128")
+NEURAL_IMPLS = ("fused", "hand_eager")  # torch.compile cells are too slow for a smoke test
+
+
+def _bench_modules():
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        import run as bench_run
+    finally:
+        sys.path.pop(0)
+    return bench_run, bench_run.W  # the workloads module run.py itself uses
+
+
+@pytest.fixture(scope="module")
+def neural_quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench_neural")
+    cmd = [
+        sys.executable, str(REPO / "bench" / "run.py"), "--quick", "--only", ",".join(NEURAL),
+        "--impls", ",".join(NEURAL_IMPLS), "--repeats", "2", "--out", str(out), "--no-plot",
+        "--ours-python", sys.executable,
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, f"bench/run.py exited {proc.returncode}:\n{proc.stderr[-3000:]}"
+    return json.loads((out / "results.json").read_text()), proc
+
+
+def test_bench_neural_quick_run_compares_ours_with_the_hand_written_loop(neural_quick_run):
+    report, proc = neural_quick_run
+    assert list(report["workloads"]) == list(NEURAL)
+    assert "neural workload" in proc.stdout and "ours/eager" in proc.stdout
+    for name in NEURAL:
+        wl = report["workloads"][name]
+        assert wl["neural"] is True and set(wl["results"]) == set(NEURAL_IMPLS)
+        assert set(wl["met_targets"]) == set(wl["targets"])
+        for impl, entry in wl["results"].items():
+            assert entry["status"] in ("ok", "unavailable"), f"{name}/{impl}: {entry}"
+        entries = [e for e in wl["results"].values() if e["status"] == "ok"]
+        # Same weights (and, for PCD, the same data batches) in every implementation.
+        assert len({e["info"]["weights_checksum"] for e in entries}) <= 1
+        assert len({e["info"].get("data_checksum") for e in entries}) <= 1
+        assert all(e["info"]["first_run_s"] > 0 for e in entries)
+        if len(entries) == 2:
+            medians = {i: e["median_s"] for i, e in wl["results"].items()}
+            ratio = medians["hand_eager"] / medians["fused"]
+            assert wl["speedup"]["fused_vs_hand_eager"] == pytest.approx(ratio)
+    pcd = report["workloads"]["ring_pcd"]
+    assert pcd["unit"] == "iterations" and pcd["size"]["n_iters"] == 3
+    fused = pcd["results"]["fused"]
+    if fused["status"] == "ok":
+        assert fused["work"] == 3 and fused["info"]["last_path"] in ("chain", "fused")
+        assert fused["info"]["final_loss"] is not None
+    conv = report["workloads"]["conv_langevin_b128"]
+    assert conv["group"] == "conv_langevin" and conv["size"] == {"n_chains": 16, "n_steps": 3}
+
+
+def test_ring_data_mirror_equals_torchebm_datasets():
+    """TorchEBM 0.8.9's worker cannot import our datasets: it uses the mirror, which must give
+    the same points as torchebm.datasets.eight_gaussians."""
+    _, W = _bench_modules()
+    from torchebm.datasets import eight_gaussians
+
+    ours = eight_gaussians(1000, seed=W.RING_DATA_SEED, dtype=torch.float32)
+    assert torch.equal(W.eight_gaussians_mirror(1000, W.RING_DATA_SEED), ours)
+
+
+def test_only_accepts_group_names():
+    bench_run, W = _bench_modules()
+    args = bench_run.parse_args(["--only", "mlp_langevin,conv_pcd", "--impls", "fused,hand_eager"])
+    assert args.only == ["mlp_langevin", "conv_pcd_b128", "conv_pcd_b1024"]
+    with pytest.raises(SystemExit):
+        bench_run.parse_args(["--impls", "hand_eagre"])
+
+
+def test_neural_targets_are_judged_per_target():
+    """conv rows: ours >= 1x the eager loop, compiled >= 1.2x it; a compiled cell that is
+    unavailable leaves its target unmeasured, a missed target makes the row NO."""
+    bench_run, W = _bench_modules()
+    cpu = type("Args", (), {"device": "cpu", "quick": False, "peak_bw_tbs": None})()
+    conv = W.WORKLOADS["conv_langevin_b128"]
+    unavailable = {"status": "unavailable", "reason": "backend='compiled' raised ValueError: x"}
+    res = {"fused": _fake(0.9), "compiled": unavailable, "hand_eager": _fake(1.0)}
+    out = bench_run.summarise(conv, res, cpu)
+    assert out["met_targets"] == {"vs_hand_eager": True, "compiled_vs_hand_eager": None}
+    assert out["met"] is None and bench_run._fmt_met(out) == "yes, -"
+    res = {"fused": _fake(1.1), "compiled": _fake(0.8), "hand_eager": _fake(1.0)}
+    out = bench_run.summarise(conv, res, cpu)
+    assert out["met_targets"] == {"vs_hand_eager": False, "compiled_vs_hand_eager": True}
+    assert out["met"] is False and out["speedup"]["compiled_vs_hand_eager"] == pytest.approx(1.25)
+
+
+def test_compiled_backend_that_raises_is_reported_unavailable(monkeypatch):
+    """Our opt-in backend="compiled": a constructor (or sampler) that raises makes the cell
+    unavailable, with the reason, not an error of the harness."""
+    _, W = _bench_modules()
+
+    class Raising:
+        def __init__(self, model, backend="auto", **kwargs):
+            raise ValueError(f"backend must be one of ('auto', 'fused', 'reference'), got {backend!r}")
+
+        def sample(self, x=None, n_steps=1):  # pragma: no cover - never reached
+            return x
+
+    monkeypatch.setattr(W, "_samplers_api", lambda *names: [Raising])
+    result = W.run_one("conv_langevin_b128", "compiled", True, 1, 0, "cpu", "")
+    assert result["status"] == "unavailable"
+    assert "compiled" in result["reason"] and "ValueError" in result["reason"]
