@@ -536,6 +536,21 @@ def test_fake_kernels_give_the_output_shapes():
         assert e.shape == (7,) and g.shape == (7, 2)
 
 
+def test_chain_op_compiles_with_fullgraph():
+    model = seq_model([2, 8, 1], "tanh", seed=16)
+    x0 = torch.randn(20, 2, dtype=torch.float64)
+    args = recognised(model, x0).op_args()
+    a = torch.full((5,), 0.01, dtype=torch.float64)
+
+    def run(x):
+        return mlpk.mlp_langevin_chain(x, **args, a=a, b=a, seed=3, thin=2,
+                                       record_trajectory=True, record_energy=True)
+
+    compiled = torch.compile(run, fullgraph=True, backend="aot_eager")
+    for u, v in zip(compiled(x0), run(x0)):
+        assert torch.equal(u, v)
+
+
 # ---- statistics ------------------------------------------------------------------------------
 
 
