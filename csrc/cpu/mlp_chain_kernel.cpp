@@ -38,8 +38,9 @@ namespace torchebm::cpu::mlp_chain {
 // Chains per tile: 256 bytes of lanes, 4 AVX-512 vectors.
 template <class T>
 constexpr int64_t kTile = 256 / static_cast<int64_t>(sizeof(T));
-// Output rows per GEMM micro-kernel call (a packed weight panel).
-constexpr int64_t kMJ = 6;
+// Output rows per GEMM micro-kernel call (a packed weight panel): 4 rows x 4 AVX-512 vectors of
+// accumulators measured 6% faster than 6 x 4 on the 2-64-64-1 benchmark (no padding of 64).
+constexpr int64_t kMJ = 4;
 
 inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
