@@ -96,6 +96,79 @@ inline void positive(double v, const char* op, const char* name) {
   TORCH_CHECK(std::isfinite(v) && v > 0, op, ": ", name, " must be finite and > 0, got ", v);
 }
 
+// ---- values as the kernels compute with them ---------------------------------------------------
+// Scalars arrive as float64 but the kernels compute in the state's precision, so a value is
+// checked after rounding to it: 1e300 is finite but float32's +inf, 1e-300 is > 0 but float32's 0.
+
+// The dtype the kernels compute in for states of dtype `t` (float16/bfloat16: float32).
+inline at::ScalarType compute_dtype(at::ScalarType t) {
+  return t == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+// `v` rounded to `compute` (the value the kernels see).
+inline double rounded(double v, at::ScalarType compute) {
+  return compute == at::kDouble ? v : static_cast<double>(static_cast<float>(v));
+}
+
+inline const char* dtype_name(at::ScalarType compute) {
+  return compute == at::kDouble ? "float64" : "float32";
+}
+
+// " in float32" for the message about a value that passes before rounding, not after.
+inline const char* in_dtype(bool passes_unrounded) {
+  return passes_unrounded ? " in float32 (the dtype the kernels compute in)" : "";
+}
+
+inline void finite(double v, at::ScalarType compute, const char* op, const char* name) {
+  TORCH_CHECK(std::isfinite(rounded(v, compute)), op, ": ", name, " must be finite",
+              in_dtype(std::isfinite(v)), ", got ", v);
+}
+
+inline void positive(double v, at::ScalarType compute, const char* op, const char* name) {
+  const double r = rounded(v, compute);
+  TORCH_CHECK(std::isfinite(r) && r > 0, op, ": ", name, " must be finite and > 0",
+              in_dtype(std::isfinite(v) && v > 0), ", got ", v);
+}
+
+// MALA's b: its ratio divides by 2 b^2, computed in the kernels' dtype, which must be finite and
+// > 0 (float32: about 1e-19 < |b| < 1e19).
+inline void mala_scale(double v, at::ScalarType compute, const char* op, const char* name) {
+  positive(v, compute, op, name);
+  const double r = rounded(v, compute);
+  const double two_b2 = compute == at::kDouble
+                            ? 2.0 * r * r
+                            : static_cast<double>(2.0f * static_cast<float>(r) * static_cast<float>(r));
+  TORCH_CHECK(std::isfinite(two_b2) && two_b2 > 0, op, ": ", name, " = ", v, " gives 2 ", name,
+              "^2 = ", two_b2, " in ", dtype_name(compute),
+              " (the MALA ratio divides by it); expected 2 b^2 finite and > 0");
+}
+
+// A bound that is finite must stay finite in the kernels' dtype (torch.clamp refuses such a
+// bound: "value cannot be converted to type float without overflow").
+inline void representable(std::optional<double> v, at::ScalarType compute, const char* op,
+                          const char* name) {
+  if (!v || !std::isfinite(*v)) return;
+  TORCH_CHECK(std::isfinite(rounded(*v, compute)), op, ": ", name, " = ", *v,
+              " is not representable in ", dtype_name(compute), " (the dtype the kernels compute in)");
+}
+
+// Caller-supplied uniforms must lie in (0, 1) (log u finite, as the kernels' own draws): checked
+// where they are on the host; a GPU tensor is not read back (it would synchronise), so uniforms
+// passed on a GPU are the caller's responsibility (docs/kernels.md).
+// 16-bit uniforms may be 1: the float32 draws rounded (1 - 2^-24 rounds up), as philox_uniform
+// returns them for those dtypes.
+inline void uniforms(const at::Tensor& u, const char* op) {
+  if (!u.is_cpu() || u.numel() == 0) return;
+  const bool half = u.scalar_type() == at::kHalf || u.scalar_type() == at::kBFloat16;
+  const at::Tensor c = u.to(at::kDouble).contiguous();
+  const double* v = c.const_data_ptr<double>();
+  for (int64_t i = 0; i < c.numel(); ++i) {
+    TORCH_CHECK(v[i] > 0 && (v[i] < 1 || (half && v[i] == 1)), op, ": uniform[", i,
+                "] must lie in the open interval (0, 1)", half ? " (or be 1, for 16-bit dtypes)" : "",
+                ", got ", v[i]);
+  }
+}
+
 // The sampler step, the third Philox counter word.
 inline uint32_t step(int64_t step, const char* op) {
   TORCH_CHECK(step >= 0 && step <= static_cast<int64_t>(UINT32_MAX), op,
@@ -116,14 +189,30 @@ inline void grad_clip(std::optional<double> c, const char* op) {
               c ? *c : 0.0);
 }
 
-// The Langevin coefficients: x' = clamp(x - a clip(grad) + b xi).
-inline void langevin_coefficients(double a, double b, std::optional<double> clamp_min,
-                                  std::optional<double> clamp_max,
-                                  std::optional<double> grad_clip_value, const char* op) {
-  finite(a, op, "a");
-  finite(b, op, "b");
+// clamp_bounds and grad_clip, in the kernels' dtype `compute` too.
+inline void clamp_values(std::optional<double> clamp_min, std::optional<double> clamp_max,
+                         std::optional<double> grad_clip_value, at::ScalarType compute,
+                         const char* op) {
   clamp_bounds(clamp_min, clamp_max, op);
   grad_clip(grad_clip_value, op);
+  representable(clamp_min, compute, op, "clamp_min");
+  representable(clamp_max, compute, op, "clamp_max");
+  representable(grad_clip_value, compute, op, "grad_clip");
+  if (grad_clip_value && std::isfinite(*grad_clip_value)) {
+    positive(*grad_clip_value, compute, op, "grad_clip");
+  }
+}
+
+// The Langevin coefficients: x' = clamp(x - a clip(grad) + b xi).
+// Values in the kernels' dtype `compute`: each finite, grad_clip > 0, and each finite bound
+// representable.
+inline void langevin_coefficients(double a, double b, std::optional<double> clamp_min,
+                                  std::optional<double> clamp_max,
+                                  std::optional<double> grad_clip_value, at::ScalarType compute,
+                                  const char* op) {
+  finite(a, compute, op, "a");
+  finite(b, compute, op, "b");
+  clamp_values(clamp_min, clamp_max, grad_clip_value, compute, op);
 }
 
 // Output size of the factory ops.
@@ -171,17 +260,19 @@ inline Energy energy(const std::string& name, c10::ArrayRef<double> params,
               "'");
   const Energy e = *found;
   const EnergyInfo info = energy_info(e);
-  TORCH_CHECK(x.dim() == 2, op, ": the analytic models take x of shape [B, d], got ", x.sizes());
+  TORCH_CHECK(x.dim() == 2, op, ": the analytic models take ", x_name, " of shape [B, d], got ",
+              x.sizes());
   const int64_t d = x.size(1);
-  TORCH_CHECK(d >= 1, op, ": x must have d >= 1, got ", x.sizes());
+  TORCH_CHECK(d >= 1, op, ": ", x_name, " must have d >= 1, got ", x.sizes());
   TORCH_CHECK(static_cast<int>(params.size()) == info.n_params, op, ": energy '", name, "' takes ",
               info.n_params, " scalar params, got ", params.size(), " (", params, ")");
   for (size_t i = 0; i < params.size(); ++i) {
-    TORCH_CHECK(std::isfinite(params[i]), op, ": params[", i, "] of '", name,
-                "' must be finite, got ", params[i]);
+    const double r = rounded(params[i], compute_dtype(x.scalar_type()));
+    TORCH_CHECK(std::isfinite(r), op, ": params[", i, "] of '", name, "' must be finite",
+                in_dtype(std::isfinite(params[i])), ", got ", params[i]);
   }
   TORCH_CHECK(info.fixed_dim == 0 || d == info.fixed_dim, op, ": energy '", name, "' needs d == ",
-              info.fixed_dim, ", got x of shape ", x.sizes());
+              info.fixed_dim, ", got ", x_name, " of shape ", x.sizes());
   TORCH_CHECK(d >= info.min_dim, op, ": energy '", name, "' needs d >= ", info.min_dim, ", got ",
               x.sizes());
   if (e == Energy::kGaussian) {
@@ -202,10 +293,13 @@ inline Energy energy(const std::string& name, c10::ArrayRef<double> params,
   return e;
 }
 
+// What a schedule's values must be, in the kernels' dtype (x0's compute_dtype).
+enum class Values { kFinite, kPositive, kMalaScale };
+
 // A per-step schedule: 1-D, floating, n_steps entries, on the host or x0's device. Its values
-// are checked (finite, and > 0 when `positive`) when it is on the host.
+// are checked (see Values) when it is on the host.
 inline void schedule(const at::Tensor& s, int64_t n_steps, const at::Tensor& x0, const char* op,
-                     const char* name, bool positive) {
+                     const char* name, Values rule) {
   TORCH_CHECK(s.dim() == 1, op, ": ", name, " must be a 1-D per-step tensor [n_steps], got ",
               s.sizes());
   TORCH_CHECK(s.size(0) == n_steps, op, ": ", name, " must have n_steps = ", n_steps,
@@ -217,9 +311,17 @@ inline void schedule(const at::Tensor& s, int64_t n_steps, const at::Tensor& x0,
   if (!s.is_cpu()) return;
   const at::Tensor c = s.to(at::kDouble).contiguous();
   const double* v = c.const_data_ptr<double>();
+  const at::ScalarType compute = compute_dtype(x0.scalar_type());
   for (int64_t t = 0; t < n_steps; ++t) {
-    TORCH_CHECK(std::isfinite(v[t]) && (!positive || v[t] > 0), op, ": ", name, "[", t,
-                "] must be finite", positive ? " and > 0" : "", ", got ", v[t]);
+    const double r = rounded(v[t], compute);
+    if (std::isfinite(r) && (rule == Values::kFinite || r > 0) &&
+        (rule != Values::kMalaScale || (r > 1e-18 && r < 1e18))) {
+      continue;  // the common case, without building a message
+    }
+    const std::string at_t = std::string(name) + "[" + std::to_string(t) + "]";
+    if (rule == Values::kFinite) finite(v[t], compute, op, at_t.c_str());
+    if (rule == Values::kPositive) positive(v[t], compute, op, at_t.c_str());
+    if (rule == Values::kMalaScale) mala_scale(v[t], compute, op, at_t.c_str());
   }
 }
 
@@ -248,7 +350,8 @@ inline uint32_t langevin_update(const at::Tensor& x, const at::Tensor& grad,
   state(x, op, "x", be);
   like(grad, x, op, "grad", "x");
   if (noise) like(*noise, x, op, "noise", "x");
-  langevin_coefficients(a, b, clamp_min, clamp_max, grad_clip_value, op);
+  langevin_coefficients(a, b, clamp_min, clamp_max, grad_clip_value,
+                        compute_dtype(x.scalar_type()), op);
   return step(step_, op);
 }
 
@@ -263,7 +366,8 @@ inline void langevin_update_graphsafe_(const at::Tensor& x, const at::Tensor& gr
   TORCH_CHECK(x.is_contiguous(), op, ": x is updated in place and must be contiguous");
   like(grad, x, op, "grad", "x");
   seed_state(seed_state_, x.device(), op);
-  langevin_coefficients(a, b, clamp_min, clamp_max, grad_clip_value, op);
+  langevin_coefficients(a, b, clamp_min, clamp_max, grad_clip_value,
+                        compute_dtype(x.scalar_type()), op);
 }
 
 inline void philox_state_advance_(const at::Tensor& seed_state_, const Backend& be) {
@@ -280,8 +384,8 @@ inline void leapfrog_kick_drift(const at::Tensor& x, const at::Tensor& p, const 
   state(x, op, "x", be);
   like(p, x, op, "p", "x");
   like(grad, x, op, "grad", "x");
-  finite(kick, op, "kick");
-  finite(drift, op, "drift");
+  finite(kick, compute_dtype(x.scalar_type()), op, "kick");
+  finite(drift, compute_dtype(x.scalar_type()), op, "drift");
   if (!inv_mass) return;
   const int64_t d = x.dim() == 0 ? 1 : x.size(-1);
   TORCH_CHECK(inv_mass->dim() == 0 ||
@@ -303,7 +407,10 @@ inline uint32_t metropolis_select(const at::Tensor& log_accept_ratio, const at::
   batched(x, op, "x", be);
   like(x_proposed, x, op, "x_proposed", "x");
   per_chain(log_accept_ratio, x, op, "log_accept_ratio");
-  if (uniform) per_chain(*uniform, x, op, "uniform");
+  if (uniform) {
+    per_chain(*uniform, x, op, "uniform");
+    uniforms(*uniform, op);
+  }
   return step(step_, op);
 }
 
@@ -320,9 +427,12 @@ inline uint32_t mala_select(const at::Tensor& x, const at::Tensor& y, const at::
   like(grad_y, x, op, "grad_y", "x");
   per_chain(energy_x, x, op, "energy_x");
   per_chain(energy_y, x, op, "energy_y");
-  finite(a, op, "a");
-  positive(b, op, "b");
-  if (uniform) per_chain(*uniform, x, op, "uniform");
+  finite(a, compute_dtype(x.scalar_type()), op, "a");
+  mala_scale(b, compute_dtype(x.scalar_type()), op, "b");
+  if (uniform) {
+    per_chain(*uniform, x, op, "uniform");
+    uniforms(*uniform, op);
+  }
   return step(step_, op);
 }
 
@@ -347,7 +457,7 @@ struct Chain {
 inline Chain chain(const std::string& energy_name, const at::Tensor& x0,
                    c10::ArrayRef<double> params, const std::optional<at::Tensor>& mean,
                    const std::optional<at::Tensor>& precision, int64_t thin,
-                   const at::Tensor& first_schedule, const char* schedule_name, bool positive,
+                   const at::Tensor& first_schedule, const char* schedule_name, Values rule,
                    const char* op, const Backend& be) {
   state(x0, op, "x0", be);
   TORCH_CHECK(x0.dim() == 2, op, ": x0 must have shape [B, d], got ", x0.sizes());
@@ -359,7 +469,7 @@ inline Chain chain(const std::string& energy_name, const at::Tensor& x0,
               " must be a 1-D per-step tensor [n_steps], got ", first_schedule.sizes());
   TORCH_CHECK(c.n_steps <= static_cast<int64_t>(UINT32_MAX) + 1, op,
               ": n_steps must be <= 2^32 (steps are Philox counter words), got ", c.n_steps);
-  schedule(first_schedule, c.n_steps, x0, op, schedule_name, positive);
+  schedule(first_schedule, c.n_steps, x0, op, schedule_name, rule);
   return c;
 }
 
@@ -371,10 +481,10 @@ inline Chain langevin_chain(const std::string& energy_name, const at::Tensor& x0
                             std::optional<double> grad_clip_value, int64_t thin,
                             const Backend& be) {
   constexpr const char* op = "langevin_chain";
-  const Chain c = chain(energy_name, x0, params, mean, precision, thin, a, "a", false, op, be);
-  schedule(b, c.n_steps, x0, op, "b", false);
-  clamp_bounds(clamp_min, clamp_max, op);
-  grad_clip(grad_clip_value, op);
+  const Chain c =
+      chain(energy_name, x0, params, mean, precision, thin, a, "a", Values::kFinite, op, be);
+  schedule(b, c.n_steps, x0, op, "b", Values::kFinite);
+  clamp_values(clamp_min, clamp_max, grad_clip_value, compute_dtype(x0.scalar_type()), op);
   return c;
 }
 
@@ -384,8 +494,9 @@ inline Chain mala_chain(const std::string& energy_name, const at::Tensor& x0, co
                         const std::optional<at::Tensor>& precision, int64_t thin,
                         const Backend& be) {
   constexpr const char* op = "mala_chain";
-  const Chain c = chain(energy_name, x0, params, mean, precision, thin, a, "a", false, op, be);
-  schedule(b, c.n_steps, x0, op, "b", true);
+  const Chain c =
+      chain(energy_name, x0, params, mean, precision, thin, a, "a", Values::kFinite, op, be);
+  schedule(b, c.n_steps, x0, op, "b", Values::kMalaScale);
   return c;
 }
 
@@ -399,7 +510,8 @@ inline Chain hmc_chain(const std::string& energy_name, const at::Tensor& x0,
                        const Backend& be) {
   constexpr const char* op = "hmc_chain";
   const Chain c =
-      chain(energy_name, x0, params, mean, precision, thin, step_size, "step_size", true, op, be);
+      chain(energy_name, x0, params, mean, precision, thin, step_size, "step_size",
+            Values::kPositive, op, be);
   TORCH_CHECK(n_leapfrog >= 1, op, ": n_leapfrog must be >= 1, got ", n_leapfrog);
   TORCH_CHECK(n_leapfrog <= INT32_MAX, op,
               ": n_leapfrog must be <= 2^31 - 1 (an int32 loop count), got ", n_leapfrog);
@@ -411,9 +523,11 @@ inline Chain hmc_chain(const std::string& energy_name, const at::Tensor& x0,
     state_dtype(inv_mass->scalar_type(), op, "inv_mass", be);
     same_device(*inv_mass, x0, op, "inv_mass", "x0");
     if (inv_mass->is_cpu()) {
-      const at::Tensor im = inv_mass->to(at::kDouble);
+      // In the kernels' dtype: a float64 1e-50 is float32's 0.
+      const at::Tensor im = inv_mass->to(compute_dtype(x0.scalar_type()));
       TORCH_CHECK(at::isfinite(im).all().item<bool>() && (im > 0).all().item<bool>(), op,
-                  ": inv_mass must be finite and > 0, got ", *inv_mass);
+                  ": inv_mass must be finite and > 0 in ", dtype_name(im.scalar_type()),
+                  " (the dtype the kernels compute in), got ", *inv_mass);
     }
   }
   return c;

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from typing import Optional
 
 import torch
 
@@ -52,8 +53,9 @@ def real_number(
     return value
 
 
-def count(owner: str, name: str, value: object, *, minimum: int) -> int:
-    """``value`` as an int ``>= minimum``; an integral float such as ``1e3`` is accepted."""
+def count(owner: str, name: str, value: object, *, minimum: int, maximum: Optional[int] = None) -> int:
+    """``value`` as an int in ``[minimum, maximum]``; an integral float such as ``1e3`` is
+    accepted. ``maximum`` bounds a count that sizes work (e.g. ``N_LEAPFROG_MAX``)."""
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
@@ -61,7 +63,14 @@ def count(owner: str, name: str, value: object, *, minimum: int) -> int:
     value = int(value)
     if value < minimum:
         raise ValueError(f"{owner}: {name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{owner}: {name} must be <= {maximum}, got {value}")
     return value
+
+
+N_LEAPFROG_MAX = 2**31 - 1
+"""The most leapfrog steps per HMC transition: the kernels' int32 loop count (hmc_chain's
+check), so every path accepts the same values."""
 
 
 def scheduled_value(owner: str, name: str, value: object, *, positive: bool):

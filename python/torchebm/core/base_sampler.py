@@ -242,6 +242,7 @@ class BaseSampler(Schedulable, ABC):
             TypeError: ``x`` is not a real tensor.
         """
         owner = type(self).__name__
+        self._check_sampler_device()
         if x is not None:
             return self._cast_state(x)
         if dim is None:
@@ -249,6 +250,16 @@ class BaseSampler(Schedulable, ABC):
         event = event_shape(owner, dim)
         n_samples = count(owner, "n_samples", n_samples, minimum=1)
         return generator_randn((n_samples, *event), self.dtype, self._torchebm_probe.device, generator)
+
+    def _check_sampler_device(self) -> None:
+        # As for x below: a state on a device without data (meta) would give a "sample" of
+        # uninitialised values, so the sampler's own device must hold data too.
+        device = self._torchebm_probe.device
+        if device.type not in ("cpu", "cuda"):
+            raise ValueError(
+                f"{type(self).__name__}: the sampler is on device {device}, which holds no data "
+                "to sample from; move it to cpu or cuda (sampler.to(...) or device=)"
+            )
 
     def _cast_state(self, x: Any) -> torch.Tensor:
         owner = type(self).__name__
@@ -261,6 +272,7 @@ class BaseSampler(Schedulable, ABC):
                 f"{owner}: x is on device {x.device}, which holds no data to sample from; "
                 f"pass x on cpu or cuda (the sampler is on {self.device})"
             )
+        self._check_sampler_device()
         return x.detach().to(device=self._torchebm_probe.device, dtype=self.dtype)
 
     def _draw_seed(self, generator: Optional[torch.Generator] = None) -> int:

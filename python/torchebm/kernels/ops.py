@@ -10,6 +10,7 @@ sampler step in ``[0, 2**32)``.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
@@ -40,6 +41,87 @@ def _like(x: torch.Tensor, shape: Optional[Sequence[int]] = None, dtype=None) ->
     return torch.empty(
         x.shape if shape is None else tuple(shape), dtype=dtype or x.dtype, device=x.device
     )
+
+
+def check_same_device(
+    op: str,
+    tensors: Mapping[str, Any],
+    host_ok: Sequence[str] = (),
+) -> None:
+    """Raises RuntimeError unless every tensor of ``tensors`` (name -> tensor, None, or a
+    sequence of tensors) is on the device of the first one; those named in ``host_ok`` may
+    also be on the CPU (the chains' schedules).
+
+    The fake kernels call it: a call mixing a ``meta`` tensor with real ones is routed by torch
+    to the fake kernel (Meta outranks every back end), which would otherwise return an
+    uninitialised tensor for real inputs. The compiled kernels check the same (checks.h).
+    """
+    ref_name, ref_device = None, None
+    for name, value in tensors.items():
+        items = value if isinstance(value, (list, tuple)) else [value]
+        for i, t in enumerate(items):
+            if t is None:
+                continue
+            label = f"{name}[{i}]" if isinstance(value, (list, tuple)) else name
+            if ref_device is None:
+                ref_name, ref_device = label, t.device
+            elif t.device != ref_device and not (name in host_ok and t.device.type == "cpu"):
+                raise RuntimeError(
+                    f"{op}: {label} is on {t.device} but {ref_name} is on {ref_device}; "
+                    + (f"expected {ref_name}'s device or the CPU" if name in host_ok
+                       else "expected the same device")
+                )
+
+
+MEMORY_FRACTION = 0.8
+"""The largest share of a device's memory one op's outputs may ask for (``check_output_size``)."""
+
+
+def _host_memory() -> Optional[int]:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+_HOST_MEMORY = _host_memory()
+
+
+def _device_memory(device: torch.device) -> Optional[int]:
+    """Bytes of physical memory of the host (cpu) or of a CUDA device; None if unknown."""
+    try:
+        if device.type == "cpu":
+            return _HOST_MEMORY
+        if device.type == "cuda":
+            return torch.cuda.get_device_properties(device).total_memory
+    except (ValueError, OSError, AttributeError, RuntimeError, AssertionError):
+        pass
+    return None
+
+
+def check_output_size(op: str, what: str, nbytes: int, device: torch.device) -> None:
+    """Raises RuntimeError, before anything is allocated, when an output of ``nbytes`` would
+    take more than ``MEMORY_FRACTION`` of ``device``'s memory (on the CPU, an allocation that
+    size would be granted lazily and end in the OOM killer rather than an error)."""
+    if torch.compiler.is_compiling():
+        return  # checked when the op runs eagerly; tracing cannot call into the OS
+    total = _device_memory(device)
+    if total is not None and nbytes > MEMORY_FRACTION * total:
+        raise RuntimeError(
+            f"{op}: {what} would take {nbytes / 2**30:.1f} GiB, more than "
+            f"{MEMORY_FRACTION:.0%} of the {total / 2**30:.1f} GiB of {device.type} memory; "
+            "record fewer states (a larger thin, fewer steps or chains) or none"
+        )
+
+
+def _check_trajectory_size(op: str, x0: torch.Tensor, n_steps: int, thin: int,
+                           record_trajectory: bool) -> None:
+    if not record_trajectory or x0.dim() != 2 or thin < 1:
+        return  # the op's own checks name what is wrong
+    kept = n_steps // thin
+    nbytes = x0.shape[0] * kept * x0.shape[1] * x0.element_size()
+    check_output_size(op, f"the trajectory [{x0.shape[0]}, {kept}, {x0.shape[1]}]", nbytes,
+                      x0.device)
 
 
 def _seed64(seed: int) -> int:
@@ -129,6 +211,7 @@ def langevin_update(
 
 @_fake("langevin_update")
 def _langevin_update_fake(x, grad, noise, a, b, clamp_min, clamp_max, grad_clip, seed, step):
+    check_same_device("langevin_update", {"x": x, "grad": grad, "noise": noise})
     return _like(x)
 
 
@@ -149,6 +232,7 @@ def leapfrog_kick_drift(
 
 @_fake("leapfrog_kick_drift")
 def _leapfrog_kick_drift_fake(x, p, grad, kick, drift, inv_mass):
+    check_same_device("leapfrog_kick_drift", {"x": x, "p": p, "grad": grad, "inv_mass": inv_mass})
     return _like(x), _like(x)
 
 
@@ -172,6 +256,10 @@ def metropolis_select(
 
 @_fake("metropolis_select")
 def _metropolis_select_fake(log_accept_ratio, x, x_proposed, uniform, seed, step):
+    check_same_device(
+        "metropolis_select",
+        {"x": x, "x_proposed": x_proposed, "log_accept_ratio": log_accept_ratio, "uniform": uniform},
+    )
     return _like(x), _like(x, x.shape[:1], torch.bool)
 
 
@@ -201,6 +289,11 @@ def mala_select(
 
 @_fake("mala_select")
 def _mala_select_fake(x, y, grad_x, grad_y, energy_x, energy_y, a, b, uniform, seed, step):
+    check_same_device(
+        "mala_select",
+        {"x": x, "y": y, "grad_x": grad_x, "grad_y": grad_y, "energy_x": energy_x,
+         "energy_y": energy_y, "uniform": uniform},
+    )
     return _like(x), _like(x), _like(x, x.shape[:1]), _like(x, x.shape[:1], torch.bool)
 
 
@@ -219,6 +312,7 @@ def analytic_energy_grad(
 
 @_fake("analytic_energy_grad")
 def _analytic_energy_grad_fake(energy, x, params, mean, precision):
+    check_same_device("analytic_energy_grad", {"x": x, "mean": mean, "precision": precision})
     return _like(x, x.shape[:1]), _like(x)
 
 
@@ -259,6 +353,8 @@ def langevin_chain(
     Returns ``(x, trajectory [B, n_steps // thin, d] or empty, energy_mean [n_steps] or empty)``,
     ``energy_mean[t]`` the mean energy of the state after step t.
     """
+    _check_trajectory_size("langevin_chain", x0, a.shape[0] if a.dim() == 1 else 0, int(thin),
+                           bool(record_trajectory))
     return torch.ops.torchebm.langevin_chain(
         energy,
         x0,
@@ -280,6 +376,10 @@ def langevin_chain(
 @_fake("langevin_chain")
 def _langevin_chain_fake(energy, x0, a, b, params, mean, precision, clamp_min, clamp_max,
                          grad_clip, seed, thin, record_trajectory, record_energy):
+    check_same_device(
+        "langevin_chain", {"x0": x0, "a": a, "b": b, "mean": mean, "precision": precision},
+        host_ok=("a", "b"),
+    )
     return _chain_outputs_fake(x0, a.shape[0], thin, record_trajectory, record_energy, False)
 
 
@@ -300,6 +400,8 @@ def mala_chain(
 
     Returns ``(x, trajectory, energy_mean, acceptance_rate [n_steps])``.
     """
+    _check_trajectory_size("mala_chain", x0, a.shape[0] if a.dim() == 1 else 0, int(thin),
+                           bool(record_trajectory))
     return torch.ops.torchebm.mala_chain(
         energy,
         x0,
@@ -318,6 +420,10 @@ def mala_chain(
 @_fake("mala_chain")
 def _mala_chain_fake(energy, x0, a, b, params, mean, precision, seed, thin, record_trajectory,
                      record_energy):
+    check_same_device(
+        "mala_chain", {"x0": x0, "a": a, "b": b, "mean": mean, "precision": precision},
+        host_ok=("a", "b"),
+    )
     return _chain_outputs_fake(x0, a.shape[0], thin, record_trajectory, record_energy, True)
 
 
@@ -341,6 +447,8 @@ def hmc_chain(
 
     Returns ``(x, trajectory, energy_mean, acceptance_rate [n_steps])``.
     """
+    _check_trajectory_size("hmc_chain", x0, step_size.shape[0] if step_size.dim() == 1 else 0,
+                           int(thin), bool(record_trajectory))
     return torch.ops.torchebm.hmc_chain(
         energy,
         x0,
@@ -360,6 +468,12 @@ def hmc_chain(
 @_fake("hmc_chain")
 def _hmc_chain_fake(energy, x0, step_size, n_leapfrog, inv_mass, params, mean, precision, seed,
                     thin, record_trajectory, record_energy):
+    check_same_device(
+        "hmc_chain",
+        {"x0": x0, "step_size": step_size, "inv_mass": inv_mass, "mean": mean,
+         "precision": precision},
+        host_ok=("step_size",),
+    )
     return _chain_outputs_fake(x0, step_size.shape[0], thin, record_trajectory, record_energy, True)
 
 
@@ -370,6 +484,9 @@ def _hmc_chain_fake(energy, x0, step_size, n_leapfrog, inv_mass, params, mean, p
 @_fake("langevin_update_graphsafe_")
 def _langevin_update_graphsafe_fake(x, grad, a, b, clamp_min, clamp_max, grad_clip, seed_state,
                                     step_offset):
+    check_same_device(
+        "langevin_update_graphsafe_", {"x": x, "grad": grad, "seed_state": seed_state}
+    )
     return None
 
 

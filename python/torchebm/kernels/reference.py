@@ -95,11 +95,14 @@ def mala_log_accept_ratio(
 
     With q(y | x) = N(y; x - a grad E(x), b^2 I):
     ``log r = E(x) - E(y) + (|y - x + a grad_x|^2 - |x - y + a grad_y|^2) / (2 b^2)``,
-    the squared norms summed over every non-batch dimension.
+    the squared norms summed over every non-batch dimension (none for ``[B]`` states: then
+    each chain's term is its own square).
     """
-    dims = tuple(range(1, x.dim()))
-    forward = (y - x + a * grad_x).pow(2).sum(dims)
-    backward = (x - y + a * grad_y).pow(2).sum(dims)
+    forward = (y - x + a * grad_x).pow(2)
+    backward = (x - y + a * grad_y).pow(2)
+    if x.dim() > 1:  # sum(()) would reduce every dimension, the chains' too
+        dims = tuple(range(1, x.dim()))
+        forward, backward = forward.sum(dims), backward.sum(dims)
     return energy_x - energy_y + (forward - backward) / (2.0 * b * b)
 
 

@@ -85,8 +85,29 @@ class HamiltonianMonteCarlo(MCMCSampler, algorithm=algorithms.HMC):
                     f"states of dimension {dim} (x of shape {tuple(x.shape)})"
                 )
         else:
-            mass = torch.full((dim,), self.mass, dtype=x.dtype, device=x.device)
-        return mass.reciprocal().contiguous(), mass.sqrt().contiguous()
+            # Through float64: torch.full refuses a float that overflows the dtype, with a
+            # message about a "value", not the mass (the check below names it).
+            mass = torch.full((dim,), self.mass, dtype=torch.float64, device=x.device).to(x.dtype)
+        inv_mass = mass.reciprocal().contiguous()
+        self._check_mass_in_dtype(mass, inv_mass)
+        return inv_mass, mass.sqrt().contiguous()
+
+    def _check_mass_in_dtype(self, mass: torch.Tensor, inv_mass: torch.Tensor) -> None:
+        # The mass was checked (finite, > 0) as given; the kernels compute in the state's dtype,
+        # where 1e-50 is float32's 0 (and 1/M inf) and 1e50 is inf. On a GPU the check reads the
+        # values back once per (mass version, dtype), not on every call.
+        key = (mass.dtype, self.mass._version if isinstance(self.mass, torch.Tensor) else self.mass)
+        if mass.device.type != "cpu" and getattr(self, "_mass_checked", None) == key:
+            return
+        ok = torch.isfinite(mass).all() & (mass > 0).all()
+        ok &= torch.isfinite(inv_mass).all() & (inv_mass > 0).all()
+        if not bool(ok):
+            dtype = str(mass.dtype).replace("torch.", "")
+            raise ValueError(
+                f"{type(self).__name__}: mass and 1/mass must be positive and finite in {dtype} "
+                f"(the state's dtype); got mass={self.mass}, which is {mass.tolist()} in {dtype}"
+            )
+        self._mass_checked = key
 
     def _step_arguments(self) -> dict[str, Any]:
         return {"step_size": self.get_scheduled_value("step_size")}
