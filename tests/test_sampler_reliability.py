@@ -127,3 +127,8 @@ def test_a_sampler_pickles_after_sampling():
     s.sample(dim=2, n_samples=4, n_steps=2)
     copy_ = pickle.loads(pickle.dumps(s))
     assert copy_.sample(dim=2, n_samples=4, n_steps=2).shape == (4, 2)
+
+
+def test_n_leapfrog_steps_is_bounded_by_what_the_kernels_loop_over():
+    with pytest.raises(ValueError, match=r"n_leapfrog_steps must be <= 2147483647, got 4611686018427387904"):
+        HamiltonianMonteCarlo(GaussianModel(torch.zeros(2), torch.eye(2)), n_leapfrog_steps=2**62)

@@ -7,7 +7,7 @@ from typing import Any, Optional, Union
 import torch
 from torch import nn
 
-from torchebm.core.argument_checks import count, diagonal_mass
+from torchebm.core.argument_checks import N_LEAPFROG_MAX, count, diagonal_mass
 from torchebm.core.base_module import DeviceLike
 from torchebm.core.base_scheduler import BaseScheduler
 from torchebm.samplers import algorithms
@@ -63,7 +63,9 @@ class HamiltonianMonteCarlo(MCMCSampler, algorithm=algorithms.HMC):
         super().__init__(model, dtype, device, integrator, energy_function, backend, progress)
         owner = type(self).__name__
         self._schedule("step_size", step_size)
-        self.n_leapfrog_steps = count(owner, "n_leapfrog_steps", n_leapfrog_steps, minimum=1)
+        self.n_leapfrog_steps = count(
+            owner, "n_leapfrog_steps", n_leapfrog_steps, minimum=1, maximum=N_LEAPFROG_MAX
+        )
         mass = diagonal_mass(owner, mass)
         if isinstance(mass, torch.Tensor):
             self.register_buffer("mass", mass.to(device=self._torchebm_probe.device, dtype=self.dtype))
