@@ -521,6 +521,19 @@ def test_argument_errors_name_the_argument():
         mlpk.mlp_mala_chain(x, **args, a=a, b=torch.tensor([0.1, 0.0], dtype=torch.float64))
 
 
+def test_inputs_that_require_grad_are_refused():
+    model = seq_model([2, 4, 1], "relu", seed=17)
+    x = torch.randn(3, 2, dtype=torch.float64)
+    args = recognised(model, x).op_args()
+    with pytest.raises(RuntimeError, match=r"mlp_energy_grad: the op is not differentiable, but its argument x requires grad"):
+        mlpk.mlp_energy_grad(x.clone().requires_grad_(), **args)
+    live = dict(args, weights=[l.weight for l in recognised(model, x).layers])
+    with pytest.raises(RuntimeError, match=r"argument weights\[0\] requires grad"):
+        mlpk.mlp_energy_grad(x, **live)
+    with torch.no_grad():
+        mlpk.mlp_energy_grad(x, **live)
+
+
 def test_fake_kernels_give_the_output_shapes():
     from torch._subclasses.fake_tensor import FakeTensorMode
 
