@@ -547,6 +547,9 @@ def test_fake_kernels_give_the_output_shapes():
         assert [tuple(o.shape) for o in out] == [(7, 2), (7, 1, 2), (6,), (6,)]
         e, g = mlpk.mlp_energy_grad(x0, **args)
         assert e.shape == (7,) and g.shape == (7, 2)
+    # A meta tensor among real ones reaches the fake kernel, which refuses it.
+    with pytest.raises(RuntimeError, match=r"mlp_energy_grad: weights\[0\] is on cpu but x is on meta"):
+        mlpk.mlp_energy_grad(torch.empty(7, 2, dtype=torch.float64, device="meta"), **args)
 
 
 def test_chain_op_compiles_with_fullgraph():

@@ -34,6 +34,7 @@ from torch import nn
 
 from torchebm.kernels import reference
 from torchebm.kernels.loader import load_ops
+from torchebm.kernels.ops import check_same_device
 
 _LOADED = load_ops()
 
@@ -770,7 +771,14 @@ if _LOADED:
 
     @torch.library.register_fake("torchebm::mlp_energy_grad")
     def _(x, weights, biases, activations, act_params, out_scale, out_offset):
+        check_same_device("mlp_energy_grad", {"x": x, "weights": weights, "biases": biases})
         return x.new_empty(x.shape[:1]), x.new_empty(x.shape)
+
+
+def _check_chain_devices(op, x0, weights, biases, inv_mass=None, **schedules):
+    # A meta tensor among real ones reaches the fake kernel: refuse rather than return empties.
+    tensors = {"x0": x0, "weights": weights, "biases": biases, "inv_mass": inv_mass, **schedules}
+    check_same_device(op, tensors, host_ok=tuple(schedules))
 
 
 def _chain_fake(x0, n_steps, thin, record_trajectory, record_energy, with_acceptance):
@@ -824,6 +832,7 @@ if _LOADED:
     @torch.library.register_fake("torchebm::mlp_langevin_chain")
     def _(x0, weights, biases, activations, act_params, out_scale, out_offset, a, b, clamp_min,
           clamp_max, grad_clip, seed, thin, record_trajectory, record_energy):
+        _check_chain_devices("mlp_langevin_chain", x0, weights, biases, a=a, b=b)
         return _chain_fake(x0, a.shape[0], thin, record_trajectory, record_energy, False)
 
 
@@ -859,6 +868,7 @@ if _LOADED:
     @torch.library.register_fake("torchebm::mlp_mala_chain")
     def _(x0, weights, biases, activations, act_params, out_scale, out_offset, a, b, seed, thin,
           record_trajectory, record_energy):
+        _check_chain_devices("mlp_mala_chain", x0, weights, biases, a=a, b=b)
         return _chain_fake(x0, a.shape[0], thin, record_trajectory, record_energy, True)
 
 
@@ -896,6 +906,7 @@ if _LOADED:
     @torch.library.register_fake("torchebm::mlp_hmc_chain")
     def _(x0, weights, biases, activations, act_params, out_scale, out_offset, step_size,
           n_leapfrog, inv_mass, seed, thin, record_trajectory, record_energy):
+        _check_chain_devices("mlp_hmc_chain", x0, weights, biases, inv_mass, step_size=step_size)
         return _chain_fake(x0, step_size.shape[0], thin, record_trajectory, record_energy, True)
 
 
