@@ -26,6 +26,10 @@ CUDA_OPS = (
     "hmc_chain",
     "langevin_update_graphsafe_",
     "philox_state_advance_",
+    "mlp_energy_grad",
+    "mlp_langevin_chain",
+    "mlp_mala_chain",
+    "mlp_hmc_chain",
 )
 
 

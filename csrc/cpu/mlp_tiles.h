@@ -439,7 +439,7 @@ void kick_drift_tile(T* y, T* p, const T* x, const T* g, const T* inv_mass, int6
   }
 }
 
-// Transition t as hmc_chain's (docs/kernels.md), with L + 1 gradients per transition.
+// Transition t as hmc_chain's (docs/kernels.md): L gradients per transition, plus one at the start.
 template <class T>
 void hmc_tiles(const ChainJob<T>& job, int64_t k0, int64_t k1) {
   constexpr int64_t R = kTile<T>;

@@ -175,7 +175,8 @@ def main() -> int:
     print(f"emulated CUDA kernels: {lib}", flush=True)
     env = dict(os.environ, TORCHEBM_CUDA_TESTS_ON="emulated", TORCHEBM_CUDA_EMU_LIB=str(lib))
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-           str(REPO / "tests" / "test_cuda.py"), *args.pytest_args]
+           str(REPO / "tests" / "test_cuda.py"), str(REPO / "tests" / "test_mlp_chain_cuda.py"),
+           *args.pytest_args]
     return subprocess.call(cmd, env=env, cwd=REPO)
 
 

@@ -34,7 +34,7 @@ from torch import nn
 
 from torchebm.kernels import reference
 from torchebm.kernels.loader import load_ops
-from torchebm.kernels.ops import check_same_device
+from torchebm.kernels.ops import check_same_device, float_or_none, seed64
 
 _LOADED = load_ops()
 
@@ -726,11 +726,6 @@ def recognise_mlp(model: nn.Module, x: torch.Tensor) -> tuple[Optional[MLPSpec],
 # ---- ops --------------------------------------------------------------------------------------
 
 
-def _seed64(seed: int) -> int:
-    seed = int(seed) & 0xFFFFFFFFFFFFFFFF
-    return seed - (1 << 64) if seed >= (1 << 63) else seed
-
-
 def _schedule(values: Any, n_steps: Optional[int] = None) -> torch.Tensor:
     t = torch.as_tensor(values, dtype=torch.float64)
     if t.dim() == 0 and n_steps is not None:
@@ -745,10 +740,6 @@ def _net(weights, biases, activations, act_params) -> tuple[list, list, list[int
         [int(a) for a in activations],
         [float(p) for p in act_params],
     )
-
-
-def _float_or_none(v: Optional[float]) -> Optional[float]:
-    return None if v is None else float(v)
 
 
 def mlp_energy_grad(
@@ -822,8 +813,8 @@ def mlp_langevin_chain(
     w, bs, acts, p = _net(weights, biases, activations, act_params)
     return torch.ops.torchebm.mlp_langevin_chain(
         x0, w, bs, acts, p, float(out_scale), float(out_offset), _schedule(a), _schedule(b),
-        _float_or_none(clamp_min), _float_or_none(clamp_max), _float_or_none(grad_clip),
-        _seed64(seed), int(thin), bool(record_trajectory), bool(record_energy),
+        float_or_none(clamp_min), float_or_none(clamp_max), float_or_none(grad_clip),
+        seed64(seed), int(thin), bool(record_trajectory), bool(record_energy),
     )
 
 
@@ -859,7 +850,7 @@ def mlp_mala_chain(
     w, bs, acts, p = _net(weights, biases, activations, act_params)
     return torch.ops.torchebm.mlp_mala_chain(
         x0, w, bs, acts, p, float(out_scale), float(out_offset), _schedule(a), _schedule(b),
-        _seed64(seed), int(thin), bool(record_trajectory), bool(record_energy),
+        seed64(seed), int(thin), bool(record_trajectory), bool(record_energy),
     )
 
 
@@ -890,13 +881,13 @@ def mlp_hmc_chain(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``len(step_size)`` HMC transitions of ``n_leapfrog`` leapfrog steps in one call,
     transition t as ``hmc_chain``'s (momentum from stream 0, acceptance uniforms from stream 1
-    at ``(seed, t)``; L + 1 gradients per transition). ``inv_mass``: None, 0-d or ``[d]``.
+    at ``(seed, t)``; L gradients per transition, plus one at the start). ``inv_mass``: None, 0-d or ``[d]``.
 
     Returns ``(x, trajectory, energy_mean, acceptance_rate [n_steps])``."""
     w, bs, acts, p = _net(weights, biases, activations, act_params)
     return torch.ops.torchebm.mlp_hmc_chain(
         x0, w, bs, acts, p, float(out_scale), float(out_offset), _schedule(step_size),
-        int(n_leapfrog), inv_mass, _seed64(seed), int(thin), bool(record_trajectory),
+        int(n_leapfrog), inv_mass, seed64(seed), int(thin), bool(record_trajectory),
         bool(record_energy),
     )
 

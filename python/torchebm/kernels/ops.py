@@ -124,13 +124,13 @@ def _check_trajectory_size(op: str, x0: torch.Tensor, n_steps: int, thin: int,
                       x0.device)
 
 
-def _seed64(seed: int) -> int:
+def seed64(seed: int) -> int:
     """Any Python integer -> the int64 with the same low 64 bits (the op schema takes int64)."""
     seed = int(seed) & 0xFFFFFFFFFFFFFFFF
     return seed - (1 << 64) if seed >= (1 << 63) else seed
 
 
-def _float_or_none(v: Optional[float]) -> Optional[float]:
+def float_or_none(v: Optional[float]) -> Optional[float]:
     return None if v is None else float(v)
 
 
@@ -145,7 +145,7 @@ def philox_normal(
     device: Optional[torch.device] = None,
 ) -> torch.Tensor:
     """Standard normals of ``size`` from stream 0 of Philox4x32-10 at ``(seed, step)``."""
-    return torch.ops.torchebm.philox_normal(list(size), _seed64(seed), int(step), dtype, device)
+    return torch.ops.torchebm.philox_normal(list(size), seed64(seed), int(step), dtype, device)
 
 
 @_fake("philox_normal")
@@ -163,7 +163,7 @@ def philox_uniform(
     device: Optional[torch.device] = None,
 ) -> torch.Tensor:
     """Uniforms in the open interval (0, 1) of ``size`` from stream 1 at ``(seed, step)``."""
-    return torch.ops.torchebm.philox_uniform(list(size), _seed64(seed), int(step), dtype, device)
+    return torch.ops.torchebm.philox_uniform(list(size), seed64(seed), int(step), dtype, device)
 
 
 _fake("philox_uniform")(_philox_draw_fake)
@@ -201,10 +201,10 @@ def langevin_update(
         noise,
         float(a),
         float(b),
-        _float_or_none(clamp_min),
-        _float_or_none(clamp_max),
-        _float_or_none(grad_clip),
-        _seed64(seed),
+        float_or_none(clamp_min),
+        float_or_none(clamp_max),
+        float_or_none(grad_clip),
+        seed64(seed),
         int(step),
     )
 
@@ -250,7 +250,7 @@ def metropolis_select(
     rejects. Returns ``(x_out, accepted)`` (accepted: bool [B]).
     """
     return torch.ops.torchebm.metropolis_select(
-        log_accept_ratio, x, x_proposed, uniform, _seed64(seed), int(step)
+        log_accept_ratio, x, x_proposed, uniform, seed64(seed), int(step)
     )
 
 
@@ -283,7 +283,7 @@ def mala_select(
     energy rejects. Returns ``(x_out, grad_out, energy_out, accepted)``.
     """
     return torch.ops.torchebm.mala_select(
-        x, y, grad_x, grad_y, energy_x, energy_y, float(a), float(b), uniform, _seed64(seed), int(step)
+        x, y, grad_x, grad_y, energy_x, energy_y, float(a), float(b), uniform, seed64(seed), int(step)
     )
 
 
@@ -363,10 +363,10 @@ def langevin_chain(
         [float(v) for v in params],
         mean,
         precision,
-        _float_or_none(clamp_min),
-        _float_or_none(clamp_max),
-        _float_or_none(grad_clip),
-        _seed64(seed),
+        float_or_none(clamp_min),
+        float_or_none(clamp_max),
+        float_or_none(grad_clip),
+        seed64(seed),
         int(thin),
         bool(record_trajectory),
         bool(record_energy),
@@ -410,7 +410,7 @@ def mala_chain(
         [float(v) for v in params],
         mean,
         precision,
-        _seed64(seed),
+        seed64(seed),
         int(thin),
         bool(record_trajectory),
         bool(record_energy),
@@ -458,7 +458,7 @@ def hmc_chain(
         [float(v) for v in params],
         mean,
         precision,
-        _seed64(seed),
+        seed64(seed),
         int(thin),
         bool(record_trajectory),
         bool(record_energy),
