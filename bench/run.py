@@ -98,6 +98,7 @@ def run_worker(name: str, impl: str, args, workdir: Path) -> dict:
     ]  # fmt: skip
     if args.quick:
         cmd.append("--quick")
+    loadavg_before = os.getloadavg()[0]
     try:
         cache_dir = workdir / f"inductor__{name}__{impl}" if impl in W.COMPILED else None
         proc = subprocess.run(
@@ -113,6 +114,7 @@ def run_worker(name: str, impl: str, args, workdir: Path) -> dict:
             "stderr_tail": proc.stderr[-3000:],
         }
     result = json.loads(result_file.read_text())
+    result["loadavg_before"] = loadavg_before  # 1-minute load just before the worker started
     if proc.stderr.strip():
         result["stderr_tail"] = proc.stderr[-3000:]
     return result
@@ -448,7 +450,8 @@ def footnotes(report: dict) -> list:
         + ". Each implementation runs in its own process; ratios are slow median / fast median "
         "from this same run (fused/0.8.9 = t(0.8.9) / t(fused)).",
         f"Machine: {machine['cpu_model']} ({machine['cpu_count']} CPUs), load average "
-        f"{machine['loadavg_start'][0]:.2f} at start, {machine['loadavg_end'][0]:.2f} at end"
+        f"{machine['loadavg_start'][0]:.2f} at start, {machine['loadavg_end'][0]:.2f} at end "
+        f"(the run's own {cfg['threads']} threads count up to {cfg['threads']} of it)"
         + (" - the machine was busy: timings are noisy." if _busy(machine, cfg) else "."),
         "[chain] / [fused] / [compiled] after one of our times: the path our sampler reports it "
         "took (sampler.last_path: whole-chain kernel, per-step fused ops around the gradient, "
@@ -505,8 +508,10 @@ def footnotes(report: dict) -> list:
 
 
 def _busy(machine: dict, cfg: dict) -> bool:
-    load = max(machine["loadavg_start"][0], machine["loadavg_end"][0])
-    return load > max(1.0, (machine["cpu_count"] or 1) - cfg["threads"] + 0.5)
+    """Other work on the machine: at the start the load is theirs alone; at the end it includes
+    up to ``threads`` of the benchmark's own (a 1-minute average taken as its last worker ends)."""
+    limit = max(1.0, (machine["cpu_count"] or 1) - cfg["threads"] + 0.5)
+    return machine["loadavg_start"][0] > limit or machine["loadavg_end"][0] > limit + cfg["threads"]
 
 
 def plot(report: dict, path: Path) -> None:
