@@ -493,8 +493,10 @@ def footnotes(report: dict) -> list:
                 f"{name} / {impl}: {bw['bytes_per_s'] / 1e9:.0f} GB/s"
                 + (f" = {frac:.0%} of peak ({bw['peak_source']})" if frac else " (peak unknown)")
             )
-        for key in ("fused_vs_torchebm089_triton", "op_vs_torchebm089_triton", "cudagraph_vs_fused",
-                    "compiled_vs_fused", "compiled_vs_hand_compiled", "hand_compiled_vs_hand_eager"):
+        for key in (
+            "fused_vs_torchebm089_triton", "op_vs_torchebm089_triton", "cudagraph_vs_fused",
+            "compiled_vs_fused", "compiled_vs_hand_compiled", "hand_compiled_vs_hand_eager",
+        ):  # fmt: skip
             if wl["speedup"].get(key) is not None:
                 notes.append(f"{name}: {key} = {wl['speedup'][key]:.2f}x")
         ref = wl["results"].get("reference", {})

@@ -206,7 +206,7 @@ def test_compiled_backend_that_raises_is_reported_unavailable(monkeypatch):
 
     class Raising:
         def __init__(self, model, backend="auto", **kwargs):
-            raise ValueError(f"backend must be one of ('auto', 'fused', 'reference'), got {backend!r}")
+            raise ValueError(f"backend must be one of ('auto', 'fused'), got {backend!r}")
 
         def sample(self, x=None, n_steps=1):  # pragma: no cover - never reached
             return x
