@@ -378,13 +378,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mlp_langevin_chain(
     std::optional<double> clamp_max, std::optional<double> grad_clip, int64_t seed, int64_t thin,
     bool record_trajectory, bool record_energy) {
   constexpr const char* op = "mlp_langevin_chain";
-  const mlp_checks::Network shape = mlp_checks::network(x0, "x0", weights, biases, activations,
-                                                        act_params, out_scale, out_offset, op);
-  const int64_t n_steps = mlp_checks::chain_steps(a, "a", thin, op);
+  const mlp_checks::Chain checked =
+      mlp_checks::langevin_chain(x0, weights, biases, activations, act_params, out_scale,
+                                 out_offset, a, clamp_min, clamp_max, grad_clip, thin);
+  const mlp_checks::Network& shape = checked.net;
+  const int64_t n_steps = checked.n_steps;
   const std::vector<double> av = mlp_checks::schedule_values(a, n_steps, op, "a", false);
   const std::vector<double> bv = mlp_checks::schedule_values(b, n_steps, op, "b", false);
-  checks::clamp_bounds(clamp_min, clamp_max, op);
-  checks::grad_clip(grad_clip, op);
   ChainResult result;
   AT_DISPATCH_FLOATING_TYPES(x0.scalar_type(), op, [&] {
     using T = scalar_t;
@@ -413,9 +413,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mlp_mala_chain(
     double out_offset, const at::Tensor& a, const at::Tensor& b, int64_t seed, int64_t thin,
     bool record_trajectory, bool record_energy) {
   constexpr const char* op = "mlp_mala_chain";
-  const mlp_checks::Network shape = mlp_checks::network(x0, "x0", weights, biases, activations,
-                                                        act_params, out_scale, out_offset, op);
-  const int64_t n_steps = mlp_checks::chain_steps(a, "a", thin, op);
+  const mlp_checks::Chain checked = mlp_checks::mala_chain(x0, weights, biases, activations,
+                                                       act_params, out_scale, out_offset, a, thin);
+  const mlp_checks::Network& shape = checked.net;
+  const int64_t n_steps = checked.n_steps;
   const std::vector<double> av = mlp_checks::schedule_values(a, n_steps, op, "a", false);
   const std::vector<double> bv = mlp_checks::schedule_values(b, n_steps, op, "b", true);
   ChainResult result;
@@ -443,13 +444,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mlp_hmc_chain(
     const std::optional<at::Tensor>& inv_mass, int64_t seed, int64_t thin,
     bool record_trajectory, bool record_energy) {
   constexpr const char* op = "mlp_hmc_chain";
-  const mlp_checks::Network shape = mlp_checks::network(x0, "x0", weights, biases, activations,
-                                                        act_params, out_scale, out_offset, op);
-  const int64_t n_steps = mlp_checks::chain_steps(step_size, "step_size", thin, op);
+  const mlp_checks::Chain checked =
+      mlp_checks::hmc_chain(x0, weights, biases, activations, act_params, out_scale, out_offset,
+                            step_size, n_leapfrog, inv_mass, thin);
+  const mlp_checks::Network& shape = checked.net;
+  const int64_t n_steps = checked.n_steps;
   const std::vector<double> eps =
       mlp_checks::schedule_values(step_size, n_steps, op, "step_size", true);
-  TORCH_CHECK(n_leapfrog >= 1 && n_leapfrog <= INT32_MAX, op,
-              ": n_leapfrog must be in [1, 2^31 - 1], got ", n_leapfrog);
   const std::vector<double> im = mlp_checks::inv_mass_values(inv_mass, x0, op);
   ChainResult result;
   AT_DISPATCH_FLOATING_TYPES(x0.scalar_type(), op, [&] {

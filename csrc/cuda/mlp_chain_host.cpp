@@ -160,11 +160,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mlp_langevin_chain_op(
     std::optional<double> clamp_max, std::optional<double> grad_clip, int64_t seed, int64_t thin,
     bool record_trajectory, bool record_energy) {
   constexpr const char* op = "mlp_langevin_chain";
-  const mlp_checks::Network shape = mlp_checks::network(x0, "x0", weights, biases, activations,
-                                                        act_params, out_scale, out_offset, op);
-  const int64_t n_steps = mlp_checks::chain_steps(a, "a", thin, op);
-  checks::clamp_bounds(clamp_min, clamp_max, op);
-  checks::grad_clip(grad_clip, op);
+  const mlp_checks::Chain checked =
+      mlp_checks::langevin_chain(x0, weights, biases, activations, act_params, out_scale,
+                                 out_offset, a, clamp_min, clamp_max, grad_clip, thin);
+  const mlp_checks::Network& shape = checked.net;
+  const int64_t n_steps = checked.n_steps;
   check_state(x0, op, "x0");
   const c10::cuda::CUDAGuard guard(x0.device());
   Call call;
@@ -194,9 +194,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mlp_mala_chain_op(
     double out_offset, const at::Tensor& a, const at::Tensor& b, int64_t seed, int64_t thin,
     bool record_trajectory, bool record_energy) {
   constexpr const char* op = "mlp_mala_chain";
-  const mlp_checks::Network shape = mlp_checks::network(x0, "x0", weights, biases, activations,
-                                                        act_params, out_scale, out_offset, op);
-  const int64_t n_steps = mlp_checks::chain_steps(a, "a", thin, op);
+  const mlp_checks::Chain checked = mlp_checks::mala_chain(x0, weights, biases, activations,
+                                                       act_params, out_scale, out_offset, a, thin);
+  const mlp_checks::Network& shape = checked.net;
+  const int64_t n_steps = checked.n_steps;
   check_state(x0, op, "x0");
   const c10::cuda::CUDAGuard guard(x0.device());
   Call call;
@@ -220,23 +221,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mlp_hmc_chain_op(
     const std::optional<at::Tensor>& inv_mass, int64_t seed, int64_t thin,
     bool record_trajectory, bool record_energy) {
   constexpr const char* op = "mlp_hmc_chain";
-  const mlp_checks::Network shape = mlp_checks::network(x0, "x0", weights, biases, activations,
-                                                        act_params, out_scale, out_offset, op);
-  const int64_t n_steps = mlp_checks::chain_steps(step_size, "step_size", thin, op);
-  TORCH_CHECK(n_leapfrog >= 1 && n_leapfrog <= INT32_MAX, op,
-              ": n_leapfrog must be in [1, 2^31 - 1], got ", n_leapfrog);
+  const mlp_checks::Chain checked =
+      mlp_checks::hmc_chain(x0, weights, biases, activations, act_params, out_scale, out_offset,
+                            step_size, n_leapfrog, inv_mass, thin);
+  const mlp_checks::Network& shape = checked.net;
+  const int64_t n_steps = checked.n_steps;
   check_state(x0, op, "x0");
   const int64_t d = x0.size(1);
   at::Tensor mass;
-  if (inv_mass) {
-    TORCH_CHECK(inv_mass->dim() == 0 || (inv_mass->dim() == 1 && inv_mass->size(0) == d), op,
-                ": inv_mass must be None, a 0-d tensor, or [", d, "], got shape ",
-                inv_mass->sizes());
-    TORCH_CHECK(at::isFloatingType(inv_mass->scalar_type()), op,
-                ": inv_mass must be a floating tensor, got ", inv_mass->scalar_type());
-    checks::same_device(*inv_mass, x0, op, "inv_mass", "x0");
-    if (inv_mass->is_cpu()) mlp_checks::inv_mass_values(inv_mass, x0, op);
-  }
+  // Values are checked where they are on the host: a GPU inv_mass is not read back.
+  if (inv_mass && inv_mass->is_cpu()) mlp_checks::inv_mass_values(inv_mass, x0, op);
   const c10::cuda::CUDAGuard guard(x0.device());
   Call call;
   call.packed = pack(shape, weights, biases, activations, act_params, out_scale, out_offset, x0, op);

@@ -107,11 +107,10 @@ inline std::vector<double> schedule_values(const at::Tensor& s, int64_t n_steps,
   return v;
 }
 
-// HMC's inverse mass: None, 0-d or [d], floating, on x0's device, finite and > 0. Returns it as
-// d float64 host values (empty when None).
-inline std::vector<double> inv_mass_values(const std::optional<at::Tensor>& inv_mass,
-                                           const at::Tensor& x0, const char* op) {
-  if (!inv_mass) return {};
+// HMC's inverse mass, without reading its values: None, 0-d or [d], floating, on x0's device.
+inline void inv_mass_shape(const std::optional<at::Tensor>& inv_mass, const at::Tensor& x0,
+                           const char* op) {
+  if (!inv_mass) return;
   const int64_t d = x0.size(1);
   TORCH_CHECK(inv_mass->dim() == 0 || (inv_mass->dim() == 1 && inv_mass->size(0) == d), op,
               ": inv_mass must be None, a 0-d tensor, or [", d, "], got shape ",
@@ -119,6 +118,15 @@ inline std::vector<double> inv_mass_values(const std::optional<at::Tensor>& inv_
   TORCH_CHECK(at::isFloatingType(inv_mass->scalar_type()), op,
               ": inv_mass must be a floating tensor, got ", inv_mass->scalar_type());
   checks::same_device(*inv_mass, x0, op, "inv_mass", "x0");
+}
+
+// HMC's inverse mass as inv_mass_shape checks it, and finite and > 0. Returns it as d float64
+// host values (empty when None).
+inline std::vector<double> inv_mass_values(const std::optional<at::Tensor>& inv_mass,
+                                           const at::Tensor& x0, const char* op) {
+  if (!inv_mass) return {};
+  inv_mass_shape(inv_mass, x0, op);
+  const int64_t d = x0.size(1);
   const at::Tensor im = inv_mass->to(at::kCPU, at::kDouble).expand({d}).contiguous();
   std::vector<double> v(im.const_data_ptr<double>(), im.const_data_ptr<double>() + d);
   for (int64_t j = 0; j < d; ++j) {
@@ -126,6 +134,50 @@ inline std::vector<double> inv_mass_values(const std::optional<at::Tensor>& inv_
                 *inv_mass);
   }
   return v;
+}
+
+// ---- the checks of each chain op, called by its CPU and CUDA entry points alike (the values of
+// the schedules and of inv_mass are then read where each back end reads them) ----------------
+
+// The network and the number of steps of a chain call.
+struct Chain {
+  Network net;
+  int64_t n_steps = 0;
+};
+
+inline Chain langevin_chain(const at::Tensor& x0, at::TensorList weights, at::TensorList biases,
+                            c10::IntArrayRef activations, c10::ArrayRef<double> act_params,
+                            double out_scale, double out_offset, const at::Tensor& a,
+                            std::optional<double> clamp_min, std::optional<double> clamp_max,
+                            std::optional<double> grad_clip, int64_t thin) {
+  constexpr const char* op = "mlp_langevin_chain";
+  Chain c{network(x0, "x0", weights, biases, activations, act_params, out_scale, out_offset, op),
+          chain_steps(a, "a", thin, op)};
+  checks::clamp_bounds(clamp_min, clamp_max, op);
+  checks::grad_clip(grad_clip, op);
+  return c;
+}
+
+inline Chain mala_chain(const at::Tensor& x0, at::TensorList weights, at::TensorList biases,
+                        c10::IntArrayRef activations, c10::ArrayRef<double> act_params,
+                        double out_scale, double out_offset, const at::Tensor& a, int64_t thin) {
+  constexpr const char* op = "mlp_mala_chain";
+  return Chain{network(x0, "x0", weights, biases, activations, act_params, out_scale, out_offset, op),
+               chain_steps(a, "a", thin, op)};
+}
+
+inline Chain hmc_chain(const at::Tensor& x0, at::TensorList weights, at::TensorList biases,
+                       c10::IntArrayRef activations, c10::ArrayRef<double> act_params,
+                       double out_scale, double out_offset, const at::Tensor& step_size,
+                       int64_t n_leapfrog, const std::optional<at::Tensor>& inv_mass,
+                       int64_t thin) {
+  constexpr const char* op = "mlp_hmc_chain";
+  Chain c{network(x0, "x0", weights, biases, activations, act_params, out_scale, out_offset, op),
+          chain_steps(step_size, "step_size", thin, op)};
+  TORCH_CHECK(n_leapfrog >= 1 && n_leapfrog <= INT32_MAX, op,
+              ": n_leapfrog must be in [1, 2^31 - 1], got ", n_leapfrog);
+  inv_mass_shape(inv_mass, x0, op);
+  return c;
 }
 
 }  // namespace torchebm::mlp_checks
