@@ -204,6 +204,21 @@ def test_a_trajectory_larger_than_memory_raises_before_allocating():
             call()
 
 
+def test_an_mlp_chain_trajectory_larger_than_memory_raises_before_allocating():
+    from torchebm.kernels import mlp
+
+    x0 = torch.zeros(1, 1).expand(2**24, 2**10)  # stride 0: no memory
+    net = dict(weights=[torch.zeros(1, 2**10)], biases=[torch.zeros(1)], activations=[0],
+               act_params=[0.0, 0.0, 0.0], out_scale=1.0, out_offset=0.0)
+    for call in (
+        lambda: mlp.mlp_langevin_chain(x0, **net, a=_sched(1024), b=_sched(1024), record_trajectory=True),
+        lambda: mlp.mlp_mala_chain(x0, **net, a=_sched(1024), b=_sched(1024), record_trajectory=True),
+        lambda: mlp.mlp_hmc_chain(x0, **net, step_size=_sched(1024), n_leapfrog=1, record_trajectory=True),
+    ):
+        with pytest.raises(RuntimeError, match=r"mlp_\w+_chain: the trajectory \[16777216, 1024, 1024\] would take 65536.0 GiB"):
+            call()
+
+
 def test_count_maximum_bounds_n_leapfrog_steps():
     assert count("HMC", "n_leapfrog_steps", N_LEAPFROG_MAX, minimum=1, maximum=N_LEAPFROG_MAX) == 2**31 - 1
     with pytest.raises(ValueError, match=r"HMC: n_leapfrog_steps must be <= 2147483647, got 4611686018427387904"):

@@ -34,7 +34,13 @@ from torch import nn
 
 from torchebm.kernels import reference
 from torchebm.kernels.loader import load_ops
-from torchebm.kernels.ops import check_same_device, float_or_none, seed64
+from torchebm.kernels.ops import (
+    chain_outputs_fake,
+    check_same_device,
+    check_trajectory_size,
+    float_or_none,
+    seed64,
+)
 
 _LOADED = load_ops()
 
@@ -772,18 +778,6 @@ def _check_chain_devices(op, x0, weights, biases, inv_mass=None, **schedules):
     check_same_device(op, tensors, host_ok=tuple(schedules))
 
 
-def _chain_fake(x0, n_steps, thin, record_trajectory, record_energy, with_acceptance):
-    kept = n_steps // thin if thin > 0 else 0
-    out = [
-        x0.new_empty(x0.shape),
-        x0.new_empty((x0.shape[0], kept, x0.shape[1]) if record_trajectory else (0,)),
-        x0.new_empty((n_steps,) if record_energy else (0,)),
-    ]
-    if with_acceptance:
-        out.append(x0.new_empty((n_steps,)))
-    return tuple(out)
-
-
 def mlp_langevin_chain(
     x0: torch.Tensor,
     weights: Sequence[torch.Tensor],
@@ -811,8 +805,11 @@ def mlp_langevin_chain(
     ``trajectory[:, k]`` is the state after step ``(k + 1) thin - 1``, ``energy_mean[t]`` the
     mean energy after step t."""
     w, bs, acts, p = _net(weights, biases, activations, act_params)
+    a = _schedule(a)
+    check_trajectory_size("mlp_langevin_chain", x0, a.shape[0] if a.dim() == 1 else 0, int(thin),
+                          bool(record_trajectory))
     return torch.ops.torchebm.mlp_langevin_chain(
-        x0, w, bs, acts, p, float(out_scale), float(out_offset), _schedule(a), _schedule(b),
+        x0, w, bs, acts, p, float(out_scale), float(out_offset), a, _schedule(b),
         float_or_none(clamp_min), float_or_none(clamp_max), float_or_none(grad_clip),
         seed64(seed), int(thin), bool(record_trajectory), bool(record_energy),
     )
@@ -824,7 +821,7 @@ if _LOADED:
     def _(x0, weights, biases, activations, act_params, out_scale, out_offset, a, b, clamp_min,
           clamp_max, grad_clip, seed, thin, record_trajectory, record_energy):
         _check_chain_devices("mlp_langevin_chain", x0, weights, biases, a=a, b=b)
-        return _chain_fake(x0, a.shape[0], thin, record_trajectory, record_energy, False)
+        return chain_outputs_fake(x0, a.shape[0], thin, record_trajectory, record_energy, False)
 
 
 def mlp_mala_chain(
@@ -848,8 +845,11 @@ def mlp_mala_chain(
 
     Returns ``(x, trajectory, energy_mean, acceptance_rate [n_steps])``."""
     w, bs, acts, p = _net(weights, biases, activations, act_params)
+    a = _schedule(a)
+    check_trajectory_size("mlp_mala_chain", x0, a.shape[0] if a.dim() == 1 else 0, int(thin),
+                          bool(record_trajectory))
     return torch.ops.torchebm.mlp_mala_chain(
-        x0, w, bs, acts, p, float(out_scale), float(out_offset), _schedule(a), _schedule(b),
+        x0, w, bs, acts, p, float(out_scale), float(out_offset), a, _schedule(b),
         seed64(seed), int(thin), bool(record_trajectory), bool(record_energy),
     )
 
@@ -860,7 +860,7 @@ if _LOADED:
     def _(x0, weights, biases, activations, act_params, out_scale, out_offset, a, b, seed, thin,
           record_trajectory, record_energy):
         _check_chain_devices("mlp_mala_chain", x0, weights, biases, a=a, b=b)
-        return _chain_fake(x0, a.shape[0], thin, record_trajectory, record_energy, True)
+        return chain_outputs_fake(x0, a.shape[0], thin, record_trajectory, record_energy, True)
 
 
 def mlp_hmc_chain(
@@ -885,8 +885,11 @@ def mlp_hmc_chain(
 
     Returns ``(x, trajectory, energy_mean, acceptance_rate [n_steps])``."""
     w, bs, acts, p = _net(weights, biases, activations, act_params)
+    step_size = _schedule(step_size)
+    check_trajectory_size("mlp_hmc_chain", x0, step_size.shape[0] if step_size.dim() == 1 else 0,
+                          int(thin), bool(record_trajectory))
     return torch.ops.torchebm.mlp_hmc_chain(
-        x0, w, bs, acts, p, float(out_scale), float(out_offset), _schedule(step_size),
+        x0, w, bs, acts, p, float(out_scale), float(out_offset), step_size,
         int(n_leapfrog), inv_mass, seed64(seed), int(thin), bool(record_trajectory),
         bool(record_energy),
     )
@@ -898,7 +901,7 @@ if _LOADED:
     def _(x0, weights, biases, activations, act_params, out_scale, out_offset, step_size,
           n_leapfrog, inv_mass, seed, thin, record_trajectory, record_energy):
         _check_chain_devices("mlp_hmc_chain", x0, weights, biases, inv_mass, step_size=step_size)
-        return _chain_fake(x0, step_size.shape[0], thin, record_trajectory, record_energy, True)
+        return chain_outputs_fake(x0, step_size.shape[0], thin, record_trajectory, record_energy, True)
 
 
 # ---- pure-PyTorch references ------------------------------------------------------------------

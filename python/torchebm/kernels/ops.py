@@ -114,8 +114,10 @@ def check_output_size(op: str, what: str, nbytes: int, device: torch.device) -> 
         )
 
 
-def _check_trajectory_size(op: str, x0: torch.Tensor, n_steps: int, thin: int,
-                           record_trajectory: bool) -> None:
+def check_trajectory_size(op: str, x0: torch.Tensor, n_steps: int, thin: int,
+                          record_trajectory: bool) -> None:
+    """Refuse, before the op allocates it, a trajectory ``[B, n_steps // thin, d]`` larger than
+    :data:`MEMORY_FRACTION` of the device's memory (the chain ops of ops.py and mlp.py)."""
     if not record_trajectory or x0.dim() != 2 or thin < 1:
         return  # the op's own checks name what is wrong
     kept = n_steps // thin
@@ -319,7 +321,8 @@ def _analytic_energy_grad_fake(energy, x, params, mean, precision):
 # ---- whole-chain ops -------------------------------------------------------------------------
 
 
-def _chain_outputs_fake(x0, n_steps, thin, record_trajectory, record_energy, with_acceptance):
+def chain_outputs_fake(x0, n_steps, thin, record_trajectory, record_energy, with_acceptance):
+    """The outputs of a whole-chain op, shapes only (the fake kernels of ops.py and mlp.py)."""
     kept = n_steps // thin if thin > 0 else 0
     out = [
         _like(x0),
@@ -353,7 +356,7 @@ def langevin_chain(
     Returns ``(x, trajectory [B, n_steps // thin, d] or empty, energy_mean [n_steps] or empty)``,
     ``energy_mean[t]`` the mean energy of the state after step t.
     """
-    _check_trajectory_size("langevin_chain", x0, a.shape[0] if a.dim() == 1 else 0, int(thin),
+    check_trajectory_size("langevin_chain", x0, a.shape[0] if a.dim() == 1 else 0, int(thin),
                            bool(record_trajectory))
     return torch.ops.torchebm.langevin_chain(
         energy,
@@ -380,7 +383,7 @@ def _langevin_chain_fake(energy, x0, a, b, params, mean, precision, clamp_min, c
         "langevin_chain", {"x0": x0, "a": a, "b": b, "mean": mean, "precision": precision},
         host_ok=("a", "b"),
     )
-    return _chain_outputs_fake(x0, a.shape[0], thin, record_trajectory, record_energy, False)
+    return chain_outputs_fake(x0, a.shape[0], thin, record_trajectory, record_energy, False)
 
 
 def mala_chain(
@@ -400,7 +403,7 @@ def mala_chain(
 
     Returns ``(x, trajectory, energy_mean, acceptance_rate [n_steps])``.
     """
-    _check_trajectory_size("mala_chain", x0, a.shape[0] if a.dim() == 1 else 0, int(thin),
+    check_trajectory_size("mala_chain", x0, a.shape[0] if a.dim() == 1 else 0, int(thin),
                            bool(record_trajectory))
     return torch.ops.torchebm.mala_chain(
         energy,
@@ -424,7 +427,7 @@ def _mala_chain_fake(energy, x0, a, b, params, mean, precision, seed, thin, reco
         "mala_chain", {"x0": x0, "a": a, "b": b, "mean": mean, "precision": precision},
         host_ok=("a", "b"),
     )
-    return _chain_outputs_fake(x0, a.shape[0], thin, record_trajectory, record_energy, True)
+    return chain_outputs_fake(x0, a.shape[0], thin, record_trajectory, record_energy, True)
 
 
 def hmc_chain(
@@ -447,7 +450,7 @@ def hmc_chain(
 
     Returns ``(x, trajectory, energy_mean, acceptance_rate [n_steps])``.
     """
-    _check_trajectory_size("hmc_chain", x0, step_size.shape[0] if step_size.dim() == 1 else 0,
+    check_trajectory_size("hmc_chain", x0, step_size.shape[0] if step_size.dim() == 1 else 0,
                            int(thin), bool(record_trajectory))
     return torch.ops.torchebm.hmc_chain(
         energy,
@@ -474,7 +477,7 @@ def _hmc_chain_fake(energy, x0, step_size, n_leapfrog, inv_mass, params, mean, p
          "precision": precision},
         host_ok=("step_size",),
     )
-    return _chain_outputs_fake(x0, step_size.shape[0], thin, record_trajectory, record_energy, True)
+    return chain_outputs_fake(x0, step_size.shape[0], thin, record_trajectory, record_energy, True)
 
 
 # ---- CUDA-graph-safe ops (CUDA kernels only; used by kernels/cuda_graph.py) -------------------
