@@ -33,20 +33,23 @@ TORCH_LIBRARY(torchebm, m) {
 
   // ---- per-step ops ------------------------------------------------------------------------
   // x' = clamp(x - a * clip(grad) + b * xi); xi = noise, or stream 0 at (seed, step).
+  // a_chain / b_chain [B], when given, replace a / b chain by chain (per-chain step sizes).
   m.def(
       "langevin_update(Tensor x, Tensor grad, Tensor? noise, float a, float b, "
-      "float? clamp_min, float? clamp_max, float? grad_clip, int seed, int step) -> Tensor");
+      "float? clamp_min, float? clamp_max, float? grad_clip, int seed, int step, "
+      "Tensor? a_chain=None, Tensor? b_chain=None) -> Tensor");
   // p' = p - kick * grad; x' = x + drift * inv_mass * p'. Returns (x', p').
+  // kick_chain / drift_chain [B], when given, replace kick / drift chain by chain.
   m.def(
       "leapfrog_kick_drift(Tensor x, Tensor p, Tensor grad, float kick, float drift, "
-      "Tensor? inv_mass) -> (Tensor, Tensor)");
+      "Tensor? inv_mass, Tensor? kick_chain=None, Tensor? drift_chain=None) -> (Tensor, Tensor)");
   // Row i takes x_proposed[i] iff log(u_i) < log_accept_ratio[i]; u = uniform or stream 1.
   // Returns (x_out, accepted).
   m.def(
       "metropolis_select(Tensor log_accept_ratio, Tensor x, Tensor x_proposed, Tensor? uniform, "
       "int seed, int step) -> (Tensor, Tensor)");
   // MALA acceptance of y = x - a grad_x + b xi fused with the selection.
-  // Returns (x_out, grad_out, energy_out, accepted).
+  // Returns (x_out, grad_out, energy_out, accepted). a_chain / b_chain [B] as in langevin_update.
   m.def(
       "mala_select(Tensor x, Tensor y, Tensor grad_x, Tensor grad_y, Tensor energy_x, "
       "Tensor energy_y, float a, float b, Tensor? uniform, int seed, int step) -> "

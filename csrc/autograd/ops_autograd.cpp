@@ -13,6 +13,7 @@
 
 #include <optional>
 #include <tuple>
+#include <vector>
 
 namespace torchebm::autograd {
 namespace {
@@ -30,6 +31,23 @@ bool needs_graph(std::initializer_list<at::Tensor> inputs) {
   return false;
 }
 
+// g * v, or g * t[i] in row i when the per-chain coefficient t [B] is defined.
+at::Tensor times(const at::Tensor& g, double v, const at::Tensor& t) {
+  if (!t.defined()) return g * v;
+  std::vector<int64_t> shape(static_cast<size_t>(g.dim()), 1);
+  shape[0] = t.size(0);
+  return g * t.view(shape);
+}
+
+at::Tensor defined_or_empty(const std::optional<at::Tensor>& t) { return t ? *t : at::Tensor(); }
+
+// The per-chain step sizes are settings, not inputs to differentiate.
+void refuse_grad_of(const std::optional<at::Tensor>& t, const char* op, const char* name) {
+  TORCH_CHECK(!(t && t->requires_grad() && at::GradMode::is_enabled()), op,
+              ": the op is not differentiable in its per-chain ", name,
+              ", which requires grad; pass a detached tensor (.detach())");
+}
+
 // ---- langevin_update: out = clamp(x - a * clip(grad, -c, c) + b * xi, lo, hi) ---------------
 // d out / d x = m, d out / d grad = -a * m * [|grad| <= c], d out / d noise = b * m, where m is
 // 1 where the output is strictly inside the clamp bounds and 0 where it sits on one (a valid
@@ -38,30 +56,38 @@ bool needs_graph(std::initializer_list<at::Tensor> inputs) {
 at::Tensor langevin_update_call(const at::Tensor& x, const at::Tensor& grad,
                                 const std::optional<at::Tensor>& noise, double a, double b,
                                 std::optional<double> lo, std::optional<double> hi,
-                                std::optional<double> clip, int64_t seed, int64_t step) {
+                                std::optional<double> clip, int64_t seed, int64_t step,
+                                const std::optional<at::Tensor>& a_chain,
+                                const std::optional<at::Tensor>& b_chain) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("torchebm::langevin_update", "")
                        .typed<at::Tensor(const at::Tensor&, const at::Tensor&,
                                          const std::optional<at::Tensor>&, double, double,
                                          std::optional<double>, std::optional<double>,
-                                         std::optional<double>, int64_t, int64_t)>();
-  return op.call(x, grad, noise, a, b, lo, hi, clip, seed, step);
+                                         std::optional<double>, int64_t, int64_t,
+                                         const std::optional<at::Tensor>&,
+                                         const std::optional<at::Tensor>&)>();
+  return op.call(x, grad, noise, a, b, lo, hi, clip, seed, step, a_chain, b_chain);
 }
 
 struct LangevinUpdate : public torch::autograd::Function<LangevinUpdate> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& grad,
                             const std::optional<at::Tensor>& noise, double a, double b,
                             std::optional<double> lo, std::optional<double> hi,
-                            std::optional<double> clip, int64_t seed, int64_t step) {
+                            std::optional<double> clip, int64_t seed, int64_t step,
+                            const std::optional<at::Tensor>& a_chain,
+                            const std::optional<at::Tensor>& b_chain) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    at::Tensor out = langevin_update_call(x, grad, noise, a, b, lo, hi, clip, seed, step);
+    at::Tensor out =
+        langevin_update_call(x, grad, noise, a, b, lo, hi, clip, seed, step, a_chain, b_chain);
     ctx->saved_data["a"] = a;
     ctx->saved_data["b"] = b;
     ctx->saved_data["lo"] = lo;
     ctx->saved_data["hi"] = hi;
     ctx->saved_data["clip"] = clip;
     ctx->saved_data["has_noise"] = noise.has_value();
-    ctx->save_for_backward({out, clip ? grad : at::Tensor()});
+    ctx->save_for_backward({out, clip ? grad : at::Tensor(), defined_or_empty(a_chain),
+                            defined_or_empty(b_chain)});
     return out;
   }
 
@@ -75,26 +101,30 @@ struct LangevinUpdate : public torch::autograd::Function<LangevinUpdate> {
     if (hi) g = at::where(out < *hi, g, at::zeros_like(g));
     const double a = ctx->saved_data["a"].toDouble();
     const double b = ctx->saved_data["b"].toDouble();
-    at::Tensor g_grad = g * (-a);
+    at::Tensor g_grad = -times(g, a, saved[2]);
     if (const auto clip = ctx->saved_data["clip"].toOptional<double>()) {
       const at::Tensor& grad = saved[1];
       g_grad = at::where((grad >= -*clip) & (grad <= *clip), g_grad, at::zeros_like(g_grad));
     }
-    at::Tensor g_noise = ctx->saved_data["has_noise"].toBool() ? g * b : at::Tensor();
-    return {g, g_grad, g_noise, at::Tensor(), at::Tensor(), at::Tensor(),
-            at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    at::Tensor g_noise = ctx->saved_data["has_noise"].toBool() ? times(g, b, saved[3]) : at::Tensor();
+    return {g,           g_grad,      g_noise,     at::Tensor(), at::Tensor(), at::Tensor(),
+            at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
 at::Tensor langevin_update_autograd(const at::Tensor& x, const at::Tensor& grad,
                                     const std::optional<at::Tensor>& noise, double a, double b,
                                     std::optional<double> lo, std::optional<double> hi,
-                                    std::optional<double> clip, int64_t seed, int64_t step) {
+                                    std::optional<double> clip, int64_t seed, int64_t step,
+                                    const std::optional<at::Tensor>& a_chain,
+                                    const std::optional<at::Tensor>& b_chain) {
+  refuse_grad_of(a_chain, "langevin_update", "a");
+  refuse_grad_of(b_chain, "langevin_update", "b");
   if (!needs_graph({x, grad, noise ? *noise : at::Tensor()})) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    return langevin_update_call(x, grad, noise, a, b, lo, hi, clip, seed, step);
+    return langevin_update_call(x, grad, noise, a, b, lo, hi, clip, seed, step, a_chain, b_chain);
   }
-  return LangevinUpdate::apply(x, grad, noise, a, b, lo, hi, clip, seed, step);
+  return LangevinUpdate::apply(x, grad, noise, a, b, lo, hi, clip, seed, step, a_chain, b_chain);
 }
 
 // ---- leapfrog_kick_drift: p' = p - kick * grad; x' = x + drift * m * p' ---------------------
@@ -104,24 +134,31 @@ at::Tensor langevin_update_autograd(const at::Tensor& x, const at::Tensor& grad,
 std::tuple<at::Tensor, at::Tensor> kick_drift_call(const at::Tensor& x, const at::Tensor& p,
                                                    const at::Tensor& grad, double kick,
                                                    double drift,
-                                                   const std::optional<at::Tensor>& inv_mass) {
+                                                   const std::optional<at::Tensor>& inv_mass,
+                                                   const std::optional<at::Tensor>& kick_chain,
+                                                   const std::optional<at::Tensor>& drift_chain) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("torchebm::leapfrog_kick_drift", "")
                        .typed<std::tuple<at::Tensor, at::Tensor>(
                            const at::Tensor&, const at::Tensor&, const at::Tensor&, double,
-                           double, const std::optional<at::Tensor>&)>();
-  return op.call(x, p, grad, kick, drift, inv_mass);
+                           double, const std::optional<at::Tensor>&,
+                           const std::optional<at::Tensor>&, const std::optional<at::Tensor>&)>();
+  return op.call(x, p, grad, kick, drift, inv_mass, kick_chain, drift_chain);
 }
 
 struct KickDrift : public torch::autograd::Function<KickDrift> {
   static variable_list forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& p,
                                const at::Tensor& grad, double kick, double drift,
-                               const std::optional<at::Tensor>& inv_mass) {
+                               const std::optional<at::Tensor>& inv_mass,
+                               const std::optional<at::Tensor>& kick_chain,
+                               const std::optional<at::Tensor>& drift_chain) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    auto [x_out, p_out] = kick_drift_call(x, p, grad, kick, drift, inv_mass);
+    auto [x_out, p_out] =
+        kick_drift_call(x, p, grad, kick, drift, inv_mass, kick_chain, drift_chain);
     ctx->saved_data["kick"] = kick;
     ctx->saved_data["drift"] = drift;
-    ctx->save_for_backward({p_out, inv_mass ? *inv_mass : at::Tensor()});
+    ctx->save_for_backward({p_out, defined_or_empty(inv_mass), defined_or_empty(kick_chain),
+                            defined_or_empty(drift_chain)});
     return {x_out, p_out};
   }
 
@@ -133,25 +170,30 @@ struct KickDrift : public torch::autograd::Function<KickDrift> {
     const double drift = ctx->saved_data["drift"].toDouble();
     const at::Tensor& gx = grad_outputs[0];
     const at::Tensor& gp = grad_outputs[1];
-    const at::Tensor t = gp + (m.defined() ? gx * m : gx) * drift;
+    const at::Tensor t = gp + times(m.defined() ? gx * m : gx, drift, saved[3]);
     at::Tensor g_m;
     if (m.defined()) {
-      const at::Tensor prod = p_out * gx * drift;
+      const at::Tensor prod = times(p_out * gx, drift, saved[3]);
       g_m = m.dim() == 0 ? prod.sum() : prod.reshape({-1, m.size(0)}).sum(0);
     }
-    return {gx, t, t * (-kick), at::Tensor(), at::Tensor(), g_m};
+    return {gx, t, -times(t, kick, saved[2]), at::Tensor(), at::Tensor(), g_m,
+            at::Tensor(), at::Tensor()};
   }
 };
 
 std::tuple<at::Tensor, at::Tensor> kick_drift_autograd(const at::Tensor& x, const at::Tensor& p,
                                                        const at::Tensor& grad, double kick,
                                                        double drift,
-                                                       const std::optional<at::Tensor>& inv_mass) {
+                                                       const std::optional<at::Tensor>& inv_mass,
+                                                       const std::optional<at::Tensor>& kick_chain,
+                                                       const std::optional<at::Tensor>& drift_chain) {
+  refuse_grad_of(kick_chain, "leapfrog_kick_drift", "kick");
+  refuse_grad_of(drift_chain, "leapfrog_kick_drift", "drift");
   if (!needs_graph({x, p, grad, inv_mass ? *inv_mass : at::Tensor()})) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    return kick_drift_call(x, p, grad, kick, drift, inv_mass);
+    return kick_drift_call(x, p, grad, kick, drift, inv_mass, kick_chain, drift_chain);
   }
-  auto out = KickDrift::apply(x, p, grad, kick, drift, inv_mass);
+  auto out = KickDrift::apply(x, p, grad, kick, drift, inv_mass, kick_chain, drift_chain);
   return {out[0], out[1]};
 }
 

@@ -18,9 +18,14 @@ constexpr int64_t kWorkElems = 8192;
 std::tuple<at::Tensor, at::Tensor> leapfrog_kick_drift(const at::Tensor& x, const at::Tensor& p,
                                                        const at::Tensor& grad, double kick_size,
                                                        double drift_size,
-                                                       const std::optional<at::Tensor>& inv_mass) {
+                                                       const std::optional<at::Tensor>& inv_mass,
+                                                       const std::optional<at::Tensor>& kick_chain,
+                                                       const std::optional<at::Tensor>& drift_chain) {
   constexpr const char* op = "leapfrog_kick_drift";
-  checks::leapfrog_kick_drift(x, p, grad, kick_size, drift_size, inv_mass, checks::kCpu);
+  checks::leapfrog_kick_drift(x, p, grad, kick_size, drift_size, inv_mass, checks::kCpu,
+                              kick_chain, drift_chain);
+  const at::Tensor kc = kick_chain ? kick_chain->contiguous() : at::Tensor();
+  const at::Tensor dc = drift_chain ? drift_chain->contiguous() : at::Tensor();
   const int64_t d = x.dim() == 0 ? 1 : x.size(-1);
   const bool scalar_mass = inv_mass && inv_mass->dim() == 0;
   const at::Tensor mc = inv_mass ? inv_mass->contiguous() : at::Tensor();
@@ -32,16 +37,30 @@ std::tuple<at::Tensor, at::Tensor> leapfrog_kick_drift(const at::Tensor& x, cons
   AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), op, [&] {
     const scalar_t* pm = inv_mass ? mc.const_data_ptr<scalar_t>() : nullptr;
     const scalar_t kk = static_cast<scalar_t>(kick_size), dd = static_cast<scalar_t>(drift_size);
+    const scalar_t* pk = kick_chain ? kc.const_data_ptr<scalar_t>() : nullptr;
+    const scalar_t* pd = drift_chain ? dc.const_data_ptr<scalar_t>() : nullptr;
     const int64_t rows_per_work = std::max<int64_t>(1, kWorkElems / std::max<int64_t>(d, 1));
     const int64_t n_work = (rows + rows_per_work - 1) / rows_per_work;
     at::parallel_for(0, n_work, 1, [&](int64_t w0, int64_t w1) {
       for (int64_t w = w0; w < w1; ++w) {
         const int64_t r0 = w * rows_per_work, r1 = std::min(rows, r0 + rows_per_work);
-        const int64_t o = r0 * d;
-        kick_drift_block(x_out.mutable_data_ptr<scalar_t>() + o,
-                         p_out.mutable_data_ptr<scalar_t>() + o, xc.const_data_ptr<scalar_t>() + o,
-                         pc.const_data_ptr<scalar_t>() + o, gc.const_data_ptr<scalar_t>() + o,
-                         r1 - r0, d, kk, dd, pm, scalar_mass);
+        if (!pk && !pd) {
+          const int64_t o = r0 * d;
+          kick_drift_block(x_out.mutable_data_ptr<scalar_t>() + o,
+                           p_out.mutable_data_ptr<scalar_t>() + o,
+                           xc.const_data_ptr<scalar_t>() + o, pc.const_data_ptr<scalar_t>() + o,
+                           gc.const_data_ptr<scalar_t>() + o, r1 - r0, d, kk, dd, pm, scalar_mass);
+          continue;
+        }
+        // Per-chain kick/drift: row by row, the same element loop.
+        for (int64_t r = r0; r < r1; ++r) {
+          const int64_t o = r * d;
+          kick_drift_block(x_out.mutable_data_ptr<scalar_t>() + o,
+                           p_out.mutable_data_ptr<scalar_t>() + o,
+                           xc.const_data_ptr<scalar_t>() + o, pc.const_data_ptr<scalar_t>() + o,
+                           gc.const_data_ptr<scalar_t>() + o, 1, d, pk ? pk[r] : kk,
+                           pd ? pd[r] : dd, pm, scalar_mass);
+        }
       }
     });
   });

@@ -77,10 +77,13 @@ std::tuple<at::Tensor, at::Tensor> metropolis_select(const at::Tensor& log_accep
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mala_select(
     const at::Tensor& x, const at::Tensor& y, const at::Tensor& grad_x, const at::Tensor& grad_y,
     const at::Tensor& energy_x, const at::Tensor& energy_y, double a, double b,
-    const std::optional<at::Tensor>& uniform, int64_t seed, int64_t step) {
+    const std::optional<at::Tensor>& uniform, int64_t seed, int64_t step,
+    const std::optional<at::Tensor>& a_chain, const std::optional<at::Tensor>& b_chain) {
   constexpr const char* op = "mala_select";
   const uint32_t st = checks::mala_select(x, y, grad_x, grad_y, energy_x, energy_y, a, b, uniform,
-                                          step, checks::kCpu);
+                                          step, checks::kCpu, a_chain, b_chain);
+  const at::Tensor ac = a_chain ? a_chain->contiguous() : at::Tensor();
+  const at::Tensor bc = b_chain ? b_chain->contiguous() : at::Tensor();
   const int64_t B = x.size(0);
 
   const at::Tensor xc = x.contiguous(), yc = y.contiguous(), gxc = grad_x.contiguous(),
@@ -100,13 +103,24 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mala_select(
     bool* acc = accepted.mutable_data_ptr<bool>();
     T* pe = e_out.mutable_data_ptr<T>();
     const T ta = static_cast<T>(a), tb = static_cast<T>(b);
+    const T* pa = a_chain ? ac.const_data_ptr<T>() : nullptr;
+    const T* pb = b_chain ? bc.const_data_ptr<T>() : nullptr;
     const int64_t rows = work_rows(d);
     at::parallel_for(0, (B + rows - 1) / rows, 1, [&](int64_t w0, int64_t w1) {
       std::vector<T> log_r(static_cast<size_t>(rows)), scratch(static_cast<size_t>(2 * rows * d));
       for (int64_t w = w0; w < w1; ++w) {
         const int64_t r0 = w * rows, r1 = std::min(B, r0 + rows), o = r0 * d;
-        mala_log_ratio_block(log_r.data(), px + o, py + o, pgx + o, pgy + o, pex + r0, pey + r0, ta,
-                             tb, r1 - r0, d, scratch.data());
+        if (!pa && !pb) {
+          mala_log_ratio_block(log_r.data(), px + o, py + o, pgx + o, pgy + o, pex + r0, pey + r0,
+                               ta, tb, r1 - r0, d, scratch.data());
+        } else {  // per-chain (a, b): row by row, the same loops
+          for (int64_t r = r0; r < r1; ++r) {
+            const int64_t q = r * d;
+            mala_log_ratio_block(log_r.data() + (r - r0), px + q, py + q, pgx + q, pgy + q,
+                                 pex + r, pey + r, pa ? pa[r] : ta, pb ? pb[r] : tb, 1, d,
+                                 scratch.data());
+          }
+        }
         accept_block(acc + r0, u.data() + r0, log_r.data(), r1 - r0);
         for (int64_t r = r0; r < r1; ++r) pe[r] = acc[r] ? pey[r] : pex[r];
         select_rows(x_out.mutable_data_ptr<T>(), py, px, acc, r0, r1, d);

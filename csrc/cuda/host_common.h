@@ -58,6 +58,14 @@ inline at::Tensor on_device(const at::Tensor& t, const at::Device& device, at::S
       .contiguous();
 }
 
+// The per-step ops' per-chain coefficients (a_chain, b_chain, kick_chain, drift_chain) have no
+// CUDA kernels yet: refused by name rather than ignored. The samplers do those steps in torch
+// arithmetic on Philox draws (samplers/step_ops.py).
+inline void no_chain_coefficients(bool given, const char* op) {
+  TORCH_CHECK(!given, op, ": per-chain coefficients are not implemented in the CUDA kernel; "
+              "pass float coefficients (or run the op on the CPU)");
+}
+
 // An output back in the state's dtype (float16/bfloat16 rows ran in float32).
 inline at::Tensor out_dtype(const at::Tensor& t, at::ScalarType dtype) {
   return t.scalar_type() == dtype ? t : t.to(dtype);

@@ -20,9 +20,12 @@ LangevinCoeffs coefficients(double a, double b, std::optional<double> clamp_min,
 at::Tensor langevin_update_op(const at::Tensor& x, const at::Tensor& grad,
                               const std::optional<at::Tensor>& noise, double a, double b,
                               std::optional<double> clamp_min, std::optional<double> clamp_max,
-                              std::optional<double> grad_clip, int64_t seed, int64_t step) {
+                              std::optional<double> grad_clip, int64_t seed, int64_t step,
+                              const std::optional<at::Tensor>& a_chain,
+                              const std::optional<at::Tensor>& b_chain) {
   checks::langevin_update(x, grad, noise, a, b, clamp_min, clamp_max, grad_clip, step,
-                          checks::kCuda);
+                          checks::kCuda, a_chain, b_chain);
+  no_chain_coefficients(a_chain || b_chain, "langevin_update");
   const c10::cuda::CUDAGuard guard(x.device());
   const at::Tensor xc = x.contiguous(), gc = grad.contiguous();
   const at::Tensor nc = noise ? noise->contiguous() : at::Tensor();

@@ -8,8 +8,11 @@ namespace {
 
 std::tuple<at::Tensor, at::Tensor> leapfrog_kick_drift_op(
     const at::Tensor& x, const at::Tensor& p, const at::Tensor& grad, double kick_size,
-    double drift_size, const std::optional<at::Tensor>& inv_mass) {
-  checks::leapfrog_kick_drift(x, p, grad, kick_size, drift_size, inv_mass, checks::kCuda);
+    double drift_size, const std::optional<at::Tensor>& inv_mass,
+    const std::optional<at::Tensor>& kick_chain, const std::optional<at::Tensor>& drift_chain) {
+  checks::leapfrog_kick_drift(x, p, grad, kick_size, drift_size, inv_mass, checks::kCuda,
+                              kick_chain, drift_chain);
+  no_chain_coefficients(kick_chain || drift_chain, "leapfrog_kick_drift");
   const int64_t d = x.dim() == 0 ? 1 : x.size(-1);
   const at::Tensor mc = inv_mass ? inv_mass->contiguous() : at::Tensor();
   const c10::cuda::CUDAGuard guard(x.device());

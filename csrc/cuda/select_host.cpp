@@ -31,9 +31,11 @@ std::tuple<at::Tensor, at::Tensor> metropolis_select_op(
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mala_select_op(
     const at::Tensor& x, const at::Tensor& y, const at::Tensor& grad_x, const at::Tensor& grad_y,
     const at::Tensor& energy_x, const at::Tensor& energy_y, double a, double b,
-    const std::optional<at::Tensor>& uniform, int64_t seed, int64_t step) {
+    const std::optional<at::Tensor>& uniform, int64_t seed, int64_t step,
+    const std::optional<at::Tensor>& a_chain, const std::optional<at::Tensor>& b_chain) {
   checks::mala_select(x, y, grad_x, grad_y, energy_x, energy_y, a, b, uniform, step,
-                      checks::kCuda);
+                      checks::kCuda, a_chain, b_chain);
+  no_chain_coefficients(a_chain || b_chain, "mala_select");
   const int64_t B = x.size(0);
   const c10::cuda::CUDAGuard guard(x.device());
   const at::Tensor xc = x.contiguous(), yc = y.contiguous(), gxc = grad_x.contiguous(),

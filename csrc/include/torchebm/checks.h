@@ -325,6 +325,34 @@ inline void schedule(const at::Tensor& s, int64_t n_steps, const at::Tensor& x0,
   }
 }
 
+// A per-chain coefficient of a per-step op (langevin_update's a and b, leapfrog_kick_drift's
+// kick and drift, mala_select's a and b): absent, or a tensor [B] (B = x.size(0)) in x's dtype
+// on x's device whose entry i replaces the scalar for chain i (broadcast over its event). Its
+// values are checked by `rule` when it is on the host; a GPU tensor is not read back (it would
+// synchronise), as for caller-supplied uniforms.
+inline void chain_coefficient(const std::optional<at::Tensor>& t, const at::Tensor& x,
+                              const char* op, const char* name, Values rule) {
+  if (!t) return;
+  TORCH_CHECK(x.dim() >= 1, op, ": a per-chain ", name,
+              " needs x with a leading chain dimension [B, *event], got a 0-d x");
+  TORCH_CHECK(t->dim() == 1 && t->size(0) == x.size(0), op, ": ", name,
+              " must be a float or a per-chain tensor of shape [", x.size(0), "], got ",
+              t->sizes());
+  TORCH_CHECK(t->scalar_type() == x.scalar_type(), op, ": per-chain ", name,
+              " must have the dtype of x (", x.scalar_type(), "), got ", t->scalar_type());
+  same_device(*t, x, op, name, "x");
+  if (!t->is_cpu()) return;
+  const at::Tensor c = t->to(at::kDouble).contiguous();
+  const double* v = c.const_data_ptr<double>();
+  const at::ScalarType compute = compute_dtype(x.scalar_type());
+  for (int64_t i = 0; i < c.numel(); ++i) {
+    const std::string at_i = std::string(name) + "[" + std::to_string(i) + "]";
+    if (rule == Values::kFinite) finite(v[i], compute, op, at_i.c_str());
+    if (rule == Values::kPositive) positive(v[i], compute, op, at_i.c_str());
+    if (rule == Values::kMalaScale) mala_scale(v[i], compute, op, at_i.c_str());
+  }
+}
+
 // ---- per-op checks: each back end's entry point of an op calls its function first -----------
 
 // philox_normal, philox_uniform: returns the output dtype (absent: torch's default dtype).
@@ -345,13 +373,17 @@ inline uint32_t langevin_update(const at::Tensor& x, const at::Tensor& grad,
                                 const std::optional<at::Tensor>& noise, double a, double b,
                                 std::optional<double> clamp_min, std::optional<double> clamp_max,
                                 std::optional<double> grad_clip_value, int64_t step_,
-                                const Backend& be) {
+                                const Backend& be,
+                                const std::optional<at::Tensor>& a_chain = std::nullopt,
+                                const std::optional<at::Tensor>& b_chain = std::nullopt) {
   constexpr const char* op = "langevin_update";
   state(x, op, "x", be);
   like(grad, x, op, "grad", "x");
   if (noise) like(*noise, x, op, "noise", "x");
   langevin_coefficients(a, b, clamp_min, clamp_max, grad_clip_value,
                         compute_dtype(x.scalar_type()), op);
+  chain_coefficient(a_chain, x, op, "a", Values::kFinite);
+  chain_coefficient(b_chain, x, op, "b", Values::kFinite);
   return step(step_, op);
 }
 
@@ -379,13 +411,17 @@ inline void philox_state_advance_(const at::Tensor& seed_state_, const Backend& 
 // inv_mass: None, 0-d or [x.shape[-1]], in x's dtype, on x's device.
 inline void leapfrog_kick_drift(const at::Tensor& x, const at::Tensor& p, const at::Tensor& grad,
                                 double kick, double drift,
-                                const std::optional<at::Tensor>& inv_mass, const Backend& be) {
+                                const std::optional<at::Tensor>& inv_mass, const Backend& be,
+                                const std::optional<at::Tensor>& kick_chain = std::nullopt,
+                                const std::optional<at::Tensor>& drift_chain = std::nullopt) {
   constexpr const char* op = "leapfrog_kick_drift";
   state(x, op, "x", be);
   like(p, x, op, "p", "x");
   like(grad, x, op, "grad", "x");
   finite(kick, compute_dtype(x.scalar_type()), op, "kick");
   finite(drift, compute_dtype(x.scalar_type()), op, "drift");
+  chain_coefficient(kick_chain, x, op, "kick", Values::kFinite);
+  chain_coefficient(drift_chain, x, op, "drift", Values::kFinite);
   if (!inv_mass) return;
   const int64_t d = x.dim() == 0 ? 1 : x.size(-1);
   TORCH_CHECK(inv_mass->dim() == 0 ||
@@ -419,7 +455,9 @@ inline uint32_t mala_select(const at::Tensor& x, const at::Tensor& y, const at::
                             const at::Tensor& grad_y, const at::Tensor& energy_x,
                             const at::Tensor& energy_y, double a, double b,
                             const std::optional<at::Tensor>& uniform, int64_t step_,
-                            const Backend& be) {
+                            const Backend& be,
+                            const std::optional<at::Tensor>& a_chain = std::nullopt,
+                            const std::optional<at::Tensor>& b_chain = std::nullopt) {
   constexpr const char* op = "mala_select";
   batched(x, op, "x", be);
   like(y, x, op, "y", "x");
@@ -429,6 +467,8 @@ inline uint32_t mala_select(const at::Tensor& x, const at::Tensor& y, const at::
   per_chain(energy_y, x, op, "energy_y");
   finite(a, compute_dtype(x.scalar_type()), op, "a");
   mala_scale(b, compute_dtype(x.scalar_type()), op, "b");
+  chain_coefficient(a_chain, x, op, "a", Values::kFinite);
+  chain_coefficient(b_chain, x, op, "b", Values::kMalaScale);
   if (uniform) {
     per_chain(*uniform, x, op, "uniform");
     uniforms(*uniform, op);

@@ -11,7 +11,7 @@ sampler step in ``[0, 2**32)``.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import torch
 
@@ -179,13 +179,26 @@ def _rng_math_fake(fn, x):
 
 # ---- per-step ops ----------------------------------------------------------------------------
 
+Coefficient = Union[float, torch.Tensor]
+"""A per-step op's step-size coefficient: a float (every chain), or a tensor ``[B]`` in the
+state's dtype and device (chain ``i`` uses entry ``i``, broadcast over its event)."""
+
+
+def _split(value: Coefficient) -> tuple[float, Optional[torch.Tensor]]:
+    """A coefficient as the op schema takes it: ``(float, None)`` or ``(1.0, per-chain tensor)``
+    (the kernels then read the tensor, never the float, which only has to pass the checks)."""
+    if isinstance(value, torch.Tensor):
+        return 1.0, value
+    return float(value), None
+
+
 
 def langevin_update(
     x: torch.Tensor,
     grad: torch.Tensor,
     noise: Optional[torch.Tensor],
-    a: float,
-    b: float,
+    a: Coefficient,
+    b: Coefficient,
     clamp_min: Optional[float] = None,
     clamp_max: Optional[float] = None,
     grad_clip: Optional[float] = None,
@@ -195,25 +208,33 @@ def langevin_update(
     """``clamp(x - a * clip(grad, -grad_clip, grad_clip) + b * xi, clamp_min, clamp_max)``.
 
     ``xi`` is ``noise``, or (``noise=None``) ``philox_normal(x.shape, seed, step, x.dtype)``
-    generated in-kernel. Returns a new contiguous tensor of x's shape.
+    generated in-kernel. ``a`` and ``b`` are floats or per-chain tensors ``[B]``
+    (:data:`Coefficient`; CPU kernels only). Returns a new contiguous tensor of x's shape.
     """
+    (a, a_chain), (b, b_chain) = _split(a), _split(b)
     return torch.ops.torchebm.langevin_update(
         x,
         grad,
         noise,
-        float(a),
-        float(b),
+        a,
+        b,
         float_or_none(clamp_min),
         float_or_none(clamp_max),
         float_or_none(grad_clip),
         seed64(seed),
         int(step),
+        a_chain,
+        b_chain,
     )
 
 
 @_fake("langevin_update")
-def _langevin_update_fake(x, grad, noise, a, b, clamp_min, clamp_max, grad_clip, seed, step):
-    check_same_device("langevin_update", {"x": x, "grad": grad, "noise": noise})
+def _langevin_update_fake(x, grad, noise, a, b, clamp_min, clamp_max, grad_clip, seed, step,
+                          a_chain=None, b_chain=None):
+    check_same_device(
+        "langevin_update",
+        {"x": x, "grad": grad, "noise": noise, "a_chain": a_chain, "b_chain": b_chain},
+    )
     return _like(x)
 
 
@@ -221,20 +242,28 @@ def leapfrog_kick_drift(
     x: torch.Tensor,
     p: torch.Tensor,
     grad: torch.Tensor,
-    kick: float,
-    drift: float,
+    kick: Coefficient,
+    drift: Coefficient,
     inv_mass: Optional[torch.Tensor] = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``p' = p - kick * grad``; ``x' = x + drift * (inv_mass * p')``. Returns ``(x', p')``.
 
-    ``inv_mass``: None (unit mass), 0-d, or ``[x.shape[-1]]``, in x's dtype.
+    ``inv_mass``: None (unit mass), 0-d, or ``[x.shape[-1]]``, in x's dtype. ``kick`` and
+    ``drift`` are floats or per-chain tensors ``[B]`` (:data:`Coefficient`; CPU kernels only).
     """
-    return torch.ops.torchebm.leapfrog_kick_drift(x, p, grad, float(kick), float(drift), inv_mass)
+    (kick, kick_chain), (drift, drift_chain) = _split(kick), _split(drift)
+    return torch.ops.torchebm.leapfrog_kick_drift(
+        x, p, grad, kick, drift, inv_mass, kick_chain, drift_chain
+    )
 
 
 @_fake("leapfrog_kick_drift")
-def _leapfrog_kick_drift_fake(x, p, grad, kick, drift, inv_mass):
-    check_same_device("leapfrog_kick_drift", {"x": x, "p": p, "grad": grad, "inv_mass": inv_mass})
+def _leapfrog_kick_drift_fake(x, p, grad, kick, drift, inv_mass, kick_chain=None, drift_chain=None):
+    check_same_device(
+        "leapfrog_kick_drift",
+        {"x": x, "p": p, "grad": grad, "inv_mass": inv_mass, "kick_chain": kick_chain,
+         "drift_chain": drift_chain},
+    )
     return _like(x), _like(x)
 
 
@@ -272,8 +301,8 @@ def mala_select(
     grad_y: torch.Tensor,
     energy_x: torch.Tensor,
     energy_y: torch.Tensor,
-    a: float,
-    b: float,
+    a: Coefficient,
+    b: Coefficient,
     uniform: Optional[torch.Tensor] = None,
     seed: int = 0,
     step: int = 0,
@@ -282,19 +311,23 @@ def mala_select(
 
     ``log r = E(x) - E(y) + (|y - x + a grad_x|^2 - |x - y + a grad_y|^2) / (2 b^2)`` per row;
     accept iff ``log(u) < log r`` (u as in ``metropolis_select``). A NaN or +inf proposal
-    energy rejects. Returns ``(x_out, grad_out, energy_out, accepted)``.
+    energy rejects. ``a`` and ``b`` are floats or per-chain tensors ``[B]``
+    (:data:`Coefficient`; CPU kernels only). Returns ``(x_out, grad_out, energy_out, accepted)``.
     """
+    (a, a_chain), (b, b_chain) = _split(a), _split(b)
     return torch.ops.torchebm.mala_select(
-        x, y, grad_x, grad_y, energy_x, energy_y, float(a), float(b), uniform, seed64(seed), int(step)
+        x, y, grad_x, grad_y, energy_x, energy_y, a, b, uniform, seed64(seed), int(step),
+        a_chain, b_chain,
     )
 
 
 @_fake("mala_select")
-def _mala_select_fake(x, y, grad_x, grad_y, energy_x, energy_y, a, b, uniform, seed, step):
+def _mala_select_fake(x, y, grad_x, grad_y, energy_x, energy_y, a, b, uniform, seed, step,
+                      a_chain=None, b_chain=None):
     check_same_device(
         "mala_select",
         {"x": x, "y": y, "grad_x": grad_x, "grad_y": grad_y, "energy_x": energy_x,
-         "energy_y": energy_y, "uniform": uniform},
+         "energy_y": energy_y, "uniform": uniform, "a_chain": a_chain, "b_chain": b_chain},
     )
     return _like(x), _like(x), _like(x, x.shape[:1]), _like(x, x.shape[:1], torch.bool)
 

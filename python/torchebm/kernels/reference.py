@@ -19,20 +19,29 @@ import torch
 from torchebm.kernels.analytic_registry import ANALYTIC_KERNELS
 
 
+def rows(value, like: torch.Tensor):
+    """A step-size coefficient ready to multiply states like ``like`` ``[B, *event]``: a float
+    as is, a per-chain tensor ``[B]`` viewed as ``[B, 1, ...]`` (broadcast over the event)."""
+    if isinstance(value, torch.Tensor) and value.dim() == 1 and like.dim() > 1:
+        return value.view(-1, *([1] * (like.dim() - 1)))
+    return value
+
+
 def langevin_update(
     x: torch.Tensor,
     grad: torch.Tensor,
     noise: torch.Tensor,
-    a: float,
-    b: float,
+    a,
+    b,
     clamp_min: Optional[float] = None,
     clamp_max: Optional[float] = None,
     grad_clip: Optional[float] = None,
 ) -> torch.Tensor:
-    """``x' = clamp(x - a * clip(grad, -c, c) + b * noise, clamp_min, clamp_max)``."""
+    """``x' = clamp(x - a * clip(grad, -c, c) + b * noise, clamp_min, clamp_max)``; ``a``, ``b``
+    floats or per-chain tensors ``[B]``."""
     if grad_clip is not None:
         grad = grad.clamp(-grad_clip, grad_clip)
-    out = x - a * grad + b * noise
+    out = x - rows(a, x) * grad + rows(b, x) * noise
     if clamp_min is not None or clamp_max is not None:
         out = out.clamp(clamp_min, clamp_max)
     return out
@@ -42,19 +51,19 @@ def leapfrog_kick_drift(
     x: torch.Tensor,
     p: torch.Tensor,
     grad: torch.Tensor,
-    kick: float,
-    drift: float,
+    kick,
+    drift,
     inv_mass: Optional[torch.Tensor] = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Kick then drift: ``p' = p - kick * grad``; ``x' = x + drift * M^{-1} p'``.
 
     ``inv_mass`` is None (unit mass), a 0-d tensor, or ``[dim]`` (diagonal mass, broadcast over
-    the last dimension). A leapfrog step of size eps is a half kick (kick = eps/2, drift = eps),
+    the last dimension); ``kick`` and ``drift`` floats or per-chain tensors ``[B]``. A leapfrog step of size eps is a half kick (kick = eps/2, drift = eps),
     a new gradient, and a final half kick; consecutive half kicks merge into one full kick.
     """
-    p_new = p - kick * grad
+    p_new = p - rows(kick, p) * grad
     v = p_new if inv_mass is None else p_new * inv_mass
-    return x + drift * v, p_new
+    return x + rows(drift, x) * v, p_new
 
 
 def _accept(log_accept_ratio: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
@@ -88,18 +97,19 @@ def mala_log_accept_ratio(
     grad_y: torch.Tensor,
     energy_x: torch.Tensor,
     energy_y: torch.Tensor,
-    a: float,
-    b: float,
+    a,
+    b,
 ) -> torch.Tensor:
-    """log of the MALA acceptance ratio for the proposal ``y = x - a grad_x + b xi``.
+    """log of the MALA acceptance ratio for the proposal ``y = x - a grad_x + b xi`` (``a``,
+    ``b`` floats or per-chain tensors ``[B]``).
 
     With q(y | x) = N(y; x - a grad E(x), b^2 I):
     ``log r = E(x) - E(y) + (|y - x + a grad_x|^2 - |x - y + a grad_y|^2) / (2 b^2)``,
     the squared norms summed over every non-batch dimension (none for ``[B]`` states: then
     each chain's term is its own square).
     """
-    forward = (y - x + a * grad_x).pow(2)
-    backward = (x - y + a * grad_y).pow(2)
+    forward = (y - x + rows(a, x) * grad_x).pow(2)
+    backward = (x - y + rows(a, x) * grad_y).pow(2)
     if x.dim() > 1:  # sum(()) would reduce every dimension, the chains' too
         dims = tuple(range(1, x.dim()))
         forward, backward = forward.sum(dims), backward.sum(dims)
@@ -113,8 +123,8 @@ def mala_select(
     grad_y: torch.Tensor,
     energy_x: torch.Tensor,
     energy_y: torch.Tensor,
-    a: float,
-    b: float,
+    a,
+    b,
     uniform: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """MALA acceptance fused with the selection of state, gradient and energy.
