@@ -1,77 +1,153 @@
-r"""Split-:math:`\hat R`: do several chains agree with each other and with themselves?
+r""":math:`\hat R`: do several chains agree with each other and with themselves?
 
-Draws come as ``[m chains, n draws, *event]``. Each chain is split into its first and second
-half (the middle draw of an odd ``n`` is dropped), giving :math:`2m` chains of
-:math:`n' = \lfloor n/2 \rfloor` draws. For these, with chain means :math:`\bar y_c` and
-unbiased within-chain variances :math:`s_c^2`:
+Draws come as ``[chain, draw, *event]``; every event element gets its own value, computed in
+float64 on the draws' device, all elements at once.
+
+**:math:`\hat R` of a set of chains.** For :math:`m` chains of :math:`n` draws with means
+:math:`\bar y_c` and unbiased variances :math:`s_c^2`:
 
 .. math::
-    W = \frac{1}{2m} \sum_c s_c^2, \qquad
-    \frac{B}{n'} = \mathrm{var}_c(\bar y_c), \qquad
-    \hat R = \sqrt{\frac{\tfrac{n'-1}{n'} W + B/n'}{W}}.
+    W = \frac1m\sum_c s_c^2, \qquad B = n\,\mathrm{var}_c(\bar y_c)\ (\text{unbiased}), \qquad
+    \hat R = \sqrt{\frac{B/W + n - 1}{n}}.
 
-``rank_normalized=True`` (the default) is the rank-normalised split-:math:`\hat R` of Vehtari,
-Gelman, Simpson, Carpenter and Bürkner (2021): the formula above applied to the normal scores
-:math:`z = \Phi^{-1}\big((r - 3/8) / (S + 1/4)\big)` of the pooled ranks :math:`r` of the
-draws (:math:`S` draws in all) gives the bulk :math:`\hat R`; applied to the normal scores of
-the folded draws :math:`|y - \mathrm{median}(y)|` it gives the tail :math:`\hat R`; the result
-is the larger of the two. It is robust to heavy tails and detects chains that differ in scale
-only. ``rank_normalized=False`` is the classic split-:math:`\hat R` on the raw draws.
+**Methods** of :func:`rhat`, as ``arviz.rhat`` (Vehtari, Gelman, Simpson, Carpenter and
+Bürkner 2021) defines them; :math:`s = \mathrm{split}(y)` halves every chain and :math:`z(\cdot)`
+is rank normalisation (:mod:`torchebm.diagnostics.draws`):
+
+============  ===============================================================================
+``rank``      :math:`\max\big(\hat R(z(s)),\ \hat R(z(|s - \mathrm{median}(s)|))\big)`, the
+              bulk and the tail (folded) rank-normalised split-:math:`\hat R` (the default)
+``split``     :math:`\hat R(s)`
+``folded``    :math:`\hat R(z(|s - \mathrm{median}(s)|))`
+``z_scale``   :math:`\hat R(z(s))`
+``identity``  :math:`\hat R(y)`, the classic Gelman-Rubin value
+============  ===============================================================================
+
 Values near 1 (below about 1.01) indicate agreement.
+
+**Nested :math:`\hat R`** (:func:`nested_rhat`; Margossian, Hoffman, Sountsov, Riou-Durand,
+Vehtari and Gelman 2024), for many short chains grouped into :math:`K` superchains of
+:math:`M` chains each (chains of one superchain start from the same point). With
+:math:`\bar y_{mk}` the mean of chain :math:`m` of superchain :math:`k`, :math:`s^2_{mk}` its
+unbiased variance (0 when :math:`n = 1`), and :math:`\bar y_k` the superchain means:
+
+.. math::
+    \hat B_\nu = \mathrm{var}_k(\bar y_k), \qquad
+    \hat W_\nu = \frac1K \sum_k \Big(\mathrm{var}_m(\bar y_{mk}) + \frac1M\sum_m s^2_{mk}\Big),
+    \qquad \widehat{\mathfrak{n}R} = \sqrt{1 + \hat B_\nu / \hat W_\nu},
+
+all variances unbiased, and :math:`\mathrm{var}_m(\bar y_{mk}) = 0` when :math:`M = 1`. No
+split and no rank normalisation. The paper suggests a threshold of about
+:math:`1 + 0.01`-:math:`0.05` depending on :math:`M` (see there).
+
+A row with a NaN draw gets NaN.
 """
 
 from __future__ import annotations
 
+from typing import Sequence, Union
+
 import torch
 
-from torchebm.diagnostics.effective_sample_size import as_draws
+from torchebm.diagnostics.draws import Draws, as_draws, median, split_chains, with_nan_rows, z_scale
+
+RHAT_METHODS = ("rank", "split", "folded", "z_scale", "identity")
 
 
-def _split(y: torch.Tensor) -> torch.Tensor:
-    """``[E, m, n]`` -> ``[E, 2m, n // 2]`` (first and second halves)."""
-    half = y.shape[2] // 2
-    return torch.cat([y[..., :half], y[..., y.shape[2] - half :]], dim=1)
-
-
-def _rhat(y: torch.Tensor) -> torch.Tensor:
-    """Classic R-hat of ``[E, m, n]`` chains (already split)."""
-    n = y.shape[2]
+def rhat_of_chains(y: torch.Tensor) -> torch.Tensor:
+    r""":math:`\hat R` of the chains ``y`` ``[E, m, n]`` as given (no split) -> ``[E]``."""
+    n = y.shape[-1]
     within = y.var(dim=2, unbiased=True).mean(dim=1)
-    between = y.mean(dim=2).var(dim=1, unbiased=True)
-    var_plus = within * (n - 1) / n + between
-    return (var_plus / within).sqrt()
+    between = n * y.mean(dim=2).var(dim=1, unbiased=True)
+    return ((between / within + n - 1.0) / n).sqrt()
 
 
-def _normal_scores(y: torch.Tensor) -> torch.Tensor:
-    """Rank-based normal scores of all draws pooled per event element, ``[E, m, n]``."""
-    e, m, n = y.shape
-    flat = y.reshape(e, m * n)
-    ranks = torch.empty_like(flat)
-    order = flat.argsort(dim=1)
-    ranks.scatter_(1, order, torch.arange(1, m * n + 1, dtype=flat.dtype).expand(e, -1).contiguous())
-    size = m * n
-    return torch.special.ndtri((ranks - 0.375) / (size + 0.25)).reshape(e, m, n)
+def _folded(split: torch.Tensor) -> torch.Tensor:
+    return z_scale((split - median(split)[:, None, None]).abs())
 
 
-def split_rhat(samples: torch.Tensor, rank_normalized: bool = True) -> torch.Tensor:
-    r"""Split-:math:`\hat R` of each event element of ``samples`` ``[m, n, *event]``.
+def rhat(draws: Draws, method: str = "rank") -> torch.Tensor:
+    r""":math:`\hat R` of each event element of ``draws``, as ``arviz.rhat`` computes it.
 
     Args:
-        samples: draws, ``[n_chains, n_draws, *event]`` with ``n_draws >= 4``.
-        rank_normalized: rank-normalised bulk/tail maximum (default) or classic split-R-hat;
-            see the module docstring.
+        draws: ``[n_chains, n_draws, *event]`` with at least 2 chains of at least 4 draws.
+        method: one of :data:`RHAT_METHODS` (formulas in the module docstring).
 
     Returns:
-        float64 tensor of shape ``event``.
+        float64 tensor of shape ``event`` on the draws' device.
+
+    Raises:
+        ValueError: an unknown method, or fewer than 2 chains or 4 draws (ArviZ answers NaN
+            there; an error says why).
     """
-    y, event = as_draws(samples, 4)
-    split = _split(y)
-    if not rank_normalized:
-        return _rhat(split).reshape(event)
-    bulk = _rhat(_normal_scores(split))
-    folded = (split - split.reshape(split.shape[0], -1).median(dim=1).values[:, None, None]).abs()
-    tail = _rhat(_normal_scores(folded))
-    return torch.maximum(bulk, tail).reshape(event)
+    if method not in RHAT_METHODS:
+        raise ValueError(f"method must be one of {RHAT_METHODS}, got {method!r}")
+    y, event = as_draws(draws, min_chains=2, what=f"rhat(method={method!r})")
+    if method == "identity":
+        result = rhat_of_chains(y)
+    else:
+        split = split_chains(y)
+        if method == "split":
+            result = rhat_of_chains(split)
+        elif method == "z_scale":
+            result = rhat_of_chains(z_scale(split))
+        elif method == "folded":
+            result = rhat_of_chains(_folded(split))
+        else:
+            result = torch.maximum(rhat_of_chains(z_scale(split)), rhat_of_chains(_folded(split)))
+    return with_nan_rows(result, y).reshape(event)
 
 
-__all__ = ["split_rhat"]
+def nested_rhat(
+    draws: Draws, superchain_ids: Union[torch.Tensor, Sequence[int]]
+) -> torch.Tensor:
+    r"""Nested :math:`\hat R` of each event element of ``draws`` (formula in the module
+    docstring).
+
+    Args:
+        draws: ``[n_chains, n_draws, *event]``; ``n_draws`` may be 1 when every superchain has
+            at least 2 chains.
+        superchain_ids: ``[n_chains]`` labels (any integers), chain ``c`` belongs to superchain
+            ``superchain_ids[c]``; at least 2 superchains, all of the same size.
+
+    Returns:
+        float64 tensor of shape ``event`` on the draws' device.
+
+    Raises:
+        ValueError: ids of the wrong length, fewer than 2 superchains, superchains of unequal
+            size, or one draw per chain with one chain per superchain (no within variance).
+    """
+    y, event = as_draws(draws, min_draws=1, what="nested_rhat")
+    e, m, n = y.shape
+    ids = torch.as_tensor(superchain_ids).reshape(-1).to(y.device)
+    if ids.numel() != m:
+        raise ValueError(
+            f"superchain_ids must hold one label per chain ({m}), got {ids.numel()} labels"
+        )
+    labels, inverse, counts = torch.unique(ids, return_inverse=True, return_counts=True)
+    k = labels.numel()
+    if k < 2:
+        raise ValueError(f"nested_rhat needs at least 2 superchains, got superchain_ids with {k}")
+    if bool((counts != counts[0]).any()):
+        raise ValueError(
+            "superchains must all hold the same number of chains, got sizes "
+            f"{dict(zip(labels.tolist(), counts.tolist()))}"
+        )
+    per = int(counts[0])
+    if per == 1 and n == 1:
+        raise ValueError(
+            "nested_rhat needs more than 1 draw per chain or more than 1 chain per superchain"
+        )
+    order = torch.sort(inverse, stable=True).indices
+    grouped = y[:, order].reshape(e, k, per, n)
+    chain_mean = grouped.mean(dim=3)  # [E, K, M]
+    chain_var = grouped.var(dim=3, unbiased=True) if n > 1 else torch.zeros_like(chain_mean)
+    between_chains = (
+        chain_mean.var(dim=2, unbiased=True) if per > 1 else torch.zeros_like(chain_mean[..., 0])
+    )
+    within = (between_chains + chain_var.mean(dim=2)).mean(dim=1)  # [E]
+    between = chain_mean.mean(dim=2).var(dim=1, unbiased=True)
+    return with_nan_rows((1.0 + between / within).sqrt(), y).reshape(event)
+
+
+__all__ = ["RHAT_METHODS", "nested_rhat", "rhat", "rhat_of_chains"]

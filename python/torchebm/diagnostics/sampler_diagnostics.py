@@ -18,6 +18,10 @@ TorchEBM's documentation reads the diagnostics two ways, and this one object ser
 
 Row ``k`` describes the state after step ``(k + 1) * thin`` (the thinned steps that
 ``return_trajectory`` keeps).
+
+Convergence: :meth:`Diagnostics.ess` (bulk ESS by default) and :meth:`Diagnostics.rhat` (rank
+R-hat by default) of the kept states ``draws`` ``[n_chains, n_kept, *event]``, with the
+definitions of :func:`torchebm.diagnostics.ess` and :func:`torchebm.diagnostics.rhat` (ArviZ's).
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ from __future__ import annotations
 from typing import Callable, Optional, Union
 
 import torch
+
+from torchebm.diagnostics.effective_sample_size import Prob, ess
+from torchebm.diagnostics.rhat import rhat
 
 VAR_CLAMP = (1e-10, 1e10)
 
@@ -44,6 +51,9 @@ class Diagnostics(dict):
             computes it when the tensor view is first built (the whole-chain kernels record only
             the mean energy, so the samplers pass a callable that evaluates the model on the
             recorded trajectory). None: slot 2 holds the mean energy for every chain.
+        draws: the kept states ``[n_chains, n_kept, *event]`` (the trajectory) that
+            :meth:`ess` and :meth:`rhat` read; None: those methods explain that they are
+            missing.
     """
 
     def __init__(
@@ -55,13 +65,50 @@ class Diagnostics(dict):
         n_chains: int,
         acceptance_rate: Optional[torch.Tensor] = None,
         chain_energy: Optional[ChainEnergy] = None,
+        draws: Optional[torch.Tensor] = None,
     ):
         super().__init__(mean=mean, var=var, energy=energy)
         if acceptance_rate is not None:
             self["acceptance_rate"] = acceptance_rate
         self._n_chains = int(n_chains)
         self._chain_energy = chain_energy
+        self._draws = draws
         self._stacked: Optional[torch.Tensor] = None
+
+    # ----------------------------------------------------------------- convergence
+    @property
+    def draws(self) -> torch.Tensor:
+        """The kept states ``[n_chains, n_kept, *event]`` (ArviZ's ``[chain, draw, *event]``)."""
+        if self._draws is None:
+            # Not AttributeError: that would fall through to __getattr__ (the tensor view).
+            raise RuntimeError(
+                "these diagnostics hold no draws (built without the trajectory), so they have "
+                "no ESS or R-hat"
+            )
+        return self._draws
+
+    def ess(
+        self, method: str = "bulk", *, burn_in: int = 0, prob: Prob = None, relative: bool = False
+    ) -> torch.Tensor:
+        """ESS per event element of the kept states after the first ``burn_in`` of them:
+        :func:`torchebm.diagnostics.ess` of ``draws[:, burn_in:]`` (bulk ESS by default);
+        float64, shape ``event``."""
+        return ess(self._after(burn_in), method, prob=prob, relative=relative)
+
+    def rhat(self, method: str = "rank", *, burn_in: int = 0) -> torch.Tensor:
+        """R-hat per event element of the kept states after the first ``burn_in`` of them:
+        :func:`torchebm.diagnostics.rhat` of ``draws[:, burn_in:]`` (rank-normalised split
+        R-hat by default); float64, shape ``event``."""
+        return rhat(self._after(burn_in), method)
+
+    def _after(self, burn_in: int) -> torch.Tensor:
+        draws = self.draws
+        n_kept = draws.shape[1]
+        if isinstance(burn_in, bool) or not isinstance(burn_in, int) or not 0 <= burn_in < n_kept:
+            raise ValueError(
+                f"burn_in must be an int in [0, {n_kept}) (the kept steps), got {burn_in!r}"
+            )
+        return draws[:, burn_in:]
 
     # ----------------------------------------------------------------- the tensor view
     def tensor(self) -> torch.Tensor:
@@ -126,11 +173,21 @@ class Diagnostics(dict):
     def __reduce__(self):
         return (
             _rebuild,
-            (dict(self), self._n_chains, self.tensor()[:, 2] if len(self["mean"]) else None),
+            (
+                dict(self),
+                self._n_chains,
+                self.tensor()[:, 2] if len(self["mean"]) else None,
+                self._draws,
+            ),
         )
 
 
-def _rebuild(entries: dict, n_chains: int, slot2: Optional[torch.Tensor]) -> Diagnostics:
+def _rebuild(
+    entries: dict,
+    n_chains: int,
+    slot2: Optional[torch.Tensor],
+    draws: Optional[torch.Tensor] = None,
+) -> Diagnostics:
     chain_energy = None
     if slot2 is not None:
         chain_energy = slot2.reshape(slot2.shape[0], n_chains, -1)[..., 0]
@@ -141,6 +198,7 @@ def _rebuild(entries: dict, n_chains: int, slot2: Optional[torch.Tensor]) -> Dia
         n_chains=n_chains,
         acceptance_rate=entries.get("acceptance_rate"),
         chain_energy=chain_energy,
+        draws=draws,
     )
 
 
