@@ -5,9 +5,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 TORCH_CPU := torch==2.13.0
-DEPS := scikit-build-core cmake ninja numpy scipy matplotlib pytest hypothesis
+DEPS := scikit-build-core cmake ninja numpy scipy matplotlib pytest hypothesis 'arviz>=0.23,<1'
 
-.PHONY: test test-quick demo bench build cuda-build clean
+.PHONY: test test-quick demo bench build cuda-build clean docs docs-serve
 
 $(VENV)/.deps: Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -72,5 +72,22 @@ cuda-build: $(VENV_CUDA)/.deps-torch-$(TORCH_CUDA_VERSION)
 	@if [ "$(CUDA_EMULATE)" = 1 ]; then \
 	  CUDA_HOME=$(CUDA_HOME) $(PY_CUDA) scripts/cuda_emulation/emulate.py -- -k "not exact"; fi
 
+# docs: the documentation site (mkdocs.yml), built strictly (a warning fails) into site/, in a
+# venv of its own from the pinned docs/requirements.txt. The API reference is read from the
+# source (python/) without importing it, so this needs neither torch nor the extension.
+VENV_DOCS := .venv-docs
+
+$(VENV_DOCS)/.deps: docs/requirements.txt
+	$(PYTHON) -m venv $(VENV_DOCS)
+	$(VENV_DOCS)/bin/python -m pip install -q --upgrade pip
+	$(VENV_DOCS)/bin/python -m pip install -q -r docs/requirements.txt
+	touch $@
+
+docs: $(VENV_DOCS)/.deps
+	NO_MKDOCS_2_WARNING=1 $(VENV_DOCS)/bin/mkdocs build --strict --site-dir site
+
+docs-serve: $(VENV_DOCS)/.deps
+	NO_MKDOCS_2_WARNING=1 $(VENV_DOCS)/bin/mkdocs serve
+
 clean:
-	rm -rf build demo_out bench_out
+	rm -rf build demo_out bench_out site

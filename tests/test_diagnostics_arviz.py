@@ -204,7 +204,7 @@ def test_to_arviz_without_arviz_says_how_to_install_it(monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_arviz)
-    with pytest.raises(ImportError, match=r"to_arviz needs ArviZ.*pip install 'arviz>=0\.21,<1'"):
+    with pytest.raises(ImportError, match=r"to_arviz needs ArviZ.*pip install 'arviz>=0\.23,<1'"):
         to_arviz(torch.zeros(2, 10))
 
 

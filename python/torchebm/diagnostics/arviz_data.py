@@ -1,6 +1,6 @@
 r"""``to_arviz``: a sampler run as ArviZ's ``InferenceData``, for ArviZ's plots and summaries.
 
-ArviZ is an optional dependency (``pip install 'arviz>=0.21,<1'``); this module imports it only
+ArviZ is an optional dependency (``pip install 'arviz>=0.23,<1'``); this module imports it only
 when :func:`to_arviz` is called.
 """
 
@@ -12,7 +12,7 @@ import torch
 
 from torchebm.diagnostics.sampler_diagnostics import Diagnostics
 
-ARVIZ_REQUIREMENT = "arviz>=0.21,<1"
+ARVIZ_REQUIREMENT = "arviz>=0.23,<1"
 
 
 def _numpy(value: torch.Tensor):
