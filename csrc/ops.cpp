@@ -60,20 +60,23 @@ TORCH_LIBRARY(torchebm, m) {
       "Tensor? precision) -> (Tensor, Tensor)");
 
   // ---- whole-chain ops for the analytic models ---------------------------------------------
+  // Step t of a chain op draws the noise of step first_step + t (a chain run in blocks).
   // Returns (x, trajectory, energy_mean).
   m.def(
       "langevin_chain(str energy, Tensor x0, Tensor a, Tensor b, float[] params, Tensor? mean, "
       "Tensor? precision, float? clamp_min, float? clamp_max, float? grad_clip, int seed, "
-      "int thin, bool record_trajectory, bool record_energy) -> (Tensor, Tensor, Tensor)");
+      "int thin, bool record_trajectory, bool record_energy, int first_step=0) -> "
+      "(Tensor, Tensor, Tensor)");
   // Returns (x, trajectory, energy_mean, acceptance_rate).
   m.def(
       "mala_chain(str energy, Tensor x0, Tensor a, Tensor b, float[] params, Tensor? mean, "
-      "Tensor? precision, int seed, int thin, bool record_trajectory, bool record_energy) -> "
-      "(Tensor, Tensor, Tensor, Tensor)");
+      "Tensor? precision, int seed, int thin, bool record_trajectory, bool record_energy, "
+      "int first_step=0) -> (Tensor, Tensor, Tensor, Tensor)");
   m.def(
       "hmc_chain(str energy, Tensor x0, Tensor step_size, int n_leapfrog, Tensor? inv_mass, "
       "float[] params, Tensor? mean, Tensor? precision, int seed, int thin, "
-      "bool record_trajectory, bool record_energy) -> (Tensor, Tensor, Tensor, Tensor)");
+      "bool record_trajectory, bool record_energy, int first_step=0) -> "
+      "(Tensor, Tensor, Tensor, Tensor)");
 
   // ---- CUDA-graph-safe RNG (CUDA kernels only; docs/kernels.md, "CUDA graphs") -------------
   // In place: the Langevin update drawing stream 0 at (seed_state[0], seed_state[1] +
@@ -96,16 +99,18 @@ TORCH_LIBRARY(torchebm, m) {
       "mlp_langevin_chain(Tensor x0, Tensor[] weights, Tensor[] biases, int[] activations, "
       "float[] act_params, float out_scale, float out_offset, Tensor a, Tensor b, "
       "float? clamp_min, float? clamp_max, float? grad_clip, int seed, int thin, "
-      "bool record_trajectory, bool record_energy) -> (Tensor, Tensor, Tensor)");
+      "bool record_trajectory, bool record_energy, int first_step=0) -> "
+      "(Tensor, Tensor, Tensor)");
   m.def(
       "mlp_mala_chain(Tensor x0, Tensor[] weights, Tensor[] biases, int[] activations, "
       "float[] act_params, float out_scale, float out_offset, Tensor a, Tensor b, int seed, "
-      "int thin, bool record_trajectory, bool record_energy) -> (Tensor, Tensor, Tensor, Tensor)");
+      "int thin, bool record_trajectory, bool record_energy, int first_step=0) -> "
+      "(Tensor, Tensor, Tensor, Tensor)");
   m.def(
       "mlp_hmc_chain(Tensor x0, Tensor[] weights, Tensor[] biases, int[] activations, "
       "float[] act_params, float out_scale, float out_offset, Tensor step_size, int n_leapfrog, "
-      "Tensor? inv_mass, int seed, int thin, bool record_trajectory, bool record_energy) -> "
-      "(Tensor, Tensor, Tensor, Tensor)");
+      "Tensor? inv_mass, int seed, int thin, bool record_trajectory, bool record_energy, "
+      "int first_step=0) -> (Tensor, Tensor, Tensor, Tensor)");
 }
 
 namespace {

@@ -31,16 +31,16 @@ inline std::vector<double> schedule_values(const at::Tensor& s) {
 
 // A chain op's outputs and what is recorded into them: x = copy of x0, stepped in place;
 // trajectory [B, n_steps / thin, d] or empty; energy_mean [n_steps] or empty; acceptance_rate
-// [n_steps] when `with_acceptance`.
+// [n_steps] when `with_acceptance`. Step t draws the noise of step first_step + t.
 struct ChainOutputs {
   at::Tensor x, trajectory, energy_mean, acceptance_rate;
-  int64_t n_steps, thin;
+  int64_t n_steps, thin, first_step;
   bool record_trajectory, record_energy, with_acceptance;
 };
 
 inline ChainOutputs chain_outputs(const at::Tensor& x0, int64_t n_steps, int64_t thin,
                                   bool record_trajectory, bool record_energy,
-                                  bool with_acceptance) {
+                                  bool with_acceptance, int64_t first_step) {
   ChainOutputs o;
   o.x = x0.contiguous().clone();
   const int64_t kept = n_steps / thin;
@@ -51,6 +51,7 @@ inline ChainOutputs chain_outputs(const at::Tensor& x0, int64_t n_steps, int64_t
   if (with_acceptance) o.acceptance_rate = at::zeros({n_steps}, x0.options());
   o.n_steps = n_steps;
   o.thin = thin;
+  o.first_step = first_step;
   o.record_trajectory = record_trajectory;
   o.record_energy = record_energy;
   o.with_acceptance = with_acceptance;
@@ -134,18 +135,20 @@ struct ChainBlock {
   int64_t* accepted;   // [n_steps]: its acceptances at each step, or null (no accept test)
   T* trajectory;       // the whole output trajectory [B, kept, d], or null (not recorded)
   int64_t thin, kept;
+  int64_t first_step;  // step t draws the noise of step first_step + t
 
-  // out[0, elems): the block's elements of step t's normal stream, indexed as in philox_normal
-  // over the whole [B, d] batch, so a draw does not depend on the blocking.
+  // out[0, elems): the block's elements of step first_step + t's normal stream, indexed as in
+  // philox_normal over the whole [B, d] batch, so a draw does not depend on the blocking.
   void normal(T* out, int64_t seed, int64_t t) const {
     fill_normal(out, first * d, first * d + elems, static_cast<uint64_t>(seed),
-                static_cast<uint32_t>(t), kNormalStream);
+                static_cast<uint32_t>(first_step + t), kNormalStream);
   }
 
-  // out[0, rows): the block's per-chain values of step t's uniform stream (indexed by chain).
+  // out[0, rows): the block's per-chain values of step first_step + t's uniform stream (indexed
+  // by chain).
   void uniform(T* out, int64_t seed, int64_t t) const {
-    fill_uniform(out, first, first + rows, static_cast<uint64_t>(seed), static_cast<uint32_t>(t),
-                 kUniformStream);
+    fill_uniform(out, first, first + rows, static_cast<uint64_t>(seed),
+                 static_cast<uint32_t>(first_step + t), kUniformStream);
   }
 
   // Called after step t: copies the states into the trajectory when t is a kept (thinned) step.
@@ -163,7 +166,7 @@ struct ChainBlock {
 template <class T>
 struct ChainBlockRange {
   int64_t rows, k0, k1;
-  int64_t B, d, thin, kept;
+  int64_t B, d, thin, kept, first_step;
   T* x;
   T* trajectory;
   StepSums* sums;
@@ -171,7 +174,7 @@ struct ChainBlockRange {
   ChainBlock<T> block(int64_t k) const {
     const int64_t first = k * rows, n = std::min(B, first + rows) - first;
     return {first, n, d, n * d, x + first * d, sums->energy_row(k), sums->accept_row(k),
-            trajectory, thin, kept};
+            trajectory, thin, kept, first_step};
   }
 
   struct iterator {
@@ -205,6 +208,7 @@ void run_chain(ChainOutputs& out, Energy energy, c10::ArrayRef<double> params,
   all.d = d;
   all.thin = out.thin;
   all.kept = out.n_steps / out.thin;
+  all.first_step = out.first_step;
   all.x = out.x.mutable_data_ptr<T>();
   all.trajectory = out.record_trajectory ? out.trajectory.mutable_data_ptr<T>() : nullptr;
   all.sums = &sums;

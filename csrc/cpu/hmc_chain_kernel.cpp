@@ -28,14 +28,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> hmc_chain(
     const std::string& energy, const at::Tensor& x0, const at::Tensor& step_size,
     int64_t n_leapfrog, const std::optional<at::Tensor>& inv_mass, c10::ArrayRef<double> params,
     const std::optional<at::Tensor>& mean, const std::optional<at::Tensor>& precision,
-    int64_t seed, int64_t thin, bool record_trajectory, bool record_energy) {
+    int64_t seed, int64_t thin, bool record_trajectory, bool record_energy,
+    int64_t first_step) {
   constexpr const char* op = "hmc_chain";
   const checks::Chain c = checks::hmc_chain(energy, x0, step_size, n_leapfrog, inv_mass, params,
                                             mean, precision, thin, checks::kCpu);
+  checks::first_step(first_step, c.n_steps, op);
   const int64_t n_steps = c.n_steps, d = x0.size(1);
   const std::vector<double> eps = schedule_values(step_size);
 
-  ChainOutputs out = chain_outputs(x0, n_steps, thin, record_trajectory, record_energy, true);
+  ChainOutputs out =
+      chain_outputs(x0, n_steps, thin, record_trajectory, record_energy, true, first_step);
   AT_DISPATCH_FLOATING_TYPES(x0.scalar_type(), op, [&] {
     using T = scalar_t;
     // Inverse mass as a [d] vector in x's dtype, and 1/sqrt of it for the momentum.

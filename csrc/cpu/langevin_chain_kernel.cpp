@@ -22,15 +22,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> langevin_chain(
     c10::ArrayRef<double> params, const std::optional<at::Tensor>& mean,
     const std::optional<at::Tensor>& precision, std::optional<double> clamp_min,
     std::optional<double> clamp_max, std::optional<double> grad_clip, int64_t seed, int64_t thin,
-    bool record_trajectory, bool record_energy) {
+    bool record_trajectory, bool record_energy,
+    int64_t first_step) {
   constexpr const char* op = "langevin_chain";
   const checks::Chain c = checks::langevin_chain(energy, x0, a, b, params, mean, precision,
                                                  clamp_min, clamp_max, grad_clip, thin,
                                                  checks::kCpu);
+  checks::first_step(first_step, c.n_steps, op);
   const int64_t n_steps = c.n_steps, d = x0.size(1);
   const std::vector<double> av = schedule_values(a), bv = schedule_values(b);
 
-  ChainOutputs out = chain_outputs(x0, n_steps, thin, record_trajectory, record_energy, false);
+  ChainOutputs out =
+      chain_outputs(x0, n_steps, thin, record_trajectory, record_energy, false, first_step);
   AT_DISPATCH_FLOATING_TYPES(x0.scalar_type(), op, [&] {
     using T = scalar_t;
     const T lo = clamp_min ? static_cast<T>(*clamp_min) : -INFINITY;

@@ -23,14 +23,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mala_chain(
     const std::string& energy, const at::Tensor& x0, const at::Tensor& a, const at::Tensor& b,
     c10::ArrayRef<double> params, const std::optional<at::Tensor>& mean,
     const std::optional<at::Tensor>& precision, int64_t seed, int64_t thin,
-    bool record_trajectory, bool record_energy) {
+    bool record_trajectory, bool record_energy,
+    int64_t first_step) {
   constexpr const char* op = "mala_chain";
   const checks::Chain c =
       checks::mala_chain(energy, x0, a, b, params, mean, precision, thin, checks::kCpu);
+  checks::first_step(first_step, c.n_steps, op);
   const int64_t n_steps = c.n_steps, d = x0.size(1);
   const std::vector<double> av = schedule_values(a), bv = schedule_values(b);
 
-  ChainOutputs out = chain_outputs(x0, n_steps, thin, record_trajectory, record_energy, true);
+  ChainOutputs out =
+      chain_outputs(x0, n_steps, thin, record_trajectory, record_energy, true, first_step);
   AT_DISPATCH_FLOATING_TYPES(x0.scalar_type(), op, [&] {
     using T = scalar_t;
     run_chain<T>(out, c.energy, params, mean, precision, [&](const auto& m, const auto& blocks) {

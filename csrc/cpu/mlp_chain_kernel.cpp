@@ -184,6 +184,7 @@ struct ChainJob {
   T lo = -INFINITY, hi = INFINITY, clip = 0;
   bool has_clip = false;
   int64_t seed = 0;
+  int64_t first_step = 0;          // step t draws the noise of step first_step + t
   const T* inv_mass = nullptr;       // [d] or null
   const T* inv_mass_sqrt = nullptr;  // [d] or null
   T* energy_out = nullptr;           // mlp_energy_grad
@@ -376,13 +377,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mlp_langevin_chain(
     c10::IntArrayRef activations, c10::ArrayRef<double> act_params, double out_scale,
     double out_offset, const at::Tensor& a, const at::Tensor& b, std::optional<double> clamp_min,
     std::optional<double> clamp_max, std::optional<double> grad_clip, int64_t seed, int64_t thin,
-    bool record_trajectory, bool record_energy) {
+    bool record_trajectory, bool record_energy, int64_t first_step) {
   constexpr const char* op = "mlp_langevin_chain";
   const mlp_checks::Chain checked =
       mlp_checks::langevin_chain(x0, weights, biases, activations, act_params, out_scale,
                                  out_offset, a, clamp_min, clamp_max, grad_clip, thin);
   const mlp_checks::Network& shape = checked.net;
   const int64_t n_steps = checked.n_steps;
+  checks::first_step(first_step, n_steps, op);
   const std::vector<double> av = mlp_checks::schedule_values(a, n_steps, op, "a", false);
   const std::vector<double> bv = mlp_checks::schedule_values(b, n_steps, op, "b", false);
   ChainResult result;
@@ -400,6 +402,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mlp_langevin_chain(
     job.clip = grad_clip ? static_cast<T>(*grad_clip) : T(0);
     job.has_clip = grad_clip.has_value();
     job.seed = seed;
+    job.first_step = first_step;
     run_tiles(Algo::kLangevin, job);
     run.finish(n_steps);
     result = run.out;
@@ -411,12 +414,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mlp_mala_chain(
     const at::Tensor& x0, at::TensorList weights, at::TensorList biases,
     c10::IntArrayRef activations, c10::ArrayRef<double> act_params, double out_scale,
     double out_offset, const at::Tensor& a, const at::Tensor& b, int64_t seed, int64_t thin,
-    bool record_trajectory, bool record_energy) {
+    bool record_trajectory, bool record_energy, int64_t first_step) {
   constexpr const char* op = "mlp_mala_chain";
   const mlp_checks::Chain checked = mlp_checks::mala_chain(x0, weights, biases, activations,
                                                        act_params, out_scale, out_offset, a, thin);
   const mlp_checks::Network& shape = checked.net;
   const int64_t n_steps = checked.n_steps;
+  checks::first_step(first_step, n_steps, op);
   const std::vector<double> av = mlp_checks::schedule_values(a, n_steps, op, "a", false);
   const std::vector<double> bv = mlp_checks::schedule_values(b, n_steps, op, "b", true);
   ChainResult result;
@@ -430,6 +434,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mlp_mala_chain(
     job.a = av.data();
     job.b = bv.data();
     job.seed = seed;
+    job.first_step = first_step;
     run_tiles(Algo::kMala, job);
     run.finish(n_steps);
     result = run.out;
@@ -442,13 +447,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mlp_hmc_chain(
     c10::IntArrayRef activations, c10::ArrayRef<double> act_params, double out_scale,
     double out_offset, const at::Tensor& step_size, int64_t n_leapfrog,
     const std::optional<at::Tensor>& inv_mass, int64_t seed, int64_t thin,
-    bool record_trajectory, bool record_energy) {
+    bool record_trajectory, bool record_energy, int64_t first_step) {
   constexpr const char* op = "mlp_hmc_chain";
   const mlp_checks::Chain checked =
       mlp_checks::hmc_chain(x0, weights, biases, activations, act_params, out_scale, out_offset,
                             step_size, n_leapfrog, inv_mass, thin);
   const mlp_checks::Network& shape = checked.net;
   const int64_t n_steps = checked.n_steps;
+  checks::first_step(first_step, n_steps, op);
   const std::vector<double> eps =
       mlp_checks::schedule_values(step_size, n_steps, op, "step_size", true);
   const std::vector<double> im = mlp_checks::inv_mass_values(inv_mass, x0, op);
@@ -471,6 +477,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mlp_hmc_chain(
     job.inv_mass = m.empty() ? nullptr : m.data();
     job.inv_mass_sqrt = m.empty() ? nullptr : m_sqrt.data();
     job.seed = seed;
+    job.first_step = first_step;
     run_tiles(Algo::kHmc, job);
     run.finish(n_steps);
     result = run.out;

@@ -292,13 +292,13 @@ void record_tile(const ChainJob<T>& job, const T* x, int64_t first, int64_t rows
 }
 
 // The accept step of MALA and HMC on a tile: chain c takes the proposal (state, gradient,
-// energy) iff log u_c < log_r[c], u from stream 1 at (seed, t) indexed by chain.
+// energy) iff log u_c < log_r[c], u from stream 1 at (seed, first_step + t) indexed by chain.
 template <class T>
 int64_t accept_tile(const ChainJob<T>& job, TileScratch<T>& s, int64_t first, int64_t rows,
                     int64_t t, T* x, T* g, T* e, const T* y, const T* gy, const T* ey) {
   constexpr int64_t R = kTile<T>;
   fill_uniform(s.u, first, first + rows, static_cast<uint64_t>(job.seed),
-               static_cast<uint32_t>(t), kUniformStream);
+               static_cast<uint32_t>(job.first_step + t), kUniformStream);
   int64_t count = 0;
   for (int64_t c = 0; c < rows; ++c) {
     const bool a = metropolis_accept(s.u[c], s.log_r[c]);
@@ -335,7 +335,7 @@ void langevin_tiles(const ChainJob<T>& job, int64_t k0, int64_t k1) {
       const bool energy_now = esum != nullptr && t > 0;
       energy_grad_tile(*job.net, s, x, g, energy_now ? s.e : nullptr);
       if (energy_now) esum[t - 1] = tile_sum(s.e, rows);
-      normal_tile(xi, s.rows_scratch, first, rows, d, job.seed, t);
+      normal_tile(xi, s.rows_scratch, first, rows, d, job.seed, job.first_step + t);
       const LangevinCoef<T> coef{static_cast<T>(job.a[t]), static_cast<T>(job.b[t]), job.lo,
                                  job.hi, job.clip, job.has_clip};
       for (int64_t j = 0; j < d; ++j) {
@@ -370,7 +370,7 @@ void mala_tiles(const ChainJob<T>& job, int64_t k0, int64_t k1) {
     energy_grad_tile(*job.net, s, x, g, e);
     for (int64_t t = 0; t < job.n_steps; ++t) {
       const T a = static_cast<T>(job.a[t]), b = static_cast<T>(job.b[t]);
-      normal_tile(xi, s.rows_scratch, first, rows, d, job.seed, t);
+      normal_tile(xi, s.rows_scratch, first, rows, d, job.seed, job.first_step + t);
       const LangevinCoef<T> coef{a, b, -INFINITY, INFINITY, T(0), false};
       for (int64_t i = 0; i < d * R; ++i) y[i] = langevin_point(x[i], g[i], xi[i], coef);
       energy_grad_tile(*job.net, s, y, gy, ey);
@@ -454,7 +454,7 @@ void hmc_tiles(const ChainJob<T>& job, int64_t k0, int64_t k1) {
     for (int64_t t = 0; t < job.n_steps; ++t) {
       const T h = static_cast<T>(job.a[t]), half = static_cast<T>(0.5 * job.a[t]);
       // Momentum p ~ N(0, M): stream 0 at step t, divided by sqrt(m).
-      normal_tile(p, s.rows_scratch, first, rows, d, job.seed, t);
+      normal_tile(p, s.rows_scratch, first, rows, d, job.seed, job.first_step + t);
       if (m) {
         for (int64_t j = 0; j < d; ++j) {
           const T sm = job.inv_mass_sqrt[j];

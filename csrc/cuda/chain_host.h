@@ -26,10 +26,12 @@ inline void prepare_chain(ChainCall& call, Sampler sampler, const checks::Chain&
                           const at::Tensor& x0, c10::ArrayRef<double> params,
                           const std::optional<at::Tensor>& mean,
                           const std::optional<at::Tensor>& precision, int64_t seed, int64_t thin,
-                          bool record_trajectory, bool record_energy, bool acceptance) {
+                          bool record_trajectory, bool record_energy, bool acceptance,
+                          int64_t first_step) {
   const at::Device dev = x0.device();
   const at::ScalarType ct = compute_type(x0.scalar_type());
   const int64_t B = x0.size(0), d = x0.size(1), n_steps = checked.n_steps;
+  checks::first_step(first_step, n_steps, call.op);
   call.out_dtype = x0.scalar_type();
   call.x0 = x0.to(ct).contiguous();
   if (mean) call.mean = on_device(*mean, dev, ct);
@@ -45,6 +47,7 @@ inline void prepare_chain(ChainCall& call, Sampler sampler, const checks::Chain&
   args.n_steps = n_steps;
   args.thin = thin;
   args.seed = static_cast<uint64_t>(seed);
+  args.first_step = first_step;
   args.record_energy = record_energy;
   const at::TensorOptions o = call.x0.options();
   call.x = at::empty({B, d}, o);

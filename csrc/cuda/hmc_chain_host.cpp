@@ -11,13 +11,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> hmc_chain_op(
     const std::string& energy, const at::Tensor& x0, const at::Tensor& step_size,
     int64_t n_leapfrog, const std::optional<at::Tensor>& inv_mass, c10::ArrayRef<double> params,
     const std::optional<at::Tensor>& mean, const std::optional<at::Tensor>& precision,
-    int64_t seed, int64_t thin, bool record_trajectory, bool record_energy) {
+    int64_t seed, int64_t thin, bool record_trajectory, bool record_energy,
+    int64_t first_step) {
   const checks::Chain checked = checks::hmc_chain(energy, x0, step_size, n_leapfrog, inv_mass,
                                                   params, mean, precision, thin, checks::kCuda);
   ChainCall call{"hmc_chain"};
   const c10::cuda::CUDAGuard guard(x0.device());
   prepare_chain(call, Sampler::kHmc, checked, x0, params, mean, precision, seed, thin,
-                record_trajectory, record_energy, true);
+                record_trajectory, record_energy, true, first_step);
   const int64_t d = call.args.dim;
   const at::Tensor mass = inv_mass ? on_device(inv_mass->expand({d}), x0.device(),
                                                call.x0.scalar_type())

@@ -18,7 +18,8 @@ __global__ void __launch_bounds__(chain::kMaxThreads)
                      double* __restrict__ partial, C* __restrict__ work,
                      const double* __restrict__ step_size, const C* __restrict__ inv_mass,
                      int n_leapfrog, ModelArgs margs, int64_t batch, int64_t d_arg,
-                     int64_t n_steps, int64_t thin, PhiloxKey key, bool record_energy) {
+                     int64_t n_steps, int64_t thin, PhiloxKey key, uint32_t step0,
+                     bool record_energy) {
   const M m = chain::make_model<C, M>(margs);
   const int64_t d = kD > 0 ? kD : d_arg;
   const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
@@ -44,7 +45,7 @@ __global__ void __launch_bounds__(chain::kMaxThreads)
     const C eps = C(step_size[t]), half = C(0.5) * eps;
     bool accepted = false;
     if (active) {
-      chain::NormalCursor<C> z(key, static_cast<uint32_t>(t));
+      chain::NormalCursor<C> z(key, step0 + static_cast<uint32_t>(t));
       for (int64_t j = 0; j < d; ++j) {
         const C xi = z.at(static_cast<uint64_t>(c * d + j));
         p[j] = inv_mass == nullptr ? xi : xi / sqrt_ieee(inv_mass[j]);
@@ -64,7 +65,7 @@ __global__ void __launch_bounds__(chain::kMaxThreads)
       }
       for (int64_t j = 0; j < d; ++j) p[j] = kick(p[j], gn[j], half);
       const C h1 = en + row_kinetic_energy(p, inv_mass, d);
-      const C u = chain::chain_uniform<C>(key, static_cast<uint32_t>(t), c);
+      const C u = chain::chain_uniform<C>(key, step0 + static_cast<uint32_t>(t), c);
       accepted = metropolis_accept(u, h0 - h1);
       if (accepted) chain::take_proposal<kD>(x, g, e, xn, gn, en, d);
       chain::record_row(trajectory, x, c, t, thin, n_keep, d);
@@ -93,7 +94,7 @@ cudaError_t run(const void* x0, const EnergyArgs& energy, const ChainArgs& args,
     constexpr int kD = decltype(kd)::value;
     hmc_chain_kernel<C, M, kD><<<plan.partial_blocks, threads, 0, launch.stream>>>(
         xp, xo, traj, out.partial, work, args.a, mass, args.n_leapfrog, margs, B, d, args.n_steps,
-        args.thin, key, args.record_energy);
+        args.thin, key, static_cast<uint32_t>(args.first_step), args.record_energy);
   });
   if (unsupported != cudaSuccess) return unsupported;
   const cudaError_t err = launch_status();

@@ -13,14 +13,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> langevin_chain_op(
     c10::ArrayRef<double> params, const std::optional<at::Tensor>& mean,
     const std::optional<at::Tensor>& precision, std::optional<double> clamp_min,
     std::optional<double> clamp_max, std::optional<double> grad_clip, int64_t seed, int64_t thin,
-    bool record_trajectory, bool record_energy) {
+    bool record_trajectory, bool record_energy,
+    int64_t first_step) {
   const checks::Chain checked = checks::langevin_chain(
       energy, x0, a, b, params, mean, precision, clamp_min, clamp_max, grad_clip, thin,
       checks::kCuda);
   ChainCall call{"langevin_chain"};
   const c10::cuda::CUDAGuard guard(x0.device());
   prepare_chain(call, Sampler::kLangevin, checked, x0, params, mean, precision, seed, thin,
-                record_trajectory, record_energy, false);
+                record_trajectory, record_energy, false, first_step);
   const at::Tensor ad = on_device(a, x0.device(), at::kDouble);
   const at::Tensor bd = on_device(b, x0.device(), at::kDouble);
   call.args.a = ad.const_data_ptr<double>();

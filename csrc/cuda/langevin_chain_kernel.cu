@@ -21,8 +21,8 @@ __global__ void __launch_bounds__(chain::kMaxThreads)
                                C* __restrict__ trajectory, double* __restrict__ partial,
                                const double* __restrict__ a, const double* __restrict__ b,
                                LangevinCoef<C> coef, ModelArgs margs, int64_t n, int64_t d,
-                               int64_t n_steps, int64_t thin, PhiloxKey key, bool record_energy,
-                               bool aligned) {
+                               int64_t n_steps, int64_t thin, PhiloxKey key, uint32_t step0,
+                               bool record_energy, bool aligned) {
   constexpr int G = kGroup<C>;
   const M m = chain::make_model<C, M>(margs);
   const int64_t groups = (n + G - 1) / G;
@@ -45,7 +45,7 @@ __global__ void __launch_bounds__(chain::kMaxThreads)
     coef.b = C(b[t]);
     if (active) {
       C z[G];
-      group_normals<C>(key, static_cast<uint64_t>(g), static_cast<uint32_t>(t), z);
+      group_normals<C>(key, static_cast<uint64_t>(g), step0 + static_cast<uint32_t>(t), z);
 #pragma unroll
       for (int k = 0; k < G; ++k) x[k] = langevin_point(x[k], m.elem_grad(x[k]), z[k], coef);
       if (kRecord && trajectory != nullptr) {
@@ -78,7 +78,7 @@ __global__ void __launch_bounds__(chain::kMaxThreads)
                               C* __restrict__ work, const double* __restrict__ a,
                               const double* __restrict__ b, LangevinCoef<C> coef, ModelArgs margs,
                               int64_t batch, int64_t d_arg, int64_t n_steps, int64_t thin,
-                              PhiloxKey key, bool record_energy) {
+                              PhiloxKey key, uint32_t step0, bool record_energy) {
   const M m = chain::make_model<C, M>(margs);
   const int64_t d = kD > 0 ? kD : d_arg;
   const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
@@ -101,7 +101,7 @@ __global__ void __launch_bounds__(chain::kMaxThreads)
     coef.a = C(a[t]);
     coef.b = C(b[t]);
     if (active) {
-      chain::NormalCursor<C> z(key, static_cast<uint32_t>(t));
+      chain::NormalCursor<C> z(key, step0 + static_cast<uint32_t>(t));
       for (int64_t j = 0; j < d; ++j)
         x[j] = langevin_point(x[j], g[j], z.at(static_cast<uint64_t>(c * d + j)), coef);
       e = chain::energy_grad<C>(m, x, g, s, d, record_energy);
@@ -132,11 +132,11 @@ cudaError_t run(const void* x0, const EnergyArgs& energy, const ChainArgs& args,
     if (traj != nullptr || args.record_energy) {
       langevin_chain_elem_kernel<C, M, true><<<plan.partial_blocks, threads, 0, launch.stream>>>(
           xp, xo, traj, out.partial, args.a, args.b, coef, margs, n, d, args.n_steps, args.thin,
-          key, args.record_energy, aligned);
+          key, static_cast<uint32_t>(args.first_step), args.record_energy, aligned);
     } else {
       langevin_chain_elem_kernel<C, M, false><<<plan.partial_blocks, threads, 0, launch.stream>>>(
           xp, xo, nullptr, out.partial, args.a, args.b, coef, margs, n, d, args.n_steps,
-          args.thin, key, false, aligned);
+          args.thin, key, static_cast<uint32_t>(args.first_step), false, aligned);
     }
   } else {
     const int threads = chain::chain_threads(B, launch);
@@ -145,7 +145,7 @@ cudaError_t run(const void* x0, const EnergyArgs& energy, const ChainArgs& args,
       constexpr int kD = decltype(kd)::value;
       langevin_chain_row_kernel<C, M, kD><<<plan.partial_blocks, threads, 0, launch.stream>>>(
           xp, xo, traj, out.partial, work, args.a, args.b, coef, margs, B, d, args.n_steps,
-          args.thin, key, args.record_energy);
+          args.thin, key, static_cast<uint32_t>(args.first_step), args.record_energy);
     });
     if (unsupported != cudaSuccess) return unsupported;
   }

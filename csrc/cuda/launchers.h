@@ -100,6 +100,7 @@ struct ChainArgs {
   int n_leapfrog;        // HMC
   const void* inv_mass;  // HMC: null (unit mass) or [dim] on the device, compute type
   uint64_t seed;
+  int64_t first_step;  // step t draws the noise of step first_step + t
   bool record_energy;
 };
 

@@ -11,13 +11,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mala_chain_op(
     const std::string& energy, const at::Tensor& x0, const at::Tensor& a, const at::Tensor& b,
     c10::ArrayRef<double> params, const std::optional<at::Tensor>& mean,
     const std::optional<at::Tensor>& precision, int64_t seed, int64_t thin,
-    bool record_trajectory, bool record_energy) {
+    bool record_trajectory, bool record_energy,
+    int64_t first_step) {
   const checks::Chain checked =
       checks::mala_chain(energy, x0, a, b, params, mean, precision, thin, checks::kCuda);
   ChainCall call{"mala_chain"};
   const c10::cuda::CUDAGuard guard(x0.device());
   prepare_chain(call, Sampler::kMala, checked, x0, params, mean, precision, seed, thin,
-                record_trajectory, record_energy, true);
+                record_trajectory, record_energy, true, first_step);
   const at::Tensor ad = on_device(a, x0.device(), at::kDouble);
   const at::Tensor bd = on_device(b, x0.device(), at::kDouble);
   call.args.a = ad.const_data_ptr<double>();

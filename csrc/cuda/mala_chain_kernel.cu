@@ -17,7 +17,7 @@ __global__ void __launch_bounds__(chain::kMaxThreads)
                       double* __restrict__ partial, C* __restrict__ work,
                       const double* __restrict__ a, const double* __restrict__ b, ModelArgs margs,
                       int64_t batch, int64_t d_arg, int64_t n_steps, int64_t thin, PhiloxKey key,
-                      bool record_energy) {
+                      uint32_t step0, bool record_energy) {
   const M m = chain::make_model<C, M>(margs);
   const int64_t d = kD > 0 ? kD : d_arg;
   const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
@@ -45,12 +45,12 @@ __global__ void __launch_bounds__(chain::kMaxThreads)
     if (active) {
       // The proposal is langevin_update without clamp or clip.
       const LangevinCoef<C> prop{at, bt, -inf, inf, C(0), false};
-      chain::NormalCursor<C> z(key, static_cast<uint32_t>(t));
+      chain::NormalCursor<C> z(key, step0 + static_cast<uint32_t>(t));
       for (int64_t j = 0; j < d; ++j)
         y[j] = langevin_point(x[j], g[j], z.at(static_cast<uint64_t>(c * d + j)), prop);
       const C ey = chain::energy_grad<C>(m, y, gy, s, d, true);
       const C log_r = row_mala_log_ratio<C>(x, y, g, gy, e, ey, at, bt, d);
-      const C u = chain::chain_uniform<C>(key, static_cast<uint32_t>(t), c);
+      const C u = chain::chain_uniform<C>(key, step0 + static_cast<uint32_t>(t), c);
       accepted = metropolis_accept(u, log_r);
       if (accepted) chain::take_proposal<kD>(x, g, e, y, gy, ey, d);
       chain::record_row(trajectory, x, c, t, thin, n_keep, d);
@@ -78,7 +78,7 @@ cudaError_t run(const void* x0, const EnergyArgs& energy, const ChainArgs& args,
     constexpr int kD = decltype(kd)::value;
     mala_chain_kernel<C, M, kD><<<plan.partial_blocks, threads, 0, launch.stream>>>(
         xp, xo, traj, out.partial, work, args.a, args.b, margs, B, d, args.n_steps, args.thin, key,
-        args.record_energy);
+        static_cast<uint32_t>(args.first_step), args.record_energy);
   });
   if (unsupported != cudaSuccess) return unsupported;
   const cudaError_t err = launch_status();

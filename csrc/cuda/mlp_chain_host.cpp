@@ -88,7 +88,7 @@ struct Call {
 
 void prepare(Call& call, Sampler sampler, const at::Tensor& x0, int64_t n_steps, int64_t seed,
              int64_t thin, bool record_trajectory, bool record_energy, bool acceptance,
-             const char* op) {
+             int64_t first_step, const char* op) {
   const int64_t B = x0.size(0), d = x0.size(1);
   call.x0 = x0.contiguous();
   const at::TensorOptions o = call.x0.options();
@@ -98,6 +98,8 @@ void prepare(Call& call, Sampler sampler, const at::Tensor& x0, int64_t n_steps,
   a.n_steps = n_steps;
   a.thin = thin;
   a.seed = static_cast<uint64_t>(seed);
+  checks::first_step(first_step, n_steps, op);
+  a.first_step = first_step;
   a.record_energy = record_energy;
   call.x = B > 0 ? at::empty({B, d}, o) : call.x0.clone();
   call.trajectory = record_trajectory ? at::empty({B, n_steps / thin, d}, o) : at::empty({0}, o);
@@ -158,7 +160,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mlp_langevin_chain_op(
     c10::IntArrayRef activations, c10::ArrayRef<double> act_params, double out_scale,
     double out_offset, const at::Tensor& a, const at::Tensor& b, std::optional<double> clamp_min,
     std::optional<double> clamp_max, std::optional<double> grad_clip, int64_t seed, int64_t thin,
-    bool record_trajectory, bool record_energy) {
+    bool record_trajectory, bool record_energy, int64_t first_step) {
   constexpr const char* op = "mlp_langevin_chain";
   const mlp_checks::Chain checked =
       mlp_checks::langevin_chain(x0, weights, biases, activations, act_params, out_scale,
@@ -170,7 +172,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mlp_langevin_chain_op(
   Call call;
   call.packed = pack(shape, weights, biases, activations, act_params, out_scale, out_offset, x0, op);
   prepare(call, Sampler::kLangevin, x0, n_steps, seed, thin, record_trajectory, record_energy,
-          false, op);
+          false, first_step, op);
   call.keep.push_back(device_schedule(a, n_steps, x0, op, "a", false));
   call.keep.push_back(device_schedule(b, n_steps, x0, op, "b", false));
   call.args.a = call.keep[0].const_data_ptr<double>();
@@ -192,7 +194,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mlp_mala_chain_op(
     const at::Tensor& x0, at::TensorList weights, at::TensorList biases,
     c10::IntArrayRef activations, c10::ArrayRef<double> act_params, double out_scale,
     double out_offset, const at::Tensor& a, const at::Tensor& b, int64_t seed, int64_t thin,
-    bool record_trajectory, bool record_energy) {
+    bool record_trajectory, bool record_energy, int64_t first_step) {
   constexpr const char* op = "mlp_mala_chain";
   const mlp_checks::Chain checked = mlp_checks::mala_chain(x0, weights, biases, activations,
                                                        act_params, out_scale, out_offset, a, thin);
@@ -203,7 +205,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mlp_mala_chain_op(
   Call call;
   call.packed = pack(shape, weights, biases, activations, act_params, out_scale, out_offset, x0, op);
   prepare(call, Sampler::kMala, x0, n_steps, seed, thin, record_trajectory, record_energy, true,
-          op);
+          first_step, op);
   call.keep.push_back(device_schedule(a, n_steps, x0, op, "a", false));
   call.keep.push_back(device_schedule(b, n_steps, x0, op, "b", true));
   call.args.a = call.keep[0].const_data_ptr<double>();
@@ -219,7 +221,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mlp_hmc_chain_op(
     c10::IntArrayRef activations, c10::ArrayRef<double> act_params, double out_scale,
     double out_offset, const at::Tensor& step_size, int64_t n_leapfrog,
     const std::optional<at::Tensor>& inv_mass, int64_t seed, int64_t thin,
-    bool record_trajectory, bool record_energy) {
+    bool record_trajectory, bool record_energy, int64_t first_step) {
   constexpr const char* op = "mlp_hmc_chain";
   const mlp_checks::Chain checked =
       mlp_checks::hmc_chain(x0, weights, biases, activations, act_params, out_scale, out_offset,
@@ -235,7 +237,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mlp_hmc_chain_op(
   Call call;
   call.packed = pack(shape, weights, biases, activations, act_params, out_scale, out_offset, x0, op);
   prepare(call, Sampler::kHmc, x0, n_steps, seed, thin, record_trajectory, record_energy, true,
-          op);
+          first_step, op);
   call.keep.push_back(device_schedule(step_size, n_steps, x0, op, "step_size", true));
   call.args.a = call.keep[0].const_data_ptr<double>();
   call.args.n_leapfrog = static_cast<int>(n_leapfrog);

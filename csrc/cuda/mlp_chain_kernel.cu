@@ -318,6 +318,7 @@ struct KernelArgs {
   int n_leapfrog;
   PhiloxKey key;
   bool record_energy;
+  int64_t first_step;  // step s draws the noise of step first_step + s
 };
 
 template <class C, Algo A>
@@ -344,7 +345,7 @@ __global__ void __launch_bounds__(kThreads)
     }
     if constexpr (A != Algo::kLangevin) energy_grad_tile(net, t, t.x, t.g, t.e);
     for (int64_t s = 0; s < args.n_steps; ++s) {
-      const uint32_t step = static_cast<uint32_t>(s);
+      const uint32_t step = static_cast<uint32_t>(args.first_step + s);
       if constexpr (A == Algo::kLangevin) {
         // The energy of the state after step s-1 comes with this step's gradient.
         const bool energy_now = args.record_energy && s > 0;
@@ -538,7 +539,7 @@ cudaError_t run_chain(const void* x0, const MlpNet& net, const MlpChainArgs& a,
   const MlpPlan plan = plan_for(A, net, a.dtype, a.batch, l);
   if (!plan.fits) return cudaErrorInvalidValue;
   KernelArgs k{net, a.batch, a.n_steps, a.thin, a.a, a.b, a.clamp, a.n_leapfrog,
-               PhiloxKey(a.seed), a.record_energy};
+               PhiloxKey(a.seed), a.record_energy, a.first_step};
   const bool means = a.record_energy || A != Algo::kLangevin;
   double* partial = means ? out.partial : nullptr;
   const bool f64 = a.dtype == Dtype::kFloat64;

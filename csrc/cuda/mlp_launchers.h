@@ -83,6 +83,7 @@ struct MlpChainArgs {
   int n_leapfrog;        // HMC
   const void* inv_mass;  // HMC: null (unit mass) or [d] on the device, compute type
   uint64_t seed;
+  int64_t first_step;  // step t draws the noise of step first_step + t
   bool record_energy;
 };
 

@@ -513,6 +513,16 @@ inline Chain chain(const std::string& energy_name, const at::Tensor& x0,
   return c;
 }
 
+// A chain op's first_step: its step t draws the noise of step first_step + t, so a chain run
+// in blocks of steps (MCMCSampler._run_chain) draws what one call draws. The counter words of
+// all its steps must fit in 32 bits.
+inline void first_step(int64_t first, int64_t n_steps, const char* op) {
+  TORCH_CHECK(first >= 0, op, ": first_step must be >= 0, got ", first);
+  TORCH_CHECK(first + n_steps <= static_cast<int64_t>(UINT32_MAX) + 1, op,
+              ": first_step + n_steps must be <= 2^32 (steps are Philox counter words), got ",
+              first, " + ", n_steps);
+}
+
 inline Chain langevin_chain(const std::string& energy_name, const at::Tensor& x0,
                             const at::Tensor& a, const at::Tensor& b,
                             c10::ArrayRef<double> params, const std::optional<at::Tensor>& mean,

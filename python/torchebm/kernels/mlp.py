@@ -36,6 +36,7 @@ from torchebm.kernels import reference
 from torchebm.kernels.loader import load_ops
 from torchebm.kernels.ops import (
     chain_outputs_fake,
+    check_first_step,
     check_same_device,
     check_trajectory_size,
     float_or_none,
@@ -795,10 +796,12 @@ def mlp_langevin_chain(
     thin: int = 1,
     record_trajectory: bool = False,
     record_energy: bool = False,
+    first_step: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``n_steps = len(a)`` Langevin steps of the network's energy in one call; step t is
     ``x = langevin_update(x, grad E(x), None, a[t], b[t], clamp_min, clamp_max, grad_clip,
-    seed, t)`` (noise: Philox stream 0 at ``(seed, t)``, exactly that op's).
+    seed, first_step + t)`` (noise: Philox stream 0 at ``(seed, first_step + t)``, exactly that
+    op's; ``first_step`` as in ``ops.langevin_chain``).
 
     ``a``, ``b``: per-step tensors ``[n_steps]`` (a number is taken as one step). Returns
     ``(x, trajectory [B, n_steps // thin, d] or empty, energy_mean [n_steps] or empty)``:
@@ -811,7 +814,7 @@ def mlp_langevin_chain(
     return torch.ops.torchebm.mlp_langevin_chain(
         x0, w, bs, acts, p, float(out_scale), float(out_offset), a, _schedule(b),
         float_or_none(clamp_min), float_or_none(clamp_max), float_or_none(grad_clip),
-        seed64(seed), int(thin), bool(record_trajectory), bool(record_energy),
+        seed64(seed), int(thin), bool(record_trajectory), bool(record_energy), int(first_step),
     )
 
 
@@ -819,8 +822,9 @@ if _LOADED:
 
     @torch.library.register_fake("torchebm::mlp_langevin_chain")
     def _(x0, weights, biases, activations, act_params, out_scale, out_offset, a, b, clamp_min,
-          clamp_max, grad_clip, seed, thin, record_trajectory, record_energy):
+          clamp_max, grad_clip, seed, thin, record_trajectory, record_energy, first_step=0):
         _check_chain_devices("mlp_langevin_chain", x0, weights, biases, a=a, b=b)
+        check_first_step("mlp_langevin_chain", first_step, a.shape[0])
         return chain_outputs_fake(x0, a.shape[0], thin, record_trajectory, record_energy, False)
 
 
@@ -838,10 +842,11 @@ def mlp_mala_chain(
     thin: int = 1,
     record_trajectory: bool = False,
     record_energy: bool = False,
+    first_step: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``len(a)`` MALA steps in one call, step t as ``mala_chain``'s: proposal
-    ``y = langevin_update(x, g_x, None, a[t], b[t], seed=seed, step=t)``, then
-    ``mala_select(x, y, g_x, g_y, E_x, E_y, a[t], b[t], None, seed, t)`` (b > 0).
+    ``y = langevin_update(x, g_x, None, a[t], b[t], seed=seed, step=first_step + t)``, then
+    ``mala_select(x, y, g_x, g_y, E_x, E_y, a[t], b[t], None, seed, first_step + t)`` (b > 0).
 
     Returns ``(x, trajectory, energy_mean, acceptance_rate [n_steps])``."""
     w, bs, acts, p = _net(weights, biases, activations, act_params)
@@ -850,7 +855,7 @@ def mlp_mala_chain(
                           bool(record_trajectory))
     return torch.ops.torchebm.mlp_mala_chain(
         x0, w, bs, acts, p, float(out_scale), float(out_offset), a, _schedule(b),
-        seed64(seed), int(thin), bool(record_trajectory), bool(record_energy),
+        seed64(seed), int(thin), bool(record_trajectory), bool(record_energy), int(first_step),
     )
 
 
@@ -858,8 +863,9 @@ if _LOADED:
 
     @torch.library.register_fake("torchebm::mlp_mala_chain")
     def _(x0, weights, biases, activations, act_params, out_scale, out_offset, a, b, seed, thin,
-          record_trajectory, record_energy):
+          record_trajectory, record_energy, first_step=0):
         _check_chain_devices("mlp_mala_chain", x0, weights, biases, a=a, b=b)
+        check_first_step("mlp_mala_chain", first_step, a.shape[0])
         return chain_outputs_fake(x0, a.shape[0], thin, record_trajectory, record_energy, True)
 
 
@@ -878,10 +884,11 @@ def mlp_hmc_chain(
     thin: int = 1,
     record_trajectory: bool = False,
     record_energy: bool = False,
+    first_step: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``len(step_size)`` HMC transitions of ``n_leapfrog`` leapfrog steps in one call,
     transition t as ``hmc_chain``'s (momentum from stream 0, acceptance uniforms from stream 1
-    at ``(seed, t)``; L gradients per transition, plus one at the start). ``inv_mass``: None, 0-d or ``[d]``.
+    at ``(seed, first_step + t)``; L gradients per transition, plus one at the start). ``inv_mass``: None, 0-d or ``[d]``.
 
     Returns ``(x, trajectory, energy_mean, acceptance_rate [n_steps])``."""
     w, bs, acts, p = _net(weights, biases, activations, act_params)
@@ -891,7 +898,7 @@ def mlp_hmc_chain(
     return torch.ops.torchebm.mlp_hmc_chain(
         x0, w, bs, acts, p, float(out_scale), float(out_offset), step_size,
         int(n_leapfrog), inv_mass, seed64(seed), int(thin), bool(record_trajectory),
-        bool(record_energy),
+        bool(record_energy), int(first_step),
     )
 
 
@@ -899,8 +906,9 @@ if _LOADED:
 
     @torch.library.register_fake("torchebm::mlp_hmc_chain")
     def _(x0, weights, biases, activations, act_params, out_scale, out_offset, step_size,
-          n_leapfrog, inv_mass, seed, thin, record_trajectory, record_energy):
+          n_leapfrog, inv_mass, seed, thin, record_trajectory, record_energy, first_step=0):
         _check_chain_devices("mlp_hmc_chain", x0, weights, biases, inv_mass, step_size=step_size)
+        check_first_step("mlp_hmc_chain", first_step, step_size.shape[0])
         return chain_outputs_fake(x0, step_size.shape[0], thin, record_trajectory, record_energy, True)
 
 

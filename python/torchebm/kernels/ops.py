@@ -367,6 +367,18 @@ def chain_outputs_fake(x0, n_steps, thin, record_trajectory, record_energy, with
     return tuple(out)
 
 
+def check_first_step(op: str, first_step: int, n_steps: int) -> None:
+    """The chain ops' ``first_step`` check, as the kernels make it (the fake kernels of ops.py
+    and mlp.py): step t draws the noise of step ``first_step + t``, a 32-bit Philox counter word."""
+    if first_step < 0:
+        raise RuntimeError(f"{op}: first_step must be >= 0, got {first_step}")
+    if first_step + n_steps > 2**32:
+        raise RuntimeError(
+            f"{op}: first_step + n_steps must be <= 2^32 (steps are Philox counter words), got "
+            f"{first_step} + {n_steps}"
+        )
+
+
 def langevin_chain(
     energy: str,
     x0: torch.Tensor,
@@ -382,9 +394,13 @@ def langevin_chain(
     thin: int = 1,
     record_trajectory: bool = False,
     record_energy: bool = False,
+    first_step: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``n_steps = len(a)`` Langevin steps in one call; step t is ``langevin_update`` with
-    ``(a[t], b[t])``, the closed-form gradient and in-kernel noise at ``(seed, step=t)``.
+    ``(a[t], b[t])``, the closed-form gradient and in-kernel noise at
+    ``(seed, step=first_step + t)``. Calls over consecutive slices of the schedules, each from
+    the state the previous one returned with ``first_step`` advanced by its length, give
+    exactly the states of one call (``MCMCSampler._run_chain`` runs long chains so).
 
     Returns ``(x, trajectory [B, n_steps // thin, d] or empty, energy_mean [n_steps] or empty)``,
     ``energy_mean[t]`` the mean energy of the state after step t.
@@ -406,16 +422,18 @@ def langevin_chain(
         int(thin),
         bool(record_trajectory),
         bool(record_energy),
+        int(first_step),
     )
 
 
 @_fake("langevin_chain")
 def _langevin_chain_fake(energy, x0, a, b, params, mean, precision, clamp_min, clamp_max,
-                         grad_clip, seed, thin, record_trajectory, record_energy):
+                         grad_clip, seed, thin, record_trajectory, record_energy, first_step=0):
     check_same_device(
         "langevin_chain", {"x0": x0, "a": a, "b": b, "mean": mean, "precision": precision},
         host_ok=("a", "b"),
     )
+    check_first_step("langevin_chain", first_step, a.shape[0])
     return chain_outputs_fake(x0, a.shape[0], thin, record_trajectory, record_energy, False)
 
 
@@ -431,8 +449,10 @@ def mala_chain(
     thin: int = 1,
     record_trajectory: bool = False,
     record_energy: bool = False,
+    first_step: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``len(a)`` MALA steps in one call (see docs/kernels.md for the per-step equivalent).
+    """``len(a)`` MALA steps in one call (see docs/kernels.md for the per-step equivalent),
+    step t drawing the noise of step ``first_step + t`` (as ``langevin_chain``).
 
     Returns ``(x, trajectory, energy_mean, acceptance_rate [n_steps])``.
     """
@@ -450,16 +470,18 @@ def mala_chain(
         int(thin),
         bool(record_trajectory),
         bool(record_energy),
+        int(first_step),
     )
 
 
 @_fake("mala_chain")
 def _mala_chain_fake(energy, x0, a, b, params, mean, precision, seed, thin, record_trajectory,
-                     record_energy):
+                     record_energy, first_step=0):
     check_same_device(
         "mala_chain", {"x0": x0, "a": a, "b": b, "mean": mean, "precision": precision},
         host_ok=("a", "b"),
     )
+    check_first_step("mala_chain", first_step, a.shape[0])
     return chain_outputs_fake(x0, a.shape[0], thin, record_trajectory, record_energy, True)
 
 
@@ -476,10 +498,12 @@ def hmc_chain(
     thin: int = 1,
     record_trajectory: bool = False,
     record_energy: bool = False,
+    first_step: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``len(step_size)`` HMC transitions of ``n_leapfrog`` leapfrog steps each, in one call
     (``n_leapfrog`` gradient evaluations per transition, plus one of ``x0`` at the start of the
-    call; see docs/kernels.md).
+    call; see docs/kernels.md), transition t drawing the noise of step ``first_step + t`` (as
+    ``langevin_chain``).
 
     Returns ``(x, trajectory, energy_mean, acceptance_rate [n_steps])``.
     """
@@ -498,18 +522,20 @@ def hmc_chain(
         int(thin),
         bool(record_trajectory),
         bool(record_energy),
+        int(first_step),
     )
 
 
 @_fake("hmc_chain")
 def _hmc_chain_fake(energy, x0, step_size, n_leapfrog, inv_mass, params, mean, precision, seed,
-                    thin, record_trajectory, record_energy):
+                    thin, record_trajectory, record_energy, first_step=0):
     check_same_device(
         "hmc_chain",
         {"x0": x0, "step_size": step_size, "inv_mass": inv_mass, "mean": mean,
          "precision": precision},
         host_ok=("step_size",),
     )
+    check_first_step("hmc_chain", first_step, step_size.shape[0])
     return chain_outputs_fake(x0, step_size.shape[0], thin, record_trajectory, record_energy, True)
 
 

@@ -18,6 +18,7 @@ import contextlib
 import functools
 import math
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional
 
@@ -63,6 +64,39 @@ class ChainResult:
     trajectory: Optional[torch.Tensor]
     energy: Optional[torch.Tensor]
     acceptance_rate: Optional[torch.Tensor]
+
+
+# The chain ops' per-step schedule arguments, sliced per block by MCMCSampler._run_chain.
+_CHAIN_SCHEDULES = ("a", "b", "step_size")
+# Element-steps of the first block of a whole-chain run (MCMCSampler._run_chain): milliseconds.
+_FIRST_BLOCK_WORK = 1 << 22
+
+
+def _first_chain_block(x: torch.Tensor, model_args: dict, fixed: dict) -> int:
+    """Steps of a chain run's first block: :data:`_FIRST_BLOCK_WORK` over the work of one step,
+    ``B (d + the model's tensor elements)`` per gradient, ``n_leapfrog`` gradients for HMC."""
+    tensors = [v for v in model_args.values() if isinstance(v, torch.Tensor)]
+    tensors += [t for v in model_args.values() if isinstance(v, (list, tuple)) for t in v
+                if isinstance(t, torch.Tensor)]
+    per_gradient = x.shape[0] * (x[0].numel() + sum(t.numel() for t in tensors))
+    return max(1, _FIRST_BLOCK_WORK // max(1, per_gradient * int(fixed.get("n_leapfrog", 1))))
+
+
+def _chain_block(start: int, length: int, n_steps: int, thin: int, record: bool) -> tuple[int, int, bool]:
+    """The block of a chain run that starts at step ``start`` and has at most ``length`` steps
+    (at least one): ``(stop, thin, record_trajectory)`` of its op call, so that the blocks'
+    trajectories, one after the other, are the thinned trajectory of one call (kept steps
+    ``thin - 1, 2 thin - 1, ...``). From the start of a thinning period, a whole number of
+    periods (or the rest of the chain); else the block stays within its period, and records
+    its last state (``thin`` = its length) iff it ends the period."""
+    phase = start % thin
+    if phase == 0 and length >= thin:
+        return min(start + length // thin * thin, n_steps), thin, record
+    period_end = start - phase + thin
+    stop = min(start + length, period_end, n_steps)
+    if stop == period_end:
+        return stop, stop - start, record
+    return stop, 1, False
 
 
 def kernel_model(model: nn.Module, x: torch.Tensor) -> tuple[Optional[KernelModel], Optional[str]]:
@@ -407,6 +441,10 @@ class MCMCSampler(BaseSampler):
         algorithm = self.algorithm
         return algorithm.mlp_chain_op if model is not None and model.kind == "mlp" else algorithm.chain_op
 
+    chain_block_seconds: float = 0.25
+    """Wall time one block of a whole-chain run aims at (:meth:`_run_chain`): Python runs
+    between blocks, so Ctrl-C (KeyboardInterrupt) stops a long chain within about this time."""
+
     def _run_chain(
         self,
         x: torch.Tensor,
@@ -417,23 +455,64 @@ class MCMCSampler(BaseSampler):
         record_energy: bool,
         seed: int,
     ) -> ChainResult:
-        """The whole chain in one call of the algorithm's chain op for ``model``."""
+        """The whole chain by the algorithm's chain op for ``model``, in blocks of consecutive
+        steps. Block ``[t0, t1)`` is one op call with the schedules' slice ``[t0, t1)``,
+        ``first_step=t0`` and the state the block before returned: it draws exactly the noise
+        of steps ``t0 .. t1 - 1`` of one call, so the result is bit for bit that of one call
+        (tests/test_chain_interrupt.py). The first block is sized by a work estimate
+        (:data:`_FIRST_BLOCK_WORK`), each later one by the wall time of the block before, to
+        take about :attr:`chain_block_seconds`; a chain within the first block runs in one
+        call. Between blocks Python handles signals (a KeyboardInterrupt stops the chain) and
+        a GPU state's stream is synchronised, so no more than a block is queued."""
         op = getattr(mlp if model.kind == "mlp" else ops, self._chain_op(model))
-        x, trajectory, energy, *acceptance = op(
-            x0=x,
-            seed=seed,
-            thin=thin,
-            record_trajectory=record_trajectory,
-            record_energy=record_energy,
-            **model.op_args(),
-            **self._chain_arguments(x, n_steps),
-        )
-        return ChainResult(
-            x,
-            trajectory if record_trajectory else None,
-            energy if record_energy else None,
-            acceptance[0] if acceptance else None,
-        )
+        model_args = model.op_args()
+        arguments = self._chain_arguments(x, n_steps)
+        fixed = {k: v for k, v in arguments.items() if k not in _CHAIN_SCHEDULES}
+        schedules = {k: v for k, v in arguments.items() if k in _CHAIN_SCHEDULES}
+
+        def run_block(x0: torch.Tensor, start: int, stop: int, block_thin: int, record: bool):
+            sliced = {k: v[start:stop] for k, v in schedules.items()}
+            return op(x0=x0, seed=seed, thin=block_thin, record_trajectory=record,
+                      record_energy=record_energy, first_step=start, **model_args, **fixed, **sliced)
+
+        length = _first_chain_block(x, model_args, fixed)
+        if length >= n_steps:
+            x, trajectory, energy, *acceptance = run_block(x, 0, n_steps, thin, record_trajectory)
+            return ChainResult(
+                x,
+                trajectory if record_trajectory else None,
+                energy if record_energy else None,
+                acceptance[0] if acceptance else None,
+            )
+        name = self._chain_op(model)
+        n_kept = n_steps // thin
+        trajectory = energy = acceptance_rate = None
+        if record_trajectory:  # one output, the blocks write into it (no concatenation)
+            ops.check_trajectory_size(name, x, n_steps, thin, True)
+            trajectory = x.new_empty((x.shape[0], n_kept, *x.shape[1:]))
+        if record_energy:
+            energy = x.new_empty((n_steps,))
+        start = kept = 0
+        while start < n_steps:
+            stop, block_thin, record = _chain_block(start, length, n_steps, thin, record_trajectory)
+            began = time.perf_counter()
+            x, traj, e, *acc = run_block(x, start, stop, block_thin, record)
+            if record:
+                trajectory[:, kept : kept + traj.shape[1]] = traj
+                kept += traj.shape[1]
+            if record_energy:
+                energy[start:stop] = e
+            if acc:
+                if acceptance_rate is None:
+                    acceptance_rate = x.new_empty((n_steps,))
+                acceptance_rate[start:stop] = acc[0]
+            if x.is_cuda:
+                torch.cuda.synchronize(x.device)
+            elapsed = time.perf_counter() - began
+            block = stop - start
+            length = max(1, int(block * min(8.0, self.chain_block_seconds / max(elapsed, 1e-6))))
+            start = stop
+        return ChainResult(x, trajectory, energy, acceptance_rate)
 
     def _compiled_loop(self, route: dispatch.Route, x: torch.Tensor, fixed: dict, mk: dict, seed: int, loop: tuple):
         """The step loop with compiled steps, or None after switching this call to the fused
