@@ -55,9 +55,10 @@ PEAK_BANDWIDTH = (("H100 PCIe", 2.0e12), ("H100", 3.35e12), ("H200", 4.8e12))
 
 ESS_FOOTNOTE = (
     "ESS/s: an untimed run of the same sampler on the first chains x steps ({sizes}) "
-    "records x[:, 0] at every step; the first {burn:.0%} is dropped as burn-in; {estimator} "
-    "gives the multi-chain ESS of those draws; ESS per draw = ESS / (chains x kept draws); "
-    "ESS/s = ESS per draw x (chains x steps of the timed run) / its median time."
+    "records every coordinate at every step; the first {burn:.0%} is dropped as burn-in; ESS = "
+    "{estimator}; ESS per draw = ESS / (chains x kept draws); ESS/s = ESS per draw x (chains x "
+    "steps of the timed run) / its median time; ESS/grad = ESS per draw / gradient evaluations "
+    "per chain and step (Langevin and MALA 1, HMC its leapfrog steps)."
 )
 
 
@@ -124,21 +125,12 @@ def run_worker(name: str, impl: str, args, workdir: Path) -> dict:
 # ESS.
 
 
-def _diagnostics_ess():
-    """``torchebm.diagnostics``' ESS of a [chains, draws] tensor and its name, or (None, None)."""
-    try:
-        import torchebm.diagnostics as diagnostics
-    except ImportError:
-        return None, None
-    for fname in ("effective_sample_size", "ess"):
-        fn = getattr(diagnostics, fname, None)
-        if callable(fn):
-            return fn, f"torchebm.diagnostics.{fname}"
-    return None, None
-
-
 def compute_ess(entry: dict, warnings: list) -> None:
-    """Adds ``ess`` (and ``ess_per_s``) to a worker result that saved a trajectory."""
+    """Adds ``ess``, ``ess_per_s`` and ``ess_per_grad`` to a worker result that saved a
+    trajectory ``[chains, steps, dim]``: the bulk ESS (``torchebm.diagnostics.ess``, ArviZ's
+    definition) of every coordinate after burn-in, and its minimum over the coordinates. The
+    unsplit ESS of ``x[:, :, 0]`` (``method="identity"``) is cross-checked against
+    bench/ess.py."""
     path = entry.get("trajectory_file")
     if entry.get("status") != "ok" or not path or not Path(path).exists():
         return
@@ -146,37 +138,43 @@ def compute_ess(entry: dict, warnings: list) -> None:
 
     from bench.ess import multichain_ess
 
-    draws = torch.load(path)  # [chains, steps]
+    draws = torch.load(path)  # [chains, steps, dim]
     kept = draws[:, int(BURN_IN_FRACTION * draws.shape[1]) :]
-    ess_bench = multichain_ess(kept)
-    ess, method = ess_bench, "bench/ess.py (Geyer initial monotone sequence)"
-    fn, fn_name = _diagnostics_ess()
-    ess_diag = None
-    if fn is not None:
-        try:
-            ess_diag = float(torch.as_tensor(fn(kept)).double().sum())
-        except Exception as exc:  # an API mismatch must not lose the bench's own estimate
-            warnings.append(f"{fn_name} failed on a [chains, draws] tensor: {exc}")
-        if ess_diag is not None and math.isfinite(ess_diag) and ess_diag > 0:
-            if abs(math.log(ess_diag / ess_bench)) < math.log(1.25):
-                ess, method = ess_diag, fn_name
-            else:
-                warnings.append(
-                    f"{fn_name} gives ESS {ess_diag:.1f}, bench/ess.py {ess_bench:.1f} on the "
-                    f"same draws (>25% apart): reporting bench/ess.py"
-                )
-    per_draw = ess / kept.numel()
+    ess_bench = multichain_ess(kept[..., 0])
+    per_coordinate = None
+    try:
+        from torchebm.diagnostics import ess as diagnostics_ess
+
+        per_coordinate = diagnostics_ess(kept, "bulk")
+        ess_identity_x0 = float(diagnostics_ess(kept[..., 0], "identity"))
+    except Exception as exc:  # an API mismatch must not lose the bench's own estimate
+        warnings.append(f"torchebm.diagnostics.ess failed on [chains, draws, dim] draws: {exc}")
+    if per_coordinate is not None:
+        ess = float(per_coordinate.min())
+        method = "bulk ESS (torchebm.diagnostics.ess), min over coordinates"
+        if abs(math.log(ess_identity_x0 / ess_bench)) > math.log(1.25):
+            warnings.append(
+                f"torchebm.diagnostics.ess(method='identity') gives {ess_identity_x0:.1f} on "
+                f"x[:, :, 0], bench/ess.py {ess_bench:.1f} (>25% apart)"
+            )
+    else:
+        ess, method, ess_identity_x0 = ess_bench, "bench/ess.py on x[:, :, 0] (Geyer)", None
+    per_draw = ess / (kept.shape[0] * kept.shape[1])
+    grads = entry.get("grads_per_step") or None
     entry["ess"] = {
         "chains": kept.shape[0],
         "draws_kept": kept.shape[1],
         "burn_in_fraction": BURN_IN_FRACTION,
         "ess": ess,
-        "ess_bench": ess_bench,
-        "ess_diagnostics": ess_diag,
+        "ess_per_coordinate": None if per_coordinate is None else per_coordinate.tolist(),
+        "ess_identity_x0": ess_identity_x0,
+        "ess_bench_x0": ess_bench,
         "method": method,
         "ess_per_draw": per_draw,
+        "grads_per_step": grads,
     }
     entry["ess_per_s"] = per_draw * entry["work"] / entry["median_s"]
+    entry["ess_per_grad"] = per_draw / grads if grads else None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -379,6 +377,7 @@ def _classic_table(workloads: dict) -> list:
     header = [
         "workload", "ours-fused", "ours-reference", "torchebm-0.8.9", "fused/0.8.9",
         "fused/ref", "target", "met?", "fused rate/s", "ESS/s fused | ref | 0.8.9",
+        "ESS/grad fused",
     ]  # fmt: skip
     rows = []
     for name, wl in workloads.items():
@@ -395,6 +394,7 @@ def _classic_table(workloads: dict) -> list:
             _fmt_met(wl),
             _fmt_rate(res.get("fused", {}).get("throughput_per_s")) + " " + _unit_short(wl),
             " | ".join(_fmt_rate(e) for e in ess) if any(e is not None for e in ess) else "-",
+            _fmt_rate(res.get("fused", {}).get("ess_per_grad")),
         ])  # fmt: skip
     return _columns(header, rows)
 

@@ -4,7 +4,7 @@ Importable under either package named ``torchebm`` (ours, distribution ``torcheb
 TorchEBM 0.8.9): this module imports only torch and the standard library at the top, and asks
 ``package_identity()`` which one it got. Each workload function is pure: it builds its inputs
 from fixed seeds, runs one warm-up and ``repeats`` timed runs, and returns the times (seconds)
-plus, for the Gaussian workloads, a trajectory of one coordinate for the ESS estimate.
+plus, for the Gaussian workloads, a trajectory of every coordinate for the ESS estimates.
 
 Implementations (``impl``):
     fused              ours, ``backend="fused"``
@@ -365,21 +365,29 @@ def _checksum(model: torch.nn.Module) -> float:
     return float(sum(p.detach().double().sum().cpu() for p in model.parameters()))
 
 
-def _trajectory_first_coordinate(
-    sampler: _Sampler, x0: torch.Tensor, size: dict
-) -> torch.Tensor:
-    """Untimed run on ``ess_chains`` chains for ``ess_steps`` steps: x[:, :, 0], [chains, steps]."""
+def _ess_trajectory(sampler: _Sampler, x0: torch.Tensor, size: dict) -> torch.Tensor:
+    """Untimed run on ``ess_chains`` chains for ``ess_steps`` steps: every coordinate,
+    ``[chains, steps, dim]`` float32 on the CPU."""
     x = x0[: size["ess_chains"]].clone()
     traj = sampler.sample(x, size["ess_steps"], return_trajectory=True)
     if isinstance(traj, tuple):
         traj = traj[0]
-    return traj[..., 0].detach().float().cpu()
+    return traj.detach().float().cpu()
 
 
 def _chain_workload(
-    impl: str, size: dict, repeats: int, warmup: int, device: str, make, with_ess: bool
+    impl: str,
+    size: dict,
+    repeats: int,
+    warmup: int,
+    device: str,
+    make,
+    with_ess: bool,
+    grads_per_step: int = 0,
 ) -> dict:
-    """Shared body of the sampler workloads: ``make()`` -> (sampler, x0, info)."""
+    """Shared body of the sampler workloads: ``make()`` -> (sampler, x0, info). With
+    ``with_ess``, also the ESS trajectory and the algorithm's gradient evaluations per chain
+    and step (Langevin and MALA 1, HMC its leapfrog steps), for ESS per gradient evaluation."""
     sampler, x0, info = make()
     times = _time_runs(
         setup=lambda: x0.clone(),
@@ -391,7 +399,8 @@ def _chain_workload(
     info.update(sampler.path_taken())
     out = {"times_s": times, "work": size["n_chains"] * size["n_steps"], "info": info}
     if with_ess:
-        out["trajectory"] = _trajectory_first_coordinate(sampler, x0, size)
+        out["trajectory"] = _ess_trajectory(sampler, x0, size)
+        out["grads_per_step"] = grads_per_step
     return out
 
 
@@ -445,7 +454,9 @@ def gaussian_langevin(impl, size, repeats, warmup, device):
         )
         return sampler, _initial_state(size["n_chains"], GAUSS_DIM, device), {}
 
-    return _chain_workload(impl, size, repeats, warmup, device, make, with_ess=True)
+    return _chain_workload(
+        impl, size, repeats, warmup, device, make, with_ess=True, grads_per_step=1
+    )
 
 
 def gaussian_hmc(impl, size, repeats, warmup, device):
@@ -463,7 +474,9 @@ def gaussian_hmc(impl, size, repeats, warmup, device):
         )
         return sampler, _initial_state(size["n_chains"], GAUSS_DIM, device), {}
 
-    return _chain_workload(impl, size, repeats, warmup, device, make, with_ess=True)
+    return _chain_workload(
+        impl, size, repeats, warmup, device, make, with_ess=True, grads_per_step=HMC_LEAPFROG
+    )
 
 
 def gaussian_mala(impl, size, repeats, warmup, device):
@@ -474,7 +487,9 @@ def gaussian_mala(impl, size, repeats, warmup, device):
         sampler = _Sampler(MALA, _gaussian_model(device), impl, device, step_size=GAUSS_MALA_STEP)
         return sampler, _initial_state(size["n_chains"], GAUSS_DIM, device), {}
 
-    return _chain_workload(impl, size, repeats, warmup, device, make, with_ess=True)
+    return _chain_workload(
+        impl, size, repeats, warmup, device, make, with_ess=True, grads_per_step=1
+    )
 
 
 def mlp_langevin(impl, size, repeats, warmup, device):
