@@ -251,9 +251,10 @@ def test_complex_x(sampler):
         sampler.sample(x=torch.zeros(2, 2, dtype=torch.complex64), n_steps=1)
 
 
-def test_float64_x_is_cast_to_the_sampler_dtype(sampler):
+def test_float64_x_keeps_its_dtype(sampler):
+    # No dtype= given: the chains take x's dtype (the dtype rule, tests/test_dtype_rule.py).
     out = sampler.sample(x=torch.zeros(3, 2, dtype=torch.float64), n_steps=2)
-    assert out.dtype == torch.float32
+    assert out.dtype == torch.float64
 
 
 def test_integer_x_is_cast_to_the_sampler_dtype(sampler):

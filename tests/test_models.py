@@ -824,13 +824,21 @@ def test_module_probe_buffer_is_not_saved():
     assert HarmonicModel().state_dict() == {}
 
 
-def test_mixed_precision_on_cpu_warns_and_stays_off():
+def test_mixed_precision_runs_cpu_autocast():
     model = HarmonicModel()
-    with pytest.warns(UserWarning, match="needs a CUDA device"):
-        model.setup_mixed_precision(True)
-    assert not model.use_mixed_precision
+    model.setup_mixed_precision(True, torch.bfloat16)
+    assert model.use_mixed_precision and model.autocast_available
     with model.autocast_context():
-        assert not torch.is_autocast_enabled()
+        assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    model.setup_mixed_precision(False)
+    assert not model.autocast_available
+
+
+def test_mixed_precision_without_an_autocast_warns_and_stays_off():
+    model = HarmonicModel().to("meta")
+    with pytest.warns(UserWarning, match="needs a device with an autocast"):
+        model.setup_mixed_precision(True)
+    assert not model.use_mixed_precision and not model.autocast_available
 
 
 def test_module_reports_default_dtype_without_arguments():

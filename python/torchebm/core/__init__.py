@@ -91,4 +91,6 @@ def __getattr__(name: str):
         from torchebm.losses.base_contrastive_divergence import BaseContrastiveDivergence
 
         return BaseContrastiveDivergence
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from torchebm._out_of_scope import module_getattr
+
+    return module_getattr(__name__)(name)  # TorchEBM 0.8.9 names left out: an ImportError

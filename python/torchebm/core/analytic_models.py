@@ -106,7 +106,7 @@ class AnalyticModel(BaseModel):
     ) -> torch.Tensor:
         """Closed-form ``∇_x E(x)``: detached, of ``x``'s shape, dtype and device.
 
-        ``force_fp32_gradient`` computes half/bfloat16 inputs in float32 before casting back.
+        ``force_fp32_gradient`` computes in float32 (whatever ``x``'s dtype) before casting back.
 
         Raises:
             TypeError: ``model_kwargs`` is non-empty (the energy depends on ``x`` only).

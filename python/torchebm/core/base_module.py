@@ -49,7 +49,7 @@ def _public_device(device: torch.device) -> torch.device:
 
 
 class TorchEBMModule(nn.Module):
-    """``nn.Module`` with ``device``/``dtype`` properties and opt-in CUDA autocast.
+    """``nn.Module`` with ``device``/``dtype`` properties and opt-in autocast.
 
     Args:
         device: where the module starts (``None``: the default device, normally the CPU).
@@ -64,6 +64,7 @@ class TorchEBMModule(nn.Module):
             "_torchebm_probe", torch.empty(0, dtype=probe_dtype, device=device), persistent=False
         )
         self.use_mixed_precision = False
+        self.autocast_available = False
         self.amp_dtype = torch.float16
 
     def _reference_tensor(self) -> torch.Tensor:
@@ -84,24 +85,30 @@ class TorchEBMModule(nn.Module):
     def setup_mixed_precision(
         self, use_mixed_precision: bool, amp_dtype: torch.dtype = torch.float16
     ) -> None:
-        """Turn CUDA autocast on or off for :meth:`autocast_context`.
+        """Turn autocast on or off for :meth:`autocast_context`.
 
-        Autocast only pays off on a GPU, so on any other device this warns (``UserWarning``)
-        and leaves mixed precision off.
+        Autocast runs on the module's device when PyTorch has an autocast for that device type
+        (``torch.amp.is_autocast_available``: CUDA, and the CPU, where ``bfloat16`` and
+        ``float16`` autocast exist); on any other device this warns (``UserWarning``) and leaves
+        mixed precision off. :attr:`autocast_available` (as in TorchEBM 0.8.9) tells whether
+        :meth:`autocast_context` now enters an autocast region.
         """
         self.amp_dtype = check_dtype(amp_dtype)
         self.use_mixed_precision = bool(use_mixed_precision)
-        if self.use_mixed_precision and self.device.type != "cuda":
+        device_type = self._reference_tensor().device.type
+        if self.use_mixed_precision and not torch.amp.is_autocast_available(device_type):
             warnings.warn(
-                f"mixed precision needs a CUDA device, but {type(self).__name__} is on "
-                f"{self.device}; running in full precision",
+                f"mixed precision needs a device with an autocast (cuda or cpu), but "
+                f"{type(self).__name__} is on {self.device}; running in full precision",
                 UserWarning,
                 stacklevel=2,
             )
             self.use_mixed_precision = False
+        self.autocast_available = self.use_mixed_precision
 
     def autocast_context(self) -> contextlib.AbstractContextManager:
-        """``torch.autocast`` on the module's device when mixed precision is on, else a no-op."""
+        """``torch.autocast(amp_dtype)`` on the module's device when mixed precision is on, else
+        a no-op."""
         if self.use_mixed_precision:
             return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
         return contextlib.nullcontext()

@@ -22,29 +22,46 @@ the dtype and device of its chain state. A custom sampler subclasses it and impl
 The old keyword ``energy_function=`` is accepted for ``model=``, and ``sampler.energy_function``
 reads and replaces ``sampler.model``.
 
-Dtype and device (where this library differs from TorchEBM 0.8.9, which silently takes both from
-the model's first parameter): ``dtype=`` and ``device=`` are honoured.
+Dtype (the rule; TorchEBM 0.8.9 takes the chain dtype from the model's first parameter and casts
+``x`` to it):
 
-* ``sampler.dtype`` is the dtype of the chain state. A model whose parameters have another
-  dtype is evaluated in its own dtype (the state is cast for the call, and energies and
-  gradients cast back), with a one-time ``UserWarning``.
-* ``dtype=torch.float16`` or ``torch.bfloat16`` asks for mixed precision: the chain state is
-  kept in float32 (the update ``x - a*g + b*xi`` loses the small steps in half precision) and
-  the model is evaluated under ``torch.autocast`` in the requested dtype (CUDA only; on other
-  devices it warns and runs in full precision). :meth:`setup_mixed_precision` does the same for
-  a float32 sampler.
-* ``device=`` moves the model there (the model is a submodule, so ``sampler.to(device)`` moves
-  it too); without it the sampler lives where the model does (else on the default device).
-* A starting state ``x`` of another floating (or integer) dtype, or on another CPU/CUDA device,
-  is cast to the sampler's dtype and device (as in 0.8.9); one on any other device (``meta``...)
-  or of a complex dtype raises ``ValueError``/``TypeError``.
+* an explicit ``dtype=`` is honoured: the chains a call returns have that dtype;
+* otherwise a call with a floating ``x`` returns chains of ``x``'s dtype;
+* otherwise (no ``x``, or an integer one) the model's floating parameter dtype (a parameter-less
+  :class:`~torchebm.core.TorchEBMModule` model: its ``dtype``, which follows ``model.double()``);
+* otherwise ``torch.get_default_dtype()``.
+
+``sampler.dtype`` is the dtype of a call without ``x``. A model whose parameters have another
+dtype than the chains is evaluated in its own dtype (the state is cast for the call, and energies
+and gradients are cast back); with an explicit ``dtype=`` that differs from the model's, a
+one-time ``UserWarning`` says so.
+
+Half dtypes (``float16``, ``bfloat16``), whichever way the rule picks them: the chain is
+integrated in float32 (the update ``x - a*g + b*xi`` loses the small steps in half precision)
+and the result (final state or trajectory) is returned in the half dtype; diagnostics stay in
+float32. An explicit half ``dtype=`` also evaluates the model under ``torch.autocast`` in that
+dtype, on the CPU as on CUDA (:meth:`~torchebm.core.TorchEBMModule.setup_mixed_precision`, which
+also serves a float32 sampler); a half model is evaluated in its own dtype.
+
+Device: ``device=`` moves the model there (the model is a submodule, so ``sampler.to(device)``
+moves it too); without it the sampler lives where the model does (else on the default device).
+A starting state ``x`` of another dtype, or on another CPU/CUDA device, is cast to the chain
+dtype and moved to the sampler's device; one on any other device (``meta``...) or of a complex
+dtype raises ``ValueError``/``TypeError``.
+
+Checkpoints: a sampler's ``state_dict`` holds its model's (under ``model.``) and its buffers. The
+keys ``integrator._buf_a``/``_buf_b``/``_buf_c``/``_buf_e`` that TorchEBM 0.8.9 saves for the
+Butcher tableau of its Euler-Maruyama integrator (constants, not learned state) are accepted by
+``load_state_dict`` and ignored, so a 0.8.9 checkpoint of a sampler, or of a loss holding one,
+loads in strict mode.
 """
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from abc import ABC, abstractmethod
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import torch
 from torch import nn
@@ -54,6 +71,7 @@ from torchebm.core.energy_model import energy_and_gradient, own_gradient
 from torchebm.core.base_module import DeviceLike
 from torchebm.core.schedulable import Schedulable
 from torchebm.kernels.dispatch import check_backend
+from torchebm.utils.distributed import get_world_size, rank_seed
 
 _HALF_DTYPES = (torch.float16, torch.bfloat16)
 _SEED_HIGH = 2**63 - 1
@@ -74,6 +92,21 @@ def _parameter_dtype(module: nn.Module) -> Optional[torch.dtype]:
     return None
 
 
+def model_dtype(model: nn.Module) -> Optional[torch.dtype]:
+    """The model's floating parameter dtype; for a parameter-less
+    :class:`~torchebm.core.TorchEBMModule`, its ``dtype`` (its probe buffer's, which follows
+    ``.double()``); else None."""
+    dtype = _parameter_dtype(model)
+    if dtype is None and isinstance(getattr(model, "_torchebm_probe", None), torch.Tensor):
+        dtype = model._torchebm_probe.dtype
+    return dtype
+
+
+# TorchEBM 0.8.9 samplers hold an Euler-Maruyama integrator module whose Butcher tableau is
+# saved as buffers: these keys, under the sampler's prefix, are accepted and ignored on loading.
+_TORCHEBM_089_INTEGRATOR_KEYS = tuple(f"integrator._buf_{k}" for k in "abce")
+
+
 def _same_device(a: torch.device, b: torch.device) -> bool:
     if a.type != b.type:
         return False
@@ -92,7 +125,10 @@ class BaseSampler(Schedulable, ABC):
         model: the energy model to sample from (an ``nn.Module`` mapping ``[B, *event]`` to
             ``[B]``; a :class:`~torchebm.core.BaseModel` gives ``gradient``). Old keyword:
             ``energy_function``.
-        dtype: dtype of the chain state (float32 by default); half dtypes mean mixed precision.
+        dtype: dtype of the chains a call returns; None (default) applies the rule of the
+            module docstring (``x``'s dtype, else the model's, else the default dtype). A half
+            dtype integrates in float32, returns the half dtype and evaluates the model under
+            autocast.
         device: device of the chain state and the model (default: the model's device).
         backend: ``"auto"``, ``"fused"`` or ``"reference"`` for the built-in samplers
             (:mod:`torchebm.kernels.dispatch`); custom samplers may ignore it.
@@ -107,7 +143,7 @@ class BaseSampler(Schedulable, ABC):
     def __init__(
         self,
         model: Optional[nn.Module] = None,
-        dtype: torch.dtype = torch.float32,
+        dtype: Optional[torch.dtype] = None,
         device: DeviceLike = None,
         *,
         energy_function: Optional[nn.Module] = None,
@@ -116,34 +152,29 @@ class BaseSampler(Schedulable, ABC):
     ):
         owner = type(self).__name__
         model = _resolve_model(owner, model, energy_function)
-        dtype = check_dtype(dtype)
-        amp_dtype = None
-        if dtype in _HALF_DTYPES:
-            amp_dtype, dtype = dtype, torch.float32
+        dtype = None if dtype is None else check_dtype(dtype)
         if device is None:
             first = _first_tensor(model)
             device = first.device if first is not None else None
-        super().__init__(device=device, dtype=dtype)
+        # The probe holds the device, and the dtype of an explicit full-precision ``dtype=``
+        # (so that ``sampler.double()`` still changes it); half dtypes are kept aside.
+        probe_dtype = dtype if dtype is not None and dtype not in _HALF_DTYPES else None
+        super().__init__(device=device, dtype=probe_dtype)
         self.model = model
+        self._dtype_arg = dtype
         if device is not None:
             self.model.to(self._torchebm_probe.device)
         self.backend = check_backend(backend)
         self.progress = bool(progress)
         self.last_path: Optional[str] = None
-        if amp_dtype is not None:
-            warnings.warn(
-                f"{owner}: dtype={amp_dtype} runs in mixed precision: the chain state is kept "
-                f"in float32 and the model evaluated under autocast({amp_dtype})",
-                UserWarning,
-                stacklevel=3,
-            )
-            self.setup_mixed_precision(True, amp_dtype)
+        if dtype in _HALF_DTYPES:
+            self.setup_mixed_precision(True, dtype)
         param_dtype = _parameter_dtype(model)
-        if param_dtype is not None and param_dtype != dtype:
+        if probe_dtype is not None and param_dtype is not None and param_dtype != probe_dtype:
             warnings.warn(
-                f"{owner}: the chain state is {dtype} (dtype=) but the model's parameters are "
+                f"{owner}: the chains are {probe_dtype} (dtype=) but the model's parameters are "
                 f"{param_dtype}; the model is evaluated in {param_dtype} and its energies and "
-                f"gradients cast to {dtype}",
+                f"gradients cast to {probe_dtype}",
                 UserWarning,
                 stacklevel=3,
             )
@@ -168,8 +199,32 @@ class BaseSampler(Schedulable, ABC):
     # ------------------------------------------------------------------ dtype and device
     @property
     def dtype(self) -> torch.dtype:
-        """Dtype of the chain state (float32 under mixed precision)."""
-        return self._torchebm_probe.dtype
+        """Dtype of the chains a call without ``x`` returns: the explicit ``dtype=``, else the
+        model's (:func:`model_dtype`), else ``torch.get_default_dtype()``."""
+        if self._dtype_arg is not None:
+            return self._dtype_arg if self._dtype_arg in _HALF_DTYPES else self._torchebm_probe.dtype
+        dtype = model_dtype(self.model)
+        return dtype if dtype is not None and dtype.is_floating_point else torch.get_default_dtype()
+
+    def chain_dtype(self, x: Optional[torch.Tensor] = None) -> torch.dtype:
+        """The dtype of the chains a call with starting state ``x`` returns (the rule of the
+        module docstring): the explicit ``dtype=``, else a floating ``x``'s, else
+        :attr:`dtype`."""
+        if self._dtype_arg is None and isinstance(x, torch.Tensor) and x.is_floating_point():
+            return x.dtype
+        return self.dtype
+
+    def state_dtype(self, x: Optional[torch.Tensor] = None) -> torch.dtype:
+        """The dtype the chain is integrated in: :meth:`chain_dtype`, or float32 for a half
+        dtype."""
+        dtype = self.chain_dtype(x)
+        return torch.float32 if dtype in _HALF_DTYPES else dtype
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Accept (and drop) the integrator tableau buffers of a TorchEBM 0.8.9 checkpoint.
+        for key in _TORCHEBM_089_INTEGRATOR_KEYS:
+            state_dict.pop(prefix + key, None)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @property
     def device(self) -> torch.device:
@@ -224,7 +279,7 @@ class BaseSampler(Schedulable, ABC):
         """Empty diagnostics storage in the tensor layout, ``[n_steps, 3, n_samples, dim]``
         (``[n_steps, 3, dim]`` without ``n_samples``); slots are mean, variance, energy."""
         shape = (n_steps, 3, n_samples, dim) if n_samples is not None else (n_steps, 3, dim)
-        return torch.empty(shape, device=self.device, dtype=self.dtype)
+        return torch.empty(shape, device=self.device, dtype=self.state_dtype())
 
     # ------------------------------------------------------------------ helpers
     def _init_state(
@@ -234,8 +289,9 @@ class BaseSampler(Schedulable, ABC):
         n_samples: int = 1,
         generator: Optional[torch.Generator] = None,
     ) -> torch.Tensor:
-        """The starting state: ``x`` cast to the sampler's dtype and device (no copy when they
-        match), or ``randn(n_samples, *dim)`` drawn from ``generator`` (the global RNG if None).
+        """The starting state in :meth:`state_dtype` on the sampler's device: ``x`` cast (no
+        copy when dtype and device match), or ``randn(n_samples, *dim)`` drawn from
+        ``generator`` (the global RNG if None).
 
         Raises:
             ValueError: ``x`` and ``dim`` are both None; ``x`` on an unsupported device.
@@ -249,7 +305,7 @@ class BaseSampler(Schedulable, ABC):
             raise ValueError(f"{owner}: dim must be provided when x is None")
         event = event_shape(owner, dim)
         n_samples = count(owner, "n_samples", n_samples, minimum=1)
-        return generator_randn((n_samples, *event), self.dtype, self._torchebm_probe.device, generator)
+        return generator_randn((n_samples, *event), self.state_dtype(), self._torchebm_probe.device, generator)
 
     def _check_sampler_device(self) -> None:
         # As for x below: a state on a device without data (meta) would give a "sample" of
@@ -273,16 +329,28 @@ class BaseSampler(Schedulable, ABC):
                 f"pass x on cpu or cuda (the sampler is on {self.device})"
             )
         self._check_sampler_device()
-        return x.detach().to(device=self._torchebm_probe.device, dtype=self.dtype)
+        return x.detach().to(device=self._torchebm_probe.device, dtype=self.state_dtype(x))
 
     def _draw_seed(self, generator: Optional[torch.Generator] = None) -> int:
         """One 64-bit Philox key for a whole ``sample()`` call, from ``generator`` (else the
-        global CPU generator, so ``torch.manual_seed`` reproduces a run): one host read per
-        call, never per step."""
+        global CPU generator, so ``torch.manual_seed`` reproduces a run), with this process's
+        rank folded in (:func:`torchebm.utils.distributed.rank_seed`; unchanged on rank 0 and
+        in a single process): one host read per call, never per step."""
         device = generator.device if generator is not None else torch.device("cpu")
-        return int(
+        seed = int(
             torch.randint(0, _SEED_HIGH, (), generator=generator, device=device, dtype=torch.int64)
         )
+        return rank_seed(seed)
+
+    def _reference_generator(
+        self, generator: Optional[torch.Generator], device: torch.device
+    ) -> Optional[torch.Generator]:
+        """The generator of the pure-PyTorch path: ``generator`` itself in a single process;
+        under ``torch.distributed`` a fresh one on ``device`` seeded with :meth:`_draw_seed`, so
+        that the same seed gives each rank its own draws there too."""
+        if get_world_size() == 1:
+            return generator
+        return torch.Generator(device=device).manual_seed(self._draw_seed(generator))
 
     def _prepare_model_kwargs(self, y: Any = None, model_kwargs: Optional[dict] = None) -> dict:
         """``model_kwargs`` with ``y`` folded in, tensors moved to the sampler's device (their
@@ -350,6 +418,30 @@ class BaseSampler(Schedulable, ABC):
         return f"{type(self).__name__}(model={type(self.model).__name__})"
 
 
+@contextlib.contextmanager
+def norm_layers_in_eval(model: nn.Module) -> Iterator[None]:
+    """Within the block, the model's normalisation layers that keep running statistics
+    (``BatchNorm*``, ``SyncBatchNorm``, ``InstanceNorm*`` with ``track_running_stats=True``)
+    and are in training mode are in eval mode; their modes are restored on exit, exceptions
+    included. Sampling thus neither updates their running statistics with the chains' states
+    nor couples the chains through batch statistics: each chain's energy is that of the model
+    in eval mode. Other layers (dropout...) keep their mode."""
+    switched = [
+        m for m in model.modules()
+        if m.training and isinstance(m, _RUNNING_STAT_NORMS) and m.track_running_stats
+    ]
+    for m in switched:
+        m.train(False)
+    try:
+        yield
+    finally:
+        for m in switched:
+            m.train(True)
+
+
+_RUNNING_STAT_NORMS = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
+
+
 def _resolve_model(
     owner: str, model: Optional[nn.Module], energy_function: Optional[nn.Module]
 ) -> nn.Module:
@@ -395,4 +487,4 @@ def generator_rand(
     return torch.rand(shape, generator=generator, dtype=dtype, device=device)
 
 
-__all__ = ["BaseSampler", "generator_rand", "generator_randn"]
+__all__ = ["BaseSampler", "generator_rand", "generator_randn", "model_dtype", "norm_layers_in_eval"]

@@ -32,8 +32,9 @@ class BaseModel(TorchEBMModule, ABC):
         device: the device the model starts on.
 
     Attributes:
-        force_fp32_gradient: compute :meth:`gradient` in at least float32 even for half or
-            bfloat16 inputs (the result is cast back to the input dtype).
+        force_fp32_gradient: compute :meth:`gradient` in float32 whatever the input dtype
+            (half, bfloat16 and float64 alike, as TorchEBM 0.8.9 documents); the result is cast
+            back to the input dtype.
     """
 
     force_fp32_gradient: bool = False
@@ -46,9 +47,7 @@ class BaseModel(TorchEBMModule, ABC):
         """Energy of each state: ``x [B, *event] -> E(x) [B]``."""
 
     def _gradient_dtype(self, x_dtype: torch.dtype) -> torch.dtype:
-        if self.force_fp32_gradient and torch.finfo(x_dtype).bits < 32:
-            return torch.float32
-        return x_dtype
+        return torch.float32 if self.force_fp32_gradient else x_dtype
 
     def gradient(
         self, x: torch.Tensor, model_kwargs: Optional[dict[str, Any]] = None

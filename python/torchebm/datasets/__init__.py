@@ -1,4 +1,17 @@
-"""torchebm.datasets: two-dimensional toy distributions (``toy2d``), returned as Tensor[n, 2]."""
+"""torchebm.datasets: two-dimensional toy distributions (``toy2d``), returned as Tensor[n, 2], and
+TorchEBM 0.8.9's dataset classes over them (``TwoMoonsDataset``..., in ``generators``)."""
+
+from torchebm.datasets.generators import (
+    BaseSyntheticDataset,
+    CheckerboardDataset,
+    CircleDataset,
+    EightGaussiansDataset,
+    GaussianMixtureDataset,
+    GridDataset,
+    PinwheelDataset,
+    SwissRollDataset,
+    TwoMoonsDataset,
+)
 
 from torchebm.datasets.toy2d import (
     TOY_DATASETS,
@@ -7,6 +20,7 @@ from torchebm.datasets.toy2d import (
     eight_gaussian_means,
     eight_gaussians,
     gaussian_grid,
+    gaussian_ring,
     make_toy2d,
     pinwheel,
     swiss_roll,
@@ -14,6 +28,16 @@ from torchebm.datasets.toy2d import (
 )
 
 __all__ = [
+    "BaseSyntheticDataset",
+    "CheckerboardDataset",
+    "CircleDataset",
+    "EightGaussiansDataset",
+    "GaussianMixtureDataset",
+    "GridDataset",
+    "PinwheelDataset",
+    "SwissRollDataset",
+    "TwoMoonsDataset",
+    "gaussian_ring",
     "TOY_DATASETS",
     "checkerboard",
     "circles",

@@ -27,6 +27,7 @@ import torch
 DeviceLike = Optional[Union[str, torch.device]]
 
 __all__ = [
+    "gaussian_ring",
     "eight_gaussians",
     "eight_gaussian_means",
     "gaussian_grid",
@@ -104,6 +105,35 @@ def _check_positive(name: str, value: float, allow_zero: bool = False) -> float:
     return float(value)
 
 
+def gaussian_ring(
+    n_samples: int,
+    *,
+    n_components: int = 8,
+    radius: float = 2.0,
+    std: float = 0.2,
+    seed: Optional[int] = None,
+    generator: Optional[torch.Generator] = None,
+    device: DeviceLike = None,
+    dtype: Optional[torch.dtype] = None,
+) -> torch.Tensor:
+    """Equal-weight mixture of ``K = n_components`` isotropic Gaussians with means on a ring.
+
+    ``p(x) = 1/K sum_k N(x; mu_k, std^2 I)`` with ``mu_k = radius (cos(2 pi k/K), sin(2 pi k/K))``,
+    ``k = 0..K-1``.
+
+    Returns:
+        Tensor[n_samples, 2].
+    """
+    n = _check_int("n_samples", n_samples, allow_zero=True)
+    k = _check_int("n_components", n_components)
+    radius = _check_positive("radius", radius)
+    std = _check_positive("std", std, allow_zero=True)
+    draws = _Draws(seed, generator, device, dtype)
+    angle = draws.component(n, k).to(torch.float64) * (2 * math.pi / k)
+    means = radius * torch.stack([angle.cos(), angle.sin()], dim=1)
+    return draws.finish(means + std * draws.normal(n, 2))
+
+
 def eight_gaussians(
     n_samples: int,
     *,
@@ -114,7 +144,8 @@ def eight_gaussians(
     device: DeviceLike = None,
     dtype: Optional[torch.dtype] = None,
 ) -> torch.Tensor:
-    """Equal-weight mixture of 8 isotropic Gaussians on a ring.
+    """Equal-weight mixture of 8 isotropic Gaussians on a ring: :func:`gaussian_ring` with
+    ``n_components=8``.
 
     ``p(x) = 1/8 sum_k N(x; mu_k, std^2 I)`` with ``mu_k = radius (cos(2 pi k/8), sin(2 pi k/8))``,
     ``k = 0..7``. With the defaults (radius 2, std 0.2) neighbouring means are
@@ -123,13 +154,8 @@ def eight_gaussians(
     Returns:
         Tensor[n_samples, 2].
     """
-    n = _check_int("n_samples", n_samples, allow_zero=True)
-    radius = _check_positive("radius", radius)
-    std = _check_positive("std", std, allow_zero=True)
-    draws = _Draws(seed, generator, device, dtype)
-    angle = draws.component(n, 8).to(torch.float64) * (2 * math.pi / 8)
-    means = radius * torch.stack([angle.cos(), angle.sin()], dim=1)
-    return draws.finish(means + std * draws.normal(n, 2))
+    return gaussian_ring(n_samples, n_components=8, radius=radius, std=std, seed=seed,
+                         generator=generator, device=device, dtype=dtype)
 
 
 def eight_gaussian_means(radius: float = 2.0) -> torch.Tensor:
@@ -236,6 +262,7 @@ def swiss_roll(
     *,
     noise: float = 0.1,
     scale: float = 0.2,
+    arclength: float = 1.5,
     seed: Optional[int] = None,
     generator: Optional[torch.Generator] = None,
     device: DeviceLike = None,
@@ -243,8 +270,9 @@ def swiss_roll(
 ) -> torch.Tensor:
     """A two-dimensional swiss roll (an Archimedean spiral with uniform parameter).
 
-    ``t ~ U[1.5 pi, 4.5 pi]``, ``x = scale t (cos t, sin t) + noise eps``; with the default
-    ``scale = 0.2`` the spiral reaches radius ``0.2 * 4.5 pi = 2.8``.
+    ``t ~ U[arclength pi, 3 arclength pi]``, ``x = scale t (cos t, sin t) + noise eps``; with the
+    defaults (``arclength = 1.5``, ``scale = 0.2``) the spiral reaches radius
+    ``0.2 * 4.5 pi = 2.8``.
 
     Returns:
         Tensor[n_samples, 2].
@@ -252,8 +280,9 @@ def swiss_roll(
     n = _check_int("n_samples", n_samples, allow_zero=True)
     noise = _check_positive("noise", noise, allow_zero=True)
     scale = _check_positive("scale", scale)
+    arclength = _check_positive("arclength", arclength)
     draws = _Draws(seed, generator, device, dtype)
-    t = 1.5 * math.pi * (1 + 2 * draws.uniform(n))
+    t = arclength * math.pi * (1 + 2 * draws.uniform(n))
     spiral = scale * t[:, None] * torch.stack([t.cos(), t.sin()], dim=1)
     return draws.finish(spiral + noise * draws.normal(n, 2))
 

@@ -7,3 +7,7 @@ from torchebm.losses.contrastive_divergence import (
 )
 
 __all__ = ["BaseContrastiveDivergence", "ContrastiveDivergence", "PersistentContrastiveDivergence"]
+
+from torchebm._out_of_scope import module_getattr  # noqa: E402
+
+__getattr__ = module_getattr("torchebm.losses")  # TorchEBM 0.8.9 names left out: an ImportError saying so

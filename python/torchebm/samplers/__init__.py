@@ -26,3 +26,7 @@ __all__ = [
     "GradientDescentSampler",
     "NesterovSampler",
 ]
+
+from torchebm._out_of_scope import module_getattr  # noqa: E402
+
+__getattr__ = module_getattr("torchebm.samplers")  # TorchEBM 0.8.9 names left out: an ImportError saying so

@@ -41,12 +41,12 @@ class NesterovSampler(MCMCSampler, algorithm=algorithms.NESTEROV):
         model: the energy model (old keyword: ``energy_function``).
         step_size: :math:`\eta > 0` (float or scheduler).
         momentum: :math:`\mu`, in ``[0, 1)``.
-        dtype, device: of the chain state.
+        dtype, device: of the chains (dtype None: the rule of :class:`~torchebm.core.BaseSampler`).
     """
 
     def __init__(
         self, model: Optional[nn.Module] = None, step_size: Scheduled = 1e-3, momentum: float = 0.9,
-        dtype: torch.dtype = torch.float32, device: DeviceLike = None,
+        dtype: Optional[torch.dtype] = None, device: DeviceLike = None,
         *, energy_function: Optional[nn.Module] = None, backend: str = "auto", progress: bool = False,
     ):
         super().__init__(model, dtype, device, None, energy_function, backend, progress)
@@ -72,12 +72,12 @@ class GradientDescentSampler(NesterovSampler):
     Args:
         model: the energy model (old keyword: ``energy_function``).
         step_size: :math:`\eta > 0` (float or scheduler).
-        dtype, device: of the chain state.
+        dtype, device: of the chains (dtype None: the rule of :class:`~torchebm.core.BaseSampler`).
     """
 
     def __init__(
         self, model: Optional[nn.Module] = None, step_size: Scheduled = 1e-3,
-        dtype: torch.dtype = torch.float32, device: DeviceLike = None,
+        dtype: Optional[torch.dtype] = None, device: DeviceLike = None,
         *, energy_function: Optional[nn.Module] = None, backend: str = "auto", progress: bool = False,
     ):
         super().__init__(

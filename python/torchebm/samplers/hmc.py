@@ -46,8 +46,9 @@ class HamiltonianMonteCarlo(MCMCSampler, algorithm=algorithms.HMC):
         step_size: leapfrog step :math:`\epsilon > 0` (float or scheduler).
         n_leapfrog_steps: ``L >= 1``.
         mass: None (unit mass), a positive float, or a positive tensor ``[dim]`` (diagonal).
-        dtype, device: of the chain state.
-        integrator: None or ``"leapfrog"``, the only integrator implemented.
+        dtype, device: of the chains (dtype None: the rule of :class:`~torchebm.core.BaseSampler`).
+        integrator: None, ``"leapfrog"`` or a :class:`torchebm.integrators.LeapfrogIntegrator`
+            (the only one implemented).
     """
 
     def __init__(
@@ -56,7 +57,7 @@ class HamiltonianMonteCarlo(MCMCSampler, algorithm=algorithms.HMC):
         step_size: Scheduled = 1e-3,
         n_leapfrog_steps: int = 10,
         mass: Union[None, float, torch.Tensor] = None,
-        dtype: torch.dtype = torch.float32, device: DeviceLike = None,
+        dtype: Optional[torch.dtype] = None, device: DeviceLike = None,
         integrator: Any = None,
         *, energy_function: Optional[nn.Module] = None, backend: str = "auto", progress: bool = False,
     ):
@@ -68,7 +69,7 @@ class HamiltonianMonteCarlo(MCMCSampler, algorithm=algorithms.HMC):
         )
         mass = diagonal_mass(owner, mass)
         if isinstance(mass, torch.Tensor):
-            self.register_buffer("mass", mass.to(device=self._torchebm_probe.device, dtype=self.dtype))
+            self.register_buffer("mass", mass.to(device=self._torchebm_probe.device, dtype=self.state_dtype()))
         else:
             self.mass = mass
 

@@ -85,8 +85,9 @@ class LangevinDynamics(LangevinCudaGraphs, MCMCSampler, algorithm=algorithms.LAN
             gradient descent).
         decay: accepted and stored for TorchEBM compatibility; it has no effect (as in 0.8.9).
         clamp: ``(lo, hi)`` with ``lo < hi`` (either may be None), applied after every step.
-        dtype, device: of the chain state (see :class:`~torchebm.core.BaseSampler`).
-        integrator: None or ``"euler_maruyama"``, the only integrator implemented.
+        dtype, device: of the chains (dtype None: the rule of :class:`~torchebm.core.BaseSampler`).
+        integrator: None, ``"euler_maruyama"`` or a
+            :class:`torchebm.integrators.EulerMaruyamaIntegrator` (the only one implemented).
         noise_std: keyword-only; the noise standard deviation :math:`s \ge 0` (float or
             scheduler), replacing :math:`\sigma\sqrt{2\eta}`.
         grad_clip: keyword-only; clip each gradient element to ``[-grad_clip, grad_clip]``.
@@ -102,7 +103,7 @@ class LangevinDynamics(LangevinCudaGraphs, MCMCSampler, algorithm=algorithms.LAN
         noise_scale: Scheduled = 1.0,
         decay: float = 0.0,
         clamp: Optional[Sequence[Optional[float]]] = None,
-        dtype: torch.dtype = torch.float32, device: DeviceLike = None,
+        dtype: Optional[torch.dtype] = None, device: DeviceLike = None,
         integrator: Any = None,
         *,
         energy_function: Optional[nn.Module] = None,

@@ -48,8 +48,9 @@ class MetropolisAdjustedLangevin(MCMCSampler, algorithm=algorithms.MALA):
         step_size: :math:`\eta > 0` (float or scheduler).
         noise_scale: :math:`\sigma > 0` (float or scheduler), the proposal noise relative to
             :math:`\sqrt{2\eta}`.
-        dtype, device: of the chain state.
-        integrator: None or ``"euler_maruyama"``.
+        dtype, device: of the chains (dtype None: the rule of :class:`~torchebm.core.BaseSampler`).
+        integrator: None, ``"euler_maruyama"`` or a
+            :class:`torchebm.integrators.EulerMaruyamaIntegrator`.
     """
 
     def __init__(
@@ -57,7 +58,7 @@ class MetropolisAdjustedLangevin(MCMCSampler, algorithm=algorithms.MALA):
         model: Optional[nn.Module] = None,
         step_size: Scheduled = 1e-3,
         noise_scale: Scheduled = 1.0,
-        dtype: torch.dtype = torch.float32, device: DeviceLike = None,
+        dtype: Optional[torch.dtype] = None, device: DeviceLike = None,
         integrator: Any = None,
         *, energy_function: Optional[nn.Module] = None, backend: str = "auto", progress: bool = False,
     ):

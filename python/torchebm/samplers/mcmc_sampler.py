@@ -27,8 +27,9 @@ from torch import nn
 
 from torchebm.core.argument_checks import count, event_shape, flag, scheduled_value
 from torchebm.core.base_module import DeviceLike, warn_once
-from torchebm.core.base_sampler import BaseSampler
+from torchebm.core.base_sampler import BaseSampler, norm_layers_in_eval
 from torchebm.diagnostics.sampler_diagnostics import Diagnostics, batch_moments
+from torchebm import integrators
 from torchebm.kernels import dispatch, mlp, ops
 from torchebm.samplers.algorithms import Algorithm, ChainState, Target
 from torchebm.samplers.compiled_step import CompiledSteps, compiled_step_blocker
@@ -157,6 +158,18 @@ def _one_thread_at_a_time(sample: Callable) -> Callable:
     return guarded
 
 
+def _norm_layers_in_eval(sample: Callable) -> Callable:
+    """``sample()`` runs with the model's running-statistics norm layers in eval mode
+    (:func:`~torchebm.core.base_sampler.norm_layers_in_eval`)."""
+
+    @functools.wraps(sample)
+    def in_eval(self, *args, **kwargs):
+        with norm_layers_in_eval(self.model):
+            return sample(self, *args, **kwargs)
+
+    return in_eval
+
+
 class MCMCSampler(BaseSampler):
     """Base of the built-in samplers (:class:`~torchebm.samplers.LangevinDynamics`,
     :class:`~torchebm.samplers.MetropolisAdjustedLangevin`,
@@ -189,7 +202,7 @@ class MCMCSampler(BaseSampler):
     def __init__(
         self,
         model: Optional[nn.Module],
-        dtype: torch.dtype,
+        dtype: Optional[torch.dtype],
         device: DeviceLike,
         integrator: Any,
         energy_function: Optional[nn.Module],
@@ -204,13 +217,7 @@ class MCMCSampler(BaseSampler):
             backend=backend,
             progress=progress,
         )
-        if integrator not in self.algorithm.integrators:
-            name = self.algorithm.integrators[1]
-            raise ValueError(
-                f"{type(self).__name__}: integrator must be None or {name!r} (the only one "
-                f"implemented), got {integrator!r}"
-            )
-        self.integrator = integrator
+        self.integrator = _check_integrator(type(self).__name__, integrator, self.algorithm)
 
     def _schedule(
         self, name: str, value: Any, *, positive: bool = True, scheduled_minimum: str = "positive"
@@ -276,6 +283,7 @@ class MCMCSampler(BaseSampler):
     # ------------------------------------------------------------------ the one sample()
     @torch.no_grad()
     @_one_thread_at_a_time
+    @_norm_layers_in_eval
     def sample(
         self,
         x: Optional[torch.Tensor] = None,
@@ -298,8 +306,11 @@ class MCMCSampler(BaseSampler):
 
         Args:
             x: starting states ``[n_samples, *event]`` (then ``n_samples`` is ignored), or one
-                chain ``[dim]``; cast to the sampler's dtype and device. None: ``randn`` from
-                ``generator``.
+                chain ``[dim]``; moved to the sampler's device. None: ``randn`` from
+                ``generator``. The chains returned have the sampler's explicit ``dtype=``, else
+                ``x``'s floating dtype, else the model's, else the default dtype (a half dtype
+                is integrated in float32 and returned in half; see
+                :mod:`torchebm.core.base_sampler`).
             dim: event shape (int or tuple) when ``x`` is None; inferred from a Gaussian
                 model's ``mean`` if omitted. If given with ``x`` it must match.
             n_steps: number of steps, ``>= 0`` (0 returns ``x`` itself).
@@ -326,6 +337,11 @@ class MCMCSampler(BaseSampler):
             cuda_graph: :class:`~torchebm.samplers.LangevinDynamics` only: run the steps as a
                 replayed CUDA graph (path ``"cuda_graph"``, see its docstring). None (default)
                 takes the constructor's ``cuda_graph`` (False by default).
+
+        The model's normalisation layers with running statistics (``BatchNorm*``...) that are
+        in training mode are put in eval mode for the call and restored after (their running
+        statistics are not updated by the chains, and chains are not coupled through batch
+        statistics; :func:`~torchebm.core.base_sampler.norm_layers_in_eval`).
 
         Returns:
             The final state ``[n_samples, *event]`` (``[dim]`` for a 1-D ``x``), or the
@@ -367,6 +383,7 @@ class MCMCSampler(BaseSampler):
             self.reset_schedulers()
         mk = self._prepare_model_kwargs(y, model_kwargs)
         unbatched = isinstance(x, torch.Tensor) and x.dim() == 1
+        out_dtype = self.chain_dtype(x)
         state = self._starting_state(x, dim, n_samples, generator)
 
         kmodel = None
@@ -400,7 +417,8 @@ class MCMCSampler(BaseSampler):
             if unbatched and final is state:
                 final = state.squeeze(0)
             recorder = _Recorder(state, 0, return_trajectory, return_diagnostics, self.algorithm.accepts)
-            return _finish(final, recorder.trajectory, recorder.result(b), return_trajectory, return_diagnostics)
+            return _finish(final, recorder.trajectory, recorder.result(b), return_trajectory,
+                           return_diagnostics, out_dtype)
 
         self._check_model_once(state, mk)
         seed = self._draw_seed(generator) if route.path != "reference" else 0
@@ -434,7 +452,7 @@ class MCMCSampler(BaseSampler):
 
         if unbatched:
             final = final.squeeze(0)
-        return _finish(final, trajectory, diag, return_trajectory, return_diagnostics)
+        return _finish(final, trajectory, diag, return_trajectory, return_diagnostics, out_dtype)
 
     # ------------------------------------------------------------------ the parts of sample()
     def _chain_op(self, model: Optional[ChainModel]) -> str:
@@ -684,6 +702,28 @@ class MCMCSampler(BaseSampler):
 
 
 
+def _check_integrator(owner: str, integrator: Any, algorithm: Algorithm) -> Any:
+    """``integrator`` if the algorithm runs it: None, its name, or an instance of its
+    :mod:`torchebm.integrators` class (kept, so ``sampler.integrator`` is that object). The
+    sampler runs its own fused form of the integrator; an instance of a subclass (whose own
+    ``step`` the sampler would not call) is refused."""
+    accepted = algorithm.integrators
+    if isinstance(integrator, (integrators.EulerMaruyamaIntegrator, integrators.LeapfrogIntegrator)):
+        if type(integrator).__name__ in accepted and type(integrator) in (
+            integrators.EulerMaruyamaIntegrator, integrators.LeapfrogIntegrator
+        ):
+            return integrator
+    elif integrator in accepted:
+        return integrator
+    if len(accepted) == 1:
+        raise ValueError(f"{owner}: integrator must be None or omitted (the update is fixed), got {integrator!r}")
+    name, cls = accepted[1], accepted[2]
+    raise ValueError(
+        f"{owner}: integrator must be None or {name!r} (or a torchebm.integrators.{cls}() object), "
+        f"the only integrator implemented (a subclass of it would not be run), got {integrator!r}"
+    )
+
+
 def _allowed(value: float, rule: str) -> bool:
     return math.isfinite(value) and (value > 0 if rule == "positive" else value >= 0)
 
@@ -760,8 +800,10 @@ class _Recorder:
         )
 
 
-def _finish(final, trajectory, diag, return_trajectory: bool, return_diagnostics: bool):
+def _finish(final, trajectory, diag, return_trajectory: bool, return_diagnostics: bool, dtype: torch.dtype):
+    """The call's result, the states in ``dtype`` (a half dtype's chains ran in float32)."""
     out = trajectory if return_trajectory else final
+    out = out.to(dtype)
     return (out, diag) if return_diagnostics else out
 
 

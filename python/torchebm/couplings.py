@@ -1,0 +1,5 @@
+"""Not part of this package (TorchEBM 0.8.9's ``torchebm.couplings``): importing it raises ImportError."""
+
+from torchebm._out_of_scope import not_provided
+
+raise not_provided("torchebm", "couplings")
