@@ -111,6 +111,14 @@ TORCH_LIBRARY(torchebm, m) {
       "float[] act_params, float out_scale, float out_offset, Tensor step_size, int n_leapfrog, "
       "Tensor? inv_mass, int seed, int thin, bool record_trajectory, bool record_energy, "
       "int first_step=0) -> (Tensor, Tensor, Tensor, Tensor)");
+
+  // ---- replica exchange (parallel tempering; torchebm/replica_swap.h) ---------------------
+  // x [K, B, *event], energy [K, B] (untempered), betas [K]: pairs (k, k+1) with k % 2 == parity
+  // swap rows b with probability min(1, exp((beta_k - beta_{k+1}) (E[k,b] - E[k+1,b]))), u =
+  // uniform [K-1, B] or stream 1 at (seed, step). Returns (x_out, energy_out, accepted [K-1, B]).
+  m.def(
+      "replica_swap(Tensor x, Tensor energy, float[] betas, int parity, Tensor? uniform, "
+      "int seed, int step) -> (Tensor, Tensor, Tensor)");
 }
 
 namespace {

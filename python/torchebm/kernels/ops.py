@@ -588,3 +588,36 @@ def kernel_args(
     mean = torch.as_tensor(values["mean"]).detach().to(dtype=dtype, device=device).contiguous()
     prec = torch.as_tensor(values["precision"]).detach().to(dtype=dtype, device=device)
     return name, params, mean, (0.5 * (prec + prec.transpose(0, 1))).contiguous()
+
+
+# ---- replica exchange (parallel tempering) ----------------------------------------------------
+
+
+def replica_swap(
+    x: torch.Tensor,
+    energy: torch.Tensor,
+    betas: Sequence[float],
+    parity: int,
+    uniform: Optional[torch.Tensor] = None,
+    seed: int = 0,
+    step: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One round of replica exchange between neighbouring temperatures.
+
+    ``x [K, B, *event]`` holds chain ``b`` of temperature ``k`` at ``x[k, b]``, ``energy [K, B]``
+    its untempered energy ``E``, ``betas`` the ``K`` inverse temperatures. Pairs ``(k, k+1)``
+    with ``k % 2 == parity`` are proposed; chain ``b`` of a pair swaps its two states iff
+    ``log(u[k, b]) < (betas[k] - betas[k+1]) * (energy[k, b] - energy[k+1, b])`` (a NaN ratio
+    rejects), ``u = uniform [K-1, B]`` or ``philox_uniform([K-1, B], seed, step, x.dtype)``.
+    Returns ``(x_out, energy_out, accepted [K-1, B] bool)``; unproposed pairs read False.
+    """
+    return torch.ops.torchebm.replica_swap(
+        x, energy, [float(v) for v in betas], int(parity), uniform, seed64(seed), int(step)
+    )
+
+
+@_fake("replica_swap")
+def _replica_swap_fake(x, energy, betas, parity, uniform, seed, step):
+    check_same_device("replica_swap", {"x": x, "energy": energy, "uniform": uniform})
+    pairs = max(x.shape[0] - 1, 0)
+    return _like(x), _like(energy), _like(x, (pairs, x.shape[1]), torch.bool)

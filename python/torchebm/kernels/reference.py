@@ -336,3 +336,41 @@ def analytic_energy_grad(
             f"unknown analytic energy {energy!r}; expected one of {', '.join(ANALYTIC_KERNELS)}"
         )
     return ANALYTIC_CLOSED_FORMS[energy](x, [float(v) for v in params], mean, precision)
+
+
+def replica_swap(
+    x: torch.Tensor,
+    energy: torch.Tensor,
+    betas,
+    parity: int,
+    uniform: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One round of replica exchange (``ops.replica_swap`` with its uniforms passed in).
+
+    ``x [K, B, *event]``, ``energy [K, B]``, ``betas`` ``K`` floats, ``uniform [K-1, B]``. Pair
+    ``(k, k+1)`` with ``k % 2 == parity`` swaps chain ``b`` iff
+    ``log u[k, b] < (beta_k - beta_{k+1}) (E[k, b] - E[k+1, b])``: the Metropolis ratio
+    ``pi_k(x_{k+1}) pi_{k+1}(x_k) / (pi_k(x_k) pi_{k+1}(x_{k+1}))`` of ``pi_k ~ exp(-beta_k E)``.
+    Returns ``(x_out, energy_out, accepted [K-1, B])``.
+    """
+    k_temps = x.shape[0]
+    compute = torch.float64 if x.dtype == torch.float64 else torch.float32
+    beta = torch.tensor([float(v) for v in betas], dtype=compute, device=x.device)
+    e = energy.to(compute)
+    log_r = (beta[:-1] - beta[1:]).unsqueeze(1) * (e[:-1] - e[1:])
+    proposed = (torch.arange(max(k_temps - 1, 0), device=x.device) % 2 == parity).unsqueeze(1)
+    accepted = proposed & _accept(log_r, uniform.to(compute))
+    return swap_rows(x, accepted), swap_rows(energy, accepted), accepted
+
+
+def swap_rows(t: torch.Tensor, accepted: torch.Tensor) -> torch.Tensor:
+    """``t [K, B, ...]`` with rows ``k`` and ``k+1`` of chain ``b`` exchanged where
+    ``accepted[k, b]`` (no two accepted pairs share a row: one parity per round)."""
+    lower = torch.nn.functional.pad(accepted, (0, 0, 0, 1))  # row k swaps with k + 1
+    upper = torch.nn.functional.pad(accepted, (0, 0, 1, 0))  # row k swaps with k - 1
+    shape = (*accepted.shape[:1], accepted.shape[1], *([1] * (t.dim() - 2)))
+    lower = lower.view(t.shape[0], *shape[1:])
+    upper = upper.view(t.shape[0], *shape[1:])
+    from_above = torch.cat([t[1:], t[-1:]], dim=0)
+    from_below = torch.cat([t[:1], t[:-1]], dim=0)
+    return torch.where(lower, from_above, torch.where(upper, from_below, t))

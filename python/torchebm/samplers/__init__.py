@@ -4,6 +4,7 @@
 - :class:`HamiltonianMonteCarlo`: HMC with a leapfrog integrator (scalar or diagonal mass).
 - :class:`MetropolisAdjustedLangevin` (alias ``MALA``): Langevin proposals with an MH correction.
 - :class:`GradientDescentSampler`, :class:`NesterovSampler`: deterministic descent of the energy.
+- :class:`ParallelTempering`: replica exchange over any of the above (docs/tempering_ais.md).
 
 The algorithms themselves are step functions in :mod:`torchebm.samplers.algorithms`, written
 against the :class:`~torchebm.samplers.step_ops.StepOps` interface; the classes declare their
@@ -17,6 +18,7 @@ from torchebm.samplers.gradient_descent import GradientDescentSampler, NesterovS
 from torchebm.samplers.hmc import HamiltonianMonteCarlo
 from torchebm.samplers.langevin_dynamics import LangevinDynamics
 from torchebm.samplers.mala import MALA, MetropolisAdjustedLangevin
+from torchebm.samplers.parallel_tempering import ParallelTempering, TemperingDiagnostics, geometric_ladder
 
 __all__ = [
     "LangevinDynamics",
@@ -25,6 +27,9 @@ __all__ = [
     "MALA",
     "GradientDescentSampler",
     "NesterovSampler",
+    "ParallelTempering",
+    "TemperingDiagnostics",
+    "geometric_ladder",
 ]
 
 from torchebm._out_of_scope import module_getattr  # noqa: E402
