@@ -5,6 +5,7 @@
 - :class:`MetropolisAdjustedLangevin` (alias ``MALA``): Langevin proposals with an MH correction.
 - :class:`GradientDescentSampler`, :class:`NesterovSampler`: deterministic descent of the energy.
 - :class:`ParallelTempering`: replica exchange over any of the above (docs/tempering_ais.md).
+- :class:`AnnealedImportanceSampler`: log Z by annealed importance sampling (docs/tempering_ais.md).
 
 The algorithms themselves are step functions in :mod:`torchebm.samplers.algorithms`, written
 against the :class:`~torchebm.samplers.step_ops.StepOps` interface; the classes declare their
@@ -14,6 +15,7 @@ kernel, per-step fused kernels, or the pure-PyTorch reference; see
 :mod:`torchebm.kernels.dispatch`.
 """
 
+from torchebm.samplers.annealed_importance import AISResult, AnnealedImportanceSampler
 from torchebm.samplers.gradient_descent import GradientDescentSampler, NesterovSampler
 from torchebm.samplers.hmc import HamiltonianMonteCarlo
 from torchebm.samplers.langevin_dynamics import LangevinDynamics
@@ -30,6 +32,8 @@ __all__ = [
     "ParallelTempering",
     "TemperingDiagnostics",
     "geometric_ladder",
+    "AnnealedImportanceSampler",
+    "AISResult",
 ]
 
 from torchebm._out_of_scope import module_getattr  # noqa: E402
