@@ -128,3 +128,22 @@ def test_page(page, tmp_path, monkeypatch):
 @pytest.mark.parametrize("page", sorted(p for p, bs in PAGES.items() if any(b.slow for b in bs)))
 def test_page_slow(page, tmp_path, monkeypatch):
     _run(PAGES[page], tmp_path, monkeypatch)
+
+
+def test_benchmark_pictures_come_from_the_recorded_numbers(tmp_path):
+    """bench/plots.py reads the harness JSON kept for the docs and the benchmarks.md table the
+    docs draw where no JSON was kept, and writes the pictures."""
+    import sys
+
+    sys.path.insert(0, str(DOCS.parent))
+    from bench import plots
+
+    table = plots.report_from_doc(DOCS / "benchmarks.md", plots.DEFAULT_DOC_SECTIONS[0][0])
+    speedups = [wl["speedup"] for wl in table["workloads"].values()]
+    # The table's first row (double well) and its MALA row (no 0.8.9 column), as printed there.
+    assert speedups[0] == {"fused_vs_torchebm089": 18.0, "fused_vs_reference": 9.56}
+    assert {"fused_vs_torchebm089": None, "fused_vs_reference": 6.62} in speedups
+    assert plots.main(["--json", str(plots.DEFAULT_JSON[0]), "--out", str(tmp_path)]) == 0
+    stem = plots.DEFAULT_JSON[0].stem
+    assert (tmp_path / f"{stem}_speedups.png").stat().st_size > 0
+    assert (tmp_path / f"{stem}_times.png").stat().st_size > 0
