@@ -438,6 +438,7 @@ def _neural_table(workloads: dict) -> list:
 def _unit_short(wl: dict) -> str:
     return {
         "chain-steps": "steps", "normals": "normals", "elements": "elem", "iterations": "iter",
+        "chain-temperatures": "temps",
     }[wl["unit"]]  # fmt: skip
 
 

@@ -851,6 +851,68 @@ def gpu_mlp_cuda_graph(impl, size, repeats, warmup, device):
     return mlp_langevin(impl, size, repeats, warmup, device)
 
 
+# ---- parallel tempering and AIS (docs/tempering_ais.md) ---------------------------------------
+
+PT_BARRIER = 10.0  # 1-D double well h (x^2 - 1)^2: a barrier of 10 kT at beta = 1
+PT_STEP = 0.02  # MALA, every temperature
+
+
+def pt_doublewell(impl, size, repeats, warmup, device):
+    """Parallel tempering (MALA base, geometric ladder down to beta 0.1, DEO swaps every 10
+    steps) on the 1-D double well, chains started in the left well. ``info``: the round-trip
+    rate (round trips of all replicas per ladder and swap round) and the per-pair swap
+    acceptance rates of the last timed run, the cold chain's fraction in the right well."""
+    DoubleWellModel, = _import_api("DoubleWellModel", module="torchebm.core")
+    MALA, ParallelTempering, geometric_ladder = _samplers_api(
+        "MALA", "ParallelTempering", "geometric_ladder")
+    backend = "reference" if impl == "reference" else "auto"
+    model = DoubleWellModel(barrier_height=PT_BARRIER).to(device)
+    betas = geometric_ladder(size["n_temps"], 0.1)
+    x0 = torch.full((size["n_chains"], 1), -1.0, device=device)
+    last = {}
+
+    def run(x):
+        pt = ParallelTempering(MALA(model, step_size=PT_STEP, backend=backend), betas=betas,
+                               swap_every=size["swap_every"])
+        last["out"], last["diag"] = pt.sample(x=x, n_steps=size["n_steps"], return_diagnostics=True)
+        last["paths"] = sorted({c.last_path for c in pt.samplers})
+
+    times = _time_runs(lambda: x0.clone(), run, repeats, warmup, device)
+    diag = last["diag"]
+    info = {
+        "round_trip_rate": float(diag.round_trip_rate),
+        "swap_acceptance_rate": [round(float(r), 4) for r in diag.swap_acceptance_rate],
+        "cold_right_well_fraction": float((last["out"] > 0).float().mean()),
+        "n_temps": size["n_temps"],
+        "last_path": ",".join(last["paths"]),
+    }
+    return {"times_s": times, "work": size["n_chains"] * size["n_steps"] * size["n_temps"],
+            "info": info}
+
+
+def ais_doublewell(impl, size, repeats, warmup, device):
+    """AIS log Z of the 1-D double well (h = 4) from a N(0, 1) base, MALA transitions (step
+    0.02, one per temperature), ``n_temps`` temperatures: its time against ``n_temps``.
+    ``info``: the estimate and its standard error (the last timed run)."""
+    DoubleWellModel, GaussianModel = _import_api("DoubleWellModel", "GaussianModel",
+                                                 module="torchebm.core")
+    MALA, AnnealedImportanceSampler = _samplers_api("MALA", "AnnealedImportanceSampler")
+    backend = "reference" if impl == "reference" else "auto"
+    model = DoubleWellModel(barrier_height=4.0).to(device)
+    base = GaussianModel(torch.zeros(1), torch.eye(1)).to(device)
+    last = {}
+
+    def run(_):
+        ais = AnnealedImportanceSampler(MALA(model, step_size=0.02, backend=backend),
+                                        n_temps=size["n_temps"], base=base)
+        last["result"] = ais.estimate(size["n_chains"], generator=_generator(SEED))
+
+    times = _time_runs(lambda: None, run, repeats, warmup, device)
+    result = last["result"]
+    info = {"log_z": result.log_z, "log_z_se": result.log_z_se, "n_temps": size["n_temps"]}
+    return {"times_s": times, "work": size["n_chains"] * size["n_temps"], "info": info}
+
+
 # ----------------------------------------------------------------------------------------------
 # The registry: sizes, implementations and targets. ``run.py`` reads it; nothing here runs.
 
@@ -954,6 +1016,34 @@ WORKLOADS = {
             )
             for batch, quick_batch, iters in ((128, 16, CONV_PCD_ITERS[128]),
                                               (1024, 32, CONV_PCD_ITERS[1024]))  # fmt: skip
+        ],
+        Workload(
+            "pt_doublewell",
+            pt_doublewell,
+            "Parallel tempering, MALA (step 0.02) on the 1-D double well (barrier 10 kT), "
+            "geometric ladder to beta 0.1, DEO swaps every 10 steps",
+            full={"n_chains": 1024, "n_temps": 8, "n_steps": 2000, "swap_every": 10},
+            quick={"n_chains": 64, "n_temps": 4, "n_steps": 100, "swap_every": 10},
+            impls=("fused", "reference"),
+            targets={},
+            na={"torchebm089": "TorchEBM 0.8.9 has no parallel tempering (it removed "
+                               "ParallelTemperingCD)"},
+            # work: chain-steps summed over the temperatures
+        ),
+        *[
+            Workload(
+                f"ais_doublewell_k{k}",
+                ais_doublewell,
+                f"AIS log Z, 1-D double well (h=4), N(0,1) base, MALA, {k} temperatures",
+                full={"n_chains": 1024, "n_temps": k},
+                quick={"n_chains": 64, "n_temps": max(k // 10, 2)},
+                impls=("fused", "reference"),
+                targets={},
+                na={"torchebm089": "TorchEBM 0.8.9 has no AIS"},
+                unit="chain-temperatures",
+                group="ais_doublewell",
+            )
+            for k in (10, 100, 1000)
         ],
         Workload(
             "normal_generation",
