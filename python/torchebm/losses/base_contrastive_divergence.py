@@ -9,6 +9,7 @@ rules are in :mod:`torchebm.losses.replay_buffer`).
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import warnings
 from typing import Any, Dict, Optional, Sequence
@@ -52,7 +53,8 @@ class BaseContrastiveDivergence(BaseLoss):
         new_sample_ratio: reinitialisation probability ``rho``: each drawn start point is
             replaced by a fresh draw from ``buffer_init`` with this probability.
         init_steps: MCMC steps run over the whole buffer when it is created (in chunks of
-            ``buffer_chunk_size``), so the first steps do not start from pure noise.
+            ``buffer_chunk_size``), so the first steps do not start from pure noise; its cost
+            and progress bar: :meth:`initialize_buffer`.
         dtype, device, cfg_dropout, null_condition, check_conditioning: see :class:`BaseLoss`.
         buffer_init: initial distribution ``p_0`` of the buffer and of reinitialised rows:
             ``"normal"`` (``N(0, s^2 I)``), ``"uniform"`` (``U[-s, s]``) or a callable
@@ -158,7 +160,11 @@ class BaseContrastiveDivergence(BaseLoss):
         ``buffer_init_scale``) on ``device``/``dtype`` (default: the loss's), then, if
         ``init_steps > 0``, moved by ``init_steps`` MCMC steps in chunks of ``buffer_chunk_size``
         rows. This warm-up does not consume the sampler's schedules: their state is restored
-        afterwards. Returns None, doing nothing, when the loss is not persistent or the buffer
+        afterwards. It costs ``init_steps`` sampler steps on every buffer row (with Langevin
+        dynamics, ``init_steps`` gradient evaluations per row: ``buffer_size * init_steps`` in
+        all, as much sampling as ``init_steps / k_steps`` training iterations at batch size
+        ``buffer_size``), and shows a progress bar over each chunk's steps (a built-in sampler's
+        bar, labelled with the rows; silenced by ``TORCHEBM_PROGRESS=0``). Returns None, doing nothing, when the loss is not persistent or the buffer
         already exists.
         """
         if not self.persistent or self.replay_buffer is not None:
@@ -178,9 +184,10 @@ class BaseContrastiveDivergence(BaseLoss):
             saved = _scheduler_states(self.sampler)
             try:
                 for lo in range(0, self.buffer_size, chunk):
-                    buffer[lo:lo + chunk] = self._run_sampler(
-                        buffer[lo:lo + chunk], self.init_steps, {}, generator
-                    )
+                    hi = min(lo + chunk, self.buffer_size)
+                    desc = f"{owner} buffer warm-up, chains {lo}-{hi - 1} of {self.buffer_size}"
+                    with _progress_shown(self.sampler, desc):
+                        buffer[lo:hi] = self._run_sampler(buffer[lo:hi], self.init_steps, {}, generator)
             finally:
                 _restore_scheduler_states(saved)
         self.replay_buffer = buffer
@@ -318,6 +325,25 @@ class BaseContrastiveDivergence(BaseLoss):
         self.model = model
         self.sampler.model = model
         self._conditioning_checked = False
+
+
+@contextlib.contextmanager
+def _progress_shown(sampler: nn.Module, desc: str):
+    """Within the block, a sampler with a ``progress`` switch (the built-in samplers) shows its
+    per-step progress bar labelled ``desc``; its own setting is restored afterwards."""
+    if not hasattr(sampler, "progress"):
+        yield
+        return
+    before = (sampler.progress, sampler.__dict__.get("progress_desc"))
+    sampler.progress, sampler.__dict__["progress_desc"] = True, desc
+    try:
+        yield
+    finally:
+        sampler.progress = before[0]
+        if before[1] is None:
+            sampler.__dict__.pop("progress_desc", None)
+        else:
+            sampler.__dict__["progress_desc"] = before[1]
 
 
 def _scheduler_states(module: nn.Module) -> list:

@@ -69,7 +69,12 @@ class ContrastiveDivergence(BaseContrastiveDivergence):
         k_steps: MCMC steps per call (old name ``k=``).
         persistent: keep chains in a replay buffer between calls (PCD).
         buffer_size: number of chains in the buffer.
-        init_steps: MCMC steps run over the new buffer before its first use.
+        init_steps: MCMC steps run over the new buffer before its first use (PCD; default 100).
+            Cost: ``init_steps`` sampler steps on each of the ``buffer_size`` rows (with Langevin
+            dynamics ``buffer_size * init_steps`` gradient evaluations, as much sampling as
+            ``init_steps / k_steps`` training iterations at batch size ``buffer_size``: with
+            the defaults, 10 such iterations), all on the first call; a progress bar shows it
+            (``TORCHEBM_PROGRESS=0`` silences it). ``init_steps=0`` skips the warm-up.
         new_sample_ratio: probability that a drawn buffer row is restarted from the initial
             distribution (IGEBM/JEM use 0.05).
         energy_reg_weight: ``alpha`` in the loss.

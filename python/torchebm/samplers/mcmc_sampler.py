@@ -633,13 +633,18 @@ class MCMCSampler(BaseSampler):
         state = self.algorithm.init(self._target(mk), x)
         steps: Any = range(n_steps)
         if self.progress:
-            steps = progress_bar(steps, total=n_steps, desc=type(self).__name__)
+            steps = progress_bar(steps, total=n_steps, desc=self._progress_desc())
         for t in steps:
             state, accepted = step(state, t, self._step_arguments())
             self.step_schedulers()
             if (t + 1) % thin == 0:
                 recorder.keep((t + 1) // thin - 1, state, lambda s=state: self._state_energy(s, mk), accepted)
         return state.x, recorder.trajectory, recorder.result(x.shape[0])
+
+    def _progress_desc(self) -> str:
+        """The progress bar's label: the sampler's name, or what a caller set as
+        ``progress_desc`` (the PCD buffer warm-up names itself)."""
+        return self.__dict__.get("progress_desc") or type(self).__name__
 
     def _state_energy(self, state: ChainState, mk: dict) -> torch.Tensor:
         return state.energy if state.energy is not None else self._model_energy(state.x, mk)
@@ -674,7 +679,7 @@ class MCMCSampler(BaseSampler):
         left it (the run consumed ``n_steps`` scheduled values)."""
         bar = None
         if self.progress:
-            bar = progress_bar(total=n_steps, desc=type(self).__name__, enabled=True)
+            bar = progress_bar(total=n_steps, desc=self._progress_desc(), enabled=True)
         yield
         for scheduler in self._subtree_schedulers():
             scheduler.advance(n_steps)
