@@ -5,6 +5,9 @@ Arguments are drawn over dtypes (float32/64, float16, int64), ranks, empty and z
 dimensions, layouts (contiguous, transposed, strided slices, stride 0 from expand), devices
 (cpu, with a meta tensor mixed in), NaN/inf values, and extreme scalars and counts (0, negative,
 1e-300, 1e300, 2^32, ...). The outcomes are counted and printed at the end of the module.
+The whole-chain ops (langevin_chain, mala_chain, hmc_chain and the MLP ones) are also run on
+arguments they accept and compared with reference step loops over reference.py's functions
+(mlp.py's reference loops for the MLP ops), multi-step chains, trajectories and means included.
 
 CI runs ``TORCHEBM_FUZZ_EXAMPLES`` (default 40) examples per op; a contributor runs more with
 e.g. ``TORCHEBM_FUZZ_EXAMPLES=2000 pytest -s tests/test_fuzz_ops.py``.
@@ -55,7 +58,7 @@ def _report_outcomes(request):
 
 def _outcome(op: str, call, check):
     """Runs ``call``; an allowed exception is counted, any other fails; a result goes to
-    ``check`` (which asserts it equals the oracle)."""
+    ``check`` (which asserts it equals the oracle, and may return the outcome's name)."""
     try:
         out = call()
     except ALLOWED as exc:
@@ -66,8 +69,7 @@ def _outcome(op: str, call, check):
         # Only an all-meta call reaches here (a meta tensor among real ones raises): shapes only.
         OUTCOMES[op]["returned meta (an all-meta call)"] += 1
         return
-    check(out)
-    OUTCOMES[op]["returned, equal to the oracle"] += 1
+    OUTCOMES[op][check(out) or "returned, equal to the oracle"] += 1
 
 
 # ---- strategies --------------------------------------------------------------------------------
@@ -356,7 +358,9 @@ def test_langevin_chain(inputs, data):
         energy, x0, a, b, params, mean, precision, lo, hi, clip, seed, thin, rec_t, rec_e), check)
 
 
-def _check_accepting_chain(out, x0, n_steps, thin, rec_t, rec_e):
+def _check_accepting_chain(out, x0, n_steps, thin, rec_t, rec_e, ref=None):
+    """Shapes and rates in [0, 1]; with ``ref`` (a reference loop's ``(x, trajectory,
+    energy_mean, acceptance_rate)``, float64 chains), the values too."""
     x, traj, emean, rate = out
     assert x.shape == x0.shape and x.dtype == x0.dtype
     assert traj.shape == ((x0.shape[0], n_steps // thin, x0.shape[1]) if rec_t else (0,))
@@ -364,6 +368,103 @@ def _check_accepting_chain(out, x0, n_steps, thin, rec_t, rec_e):
     assert rate.shape == (n_steps,)
     if x0.shape[0] > 0:
         assert bool(((rate >= 0) & (rate <= 1)).all()), rate
+    if ref is not None:
+        scale = 1e3 * (1 + _mag(x0))
+        _close(x, ref[0], x0.dtype, scale=scale)
+        if rec_t:
+            _close(traj, ref[1], x0.dtype, scale=scale)
+        if rec_e and x0.shape[0] > 0:
+            _close(emean, ref[2], x0.dtype, scale=1e3 * (1 + _mag(ref[2])))
+        if x0.shape[0] > 0:  # the same decisions: the same counts
+            assert torch.equal(rate, ref[3]), (rate, ref[3])
+        return "returned, equal to the reference loop"
+    return "returned, shapes and rates checked"
+
+
+def _metropolis(log_r, x, y, seed, t):
+    """The oracle's accept step at step t (the op's own uniforms, stream 1 indexed by chain):
+    ``(accepted, tie)``, tie when some chain is within a few ulp of its threshold (where the
+    kernels' log may decide the other way, _decisions_match)."""
+    u = ops.philox_uniform([x.shape[0]], seed, t, x.dtype)
+    _, accepted = reference.metropolis_select(log_r, x, y, u)
+    log_u = torch.log(u)
+    tie = (log_u - log_r).abs() <= 64 * torch.finfo(x.dtype).eps * (1 + log_r.abs())
+    return accepted, bool(tie.any())
+
+
+class _Recording:
+    """What a reference loop records after each step, as the chain ops return it: the states
+    after steps thin - 1, 2 thin - 1, ..., the mean energy and the acceptance rate per step."""
+
+    def __init__(self, x0, thin):
+        self.x0, self.thin, self.states, self.energies, self.rates = x0, thin, [], [], []
+
+    def step(self, t, x, e, accepted):
+        if (t + 1) % self.thin == 0:
+            self.states.append(x)
+        self.energies.append(e.mean() if x.shape[0] else e.new_zeros(()))
+        self.rates.append(accepted.to(x.dtype).mean() if x.shape[0] else x.new_zeros(()))
+
+    def result(self, x):
+        b, d = self.x0.shape
+        traj = torch.stack(self.states, 1) if self.states else self.x0.new_empty((b, 0, d))
+        stack = lambda v: torch.stack(v).to(self.x0.dtype) if v else self.x0.new_zeros((0,))
+        return x, traj, stack(self.energies), stack(self.rates)
+
+
+def _mala_loop(energy, x0, a, b, params, mean, precision, seed, thin):
+    """The per-step oracle of mala_chain (docs/kernels.md): ``(outputs, tie)``."""
+    x, rec, tie = x0, _Recording(x0, thin), False
+    ex, gx = reference.analytic_energy_grad(energy, x, params, mean, precision)
+    for t in range(a.shape[0]):
+        at, bt = float(a[t]), float(b[t])
+        y = reference.langevin_update(x, gx, ops.philox_normal(x.shape, seed, t, x.dtype), at, bt)
+        ey, gy = reference.analytic_energy_grad(energy, y, params, mean, precision)
+        log_r = reference.mala_log_accept_ratio(x, y, gx, gy, ex, ey, at, bt)
+        accepted, near = _metropolis(log_r, x, y, seed, t)
+        tie |= near
+        x, gx = reference._select_rows(accepted, y, x), reference._select_rows(accepted, gy, gx)
+        ex = torch.where(accepted, ey, ex)
+        rec.step(t, x, ex, accepted)
+    return rec.result(x), tie
+
+
+def _hmc_loop(energy, x0, step_size, n_leapfrog, inv_mass, params, mean, precision, seed, thin):
+    """The per-step oracle of hmc_chain (docs/kernels.md): momentum ``xi / sqrt(m)``, leapfrog
+    by reference.leapfrog_kick_drift, accept on ``H0 - H1``; ``(outputs, tie)``."""
+    m = None if inv_mass is None else inv_mass.to(x0.dtype).expand(x0.shape[1])
+    kinetic = lambda p: 0.5 * (p * p if m is None else m * p * p).sum(-1)
+    x, rec, tie = x0, _Recording(x0, thin), False
+    e, g = reference.analytic_energy_grad(energy, x, params, mean, precision)
+    for t in range(step_size.shape[0]):
+        h = float(step_size[t])
+        p = ops.philox_normal(x.shape, seed, t, x.dtype)
+        p = p if m is None else p / torch.sqrt(m)
+        h0 = e + kinetic(p)
+        y, p = reference.leapfrog_kick_drift(x, p, g, h / 2, h, m)
+        for l in range(1, n_leapfrog + 1):
+            ey, gy = reference.analytic_energy_grad(energy, y, params, mean, precision)
+            if l < n_leapfrog:
+                y, p = reference.leapfrog_kick_drift(y, p, gy, h, h, m)
+        p = p - (h / 2) * gy
+        accepted, near = _metropolis(h0 - (ey + kinetic(p)), x, y, seed, t)
+        tie |= near
+        x, g = reference._select_rows(accepted, y, x), reference._select_rows(accepted, gy, g)
+        e = torch.where(accepted, ey, e)
+        rec.step(t, x, e, accepted)
+    return rec.result(x), tie
+
+
+def _oracle(loop, x0, *args):
+    """A float64 chain's reference loop outputs, or None: another dtype (rounding differs), a
+    call the op must refuse (the loop may raise or run), or a Metropolis tie."""
+    if x0.dtype != torch.float64 or x0.device.type != "cpu" or x0.dim() != 2:
+        return None
+    try:
+        out, tie = loop(x0, *args)
+    except Exception:  # the op raised for these arguments; the oracle has nothing to say
+        return None
+    return None if tie else out
 
 
 @FUZZ
@@ -372,8 +473,13 @@ def test_mala_chain(inputs):
     energy, x0, sched, params, mean, precision, thin, seed, rec_t, rec_e, n_steps = inputs
     a, b = sched(), sched()
     n_steps = a.shape[0] if a.dim() == 1 else n_steps
+
+    def check(out):
+        ref = _oracle(lambda x: _mala_loop(energy, x, a, b, params, mean, precision, seed, thin), x0)
+        return _check_accepting_chain(out, x0, n_steps, thin, rec_t, rec_e, ref)
+
     _outcome("mala_chain", lambda: ops.mala_chain(energy, x0, a, b, params, mean, precision, seed, thin, rec_t, rec_e),
-             lambda out: _check_accepting_chain(out, x0, n_steps, thin, rec_t, rec_e))
+             check)
 
 
 @FUZZ
@@ -387,9 +493,103 @@ def test_hmc_chain(inputs, data):
     dtype = x0.dtype if x0.dtype.is_floating_point else torch.float32
     inv_mass = data.draw(st.one_of(st.none(), tensors([d], dtype, positive=True), tensors([], dtype),
                                    tensors([d], torch.float64, kind="normal").map(lambda t: t.abs() * 1e-50)))
+
+    def check(out):
+        ref = _oracle(lambda x: _hmc_loop(energy, x, step_size, n_leapfrog, inv_mass, params, mean, precision, seed,
+                                          thin), x0)
+        return _check_accepting_chain(out, x0, n_steps, thin, rec_t, rec_e, ref)
+
     _outcome("hmc_chain", lambda: ops.hmc_chain(energy, x0, step_size, n_leapfrog, inv_mass, params, mean, precision,
-                                                seed, thin, rec_t, rec_e),
-             lambda out: _check_accepting_chain(out, x0, n_steps, thin, rec_t, rec_e))
+                                                seed, thin, rec_t, rec_e), check)
+
+
+@st.composite
+def valid_chains(draw, d=None):
+    """Arguments every chain op accepts (float64, finite, positive schedules): each call is
+    compared with its reference step loop, 0 to 4 steps of 0 to 4 chains. States of order 1
+    and steps a <= 0.02: a chain that diverges amplifies the ops' rounding (a few ulp per
+    step) beyond any fixed tolerance, which says nothing about the kernels."""
+    b, n_steps = draw(st.integers(0, 4)), draw(st.integers(0, 4))
+    d = d or draw(st.integers(1, 3))
+    g = torch.Generator().manual_seed(draw(st.integers(0, 2**31 - 1)))
+    x0 = torch.randn(b, d, generator=g, dtype=torch.float64) * draw(st.sampled_from([0.3, 0.5, 1.0]))
+    a = torch.rand(n_steps, generator=g, dtype=torch.float64) * 0.02 + 1e-3
+    noise = torch.rand(n_steps, generator=g, dtype=torch.float64) * 0.3 + 1e-3
+    return x0, a, noise, draw(st.integers(1, 3)), draw(SEEDS), draw(st.booleans()), draw(st.booleans())
+
+
+@FUZZ
+@given(data=st.data())
+def test_analytic_chains_equal_their_reference_loops(data):
+    energy = data.draw(st.sampled_from(ENERGIES))
+    kernel = ANALYTIC_KERNELS[energy]
+    d = kernel.fixed_dim or data.draw(st.integers(kernel.min_dim, 3))
+    x0, a, noise, thin, seed, rec_t, rec_e = data.draw(valid_chains(d))
+    n_steps = a.shape[0]
+    params = [data.draw(st.floats(0.5, 2.0)) for _ in kernel.params]
+    mean = precision = None
+    if kernel.tensors:
+        m = torch.randn(d, d, generator=torch.Generator().manual_seed(len(params) + d), dtype=torch.float64)
+        mean, precision = torch.randn(d, dtype=torch.float64), m @ m.T + torch.eye(d, dtype=torch.float64)
+    which = data.draw(st.sampled_from(["langevin_chain", "mala_chain", "hmc_chain"]))
+    if which == "langevin_chain":
+        call = lambda: ops.langevin_chain(energy, x0, a, noise, params, mean, precision, None, None, None, seed, thin,
+                                          rec_t, rec_e)
+
+        def check(out):
+            ref = _langevin_loop(energy, x0, a, noise, params, mean, precision, None, None, None, seed)
+            _close(out[0], ref, x0.dtype, scale=1e3 * (1 + _mag(x0)))
+            return "returned, equal to the reference loop"
+    elif which == "mala_chain":
+        call = lambda: ops.mala_chain(energy, x0, a, noise, params, mean, precision, seed, thin, rec_t, rec_e)
+        check = lambda out: _check_accepting_chain(
+            out, x0, n_steps, thin, rec_t, rec_e,
+            _oracle(lambda x: _mala_loop(energy, x, a, noise, params, mean, precision, seed, thin), x0))
+    else:
+        n_leapfrog = data.draw(st.integers(1, 3))
+        inv_mass = data.draw(st.sampled_from([None, torch.tensor(2.0, dtype=torch.float64),
+                                              torch.linspace(0.5, 1.5, d, dtype=torch.float64)]))
+        call = lambda: ops.hmc_chain(energy, x0, a, n_leapfrog, inv_mass, params, mean, precision, seed, thin,
+                                     rec_t, rec_e)
+        check = lambda out: _check_accepting_chain(
+            out, x0, n_steps, thin, rec_t, rec_e,
+            _oracle(lambda x: _hmc_loop(energy, x, a, n_leapfrog, inv_mass, params, mean, precision, seed, thin), x0))
+    _outcome(f"{which} (valid arguments)", call, check)
+
+
+MLP_ACTIVATIONS = ["tanh", "silu", "softplus", "elu", "identity"]
+
+
+@FUZZ
+@given(chain=valid_chains(), data=st.data())
+def test_mlp_chains_equal_their_reference_loops(chain, data):
+    """The MLP chain ops on random small networks against mlp.py's reference loops."""
+    from torchebm.kernels import mlp
+
+    x0, a, noise, thin, seed, rec_t, rec_e = chain
+    widths = [x0.shape[1]] + [data.draw(st.integers(1, 5)) for _ in range(data.draw(st.integers(1, 2)))] + [1]
+    g = torch.Generator().manual_seed(data.draw(st.integers(0, 2**31 - 1)))
+    weights = [torch.randn(o, i, generator=g, dtype=torch.float64) for i, o in zip(widths, widths[1:])]
+    biases = [torch.randn(o, generator=g, dtype=torch.float64) for o in widths[1:]]
+    kinds = [data.draw(st.sampled_from(MLP_ACTIVATIONS)) for _ in weights[:-1]] + ["identity"]
+    act_params = []
+    for kind in kinds:
+        act_params += {"elu": [1.0, 1.0, 1.0], "softplus": [1.0, 20.0, 0.0]}.get(kind, [0.0, 0.0, 0.0])
+    net = (weights, biases, [mlp.ACTIVATIONS[k] for k in kinds], act_params, data.draw(st.sampled_from([1.0, 0.5])), 0.0)
+    rec = dict(seed=seed, thin=thin, record_trajectory=rec_t, record_energy=rec_e)
+    which = data.draw(st.sampled_from(["langevin", "mala", "hmc"]))
+    args = dict(step_size=a, n_leapfrog=data.draw(st.integers(1, 3))) if which == "hmc" else dict(a=a, b=noise)
+    op, ref = getattr(mlp, f"mlp_{which}_chain"), getattr(mlp, f"mlp_{which}_chain_reference")
+
+    def check(out):
+        expected = ref(x0, *net, **args, **rec)
+        scale = 1e3 * (1 + _mag(x0))
+        for got, want in zip(out, expected):
+            if got.numel() and x0.shape[0]:
+                _close(got, want.to(got.dtype), x0.dtype, scale=scale * (1 + _mag(want)))
+        return "returned, equal to the reference loop"
+
+    _outcome(f"mlp_{which}_chain (valid arguments)", lambda: op(x0, *net, **args, **rec), check)
 
 
 # ---- random numbers and the CUDA-only ops ---------------------------------------------------------
