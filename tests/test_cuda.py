@@ -631,3 +631,39 @@ def test_ops_do_not_synchronise_with_the_host():
     finally:
         torch.cuda.set_sync_debug_mode("default")
     torch.cuda.synchronize()
+
+
+# ---- replica_swap (parallel tempering) --------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", STATE_DTYPES)
+@pytest.mark.parametrize("shape", [(2, 7, 1), (5, 300, 3), (8, 64, 2, 5)])
+def test_replica_swap_matches_reference(dtype, shape):
+    k_temps, b = shape[:2]
+    x = randn(*shape, dtype=dtype, seed=1)
+    energy = (3 * randn(k_temps, b, dtype=F64, seed=2)).to(dtype)
+    energy[0, 0] = float("nan")  # rejects
+    betas = [0.5**k for k in range(k_temps)]
+    u = OPS.philox_uniform([k_temps - 1, b], SEED, 6, F64 if dtype == F64 else F32, DEV).to(dtype)
+    for parity in (0, 1):
+        got = OPS.replica_swap(x, energy, betas, parity, u, 0, 0)
+        want = reference.replica_swap(x, energy, betas, parity, u)
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g, w, rtol=0, atol=0, equal_nan=True)
+        assert not bool(got[2][0, 0]) and bool(got[2].any()) == (parity < k_temps - 1)
+        if dtype in (F32, F64):  # in-kernel uniforms: stream 1 at [K-1, B]
+            drawn = OPS.replica_swap(x, energy, betas, parity, None, SEED, 6)
+            for g, d in zip(got, drawn):
+                torch.testing.assert_close(g, d, rtol=0, atol=0, equal_nan=True)
+
+
+@parity
+@pytest.mark.parametrize("dtype", [F32, F64])
+def test_replica_swap_cuda_matches_cpu(dtype):
+    x, energy = randn(6, 1000, 4, dtype=dtype, seed=3), randn(6, 1000, dtype=dtype, seed=4)
+    betas = [1.0, 0.7, 0.5, 0.3, 0.2, 0.1]
+    for parity in (0, 1):
+        gpu = OPS.replica_swap(x, energy, betas, parity, None, SEED, 12)
+        cpu = CPU_OPS.replica_swap(x.cpu(), energy.cpu(), betas, parity, None, SEED, 12)
+        for g, c in zip(gpu, cpu):
+            assert torch.equal(g.cpu(), c)
