@@ -48,7 +48,7 @@ def leapfrog(
     x: Tensor,
     p: Tensor,
     grad: Tensor,
-    step_size: float,
+    step_size,
     n_steps: int,
     gradient: Callable[[Tensor], Tensor],
     *,
@@ -57,7 +57,8 @@ def leapfrog(
     energy_and_gradient: Optional[Callable[[Tensor], tuple[Tensor, Tensor]]] = None,
     kick: Callable[[Tensor, Tensor, float], Tensor] = momentum_kick,
 ) -> tuple[Tensor, Tensor, Tensor, Optional[Tensor]]:
-    r"""``n_steps`` leapfrog steps of size :math:`\epsilon` for :math:`H = E(x) + \tfrac12 p^\top M^{-1} p`.
+    r"""``n_steps`` leapfrog steps of size :math:`\epsilon` for :math:`H = E(x) + \tfrac12 p^\top M^{-1} p`
+    (``step_size``: a float, or a per-chain tensor ``[B]``).
 
     Each step is kick–drift–kick (:math:`p \mathrel{-}= \tfrac\epsilon2 \nabla E(x)`;
     :math:`x \mathrel{+}= \epsilon M^{-1} p`; :math:`p \mathrel{-}= \tfrac\epsilon2 \nabla E(x)`);
@@ -121,34 +122,59 @@ def gradient_state(target: Target, x: Tensor) -> ChainState:
 
 
 def mala_step(
-    ops: StepOps, target: Target, state: ChainState, t: int, *, a: float, b: float
+    ops: StepOps, target: Target, state: ChainState, t: int, *, a, b
 ) -> tuple[ChainState, Tensor]:
     r"""MALA: propose :math:`y = x - a\nabla E(x) + b\xi`, accept with probability
     :math:`\min(1, r)`, :math:`\log r = E(x) - E(y) + (\lVert y - x + a\nabla E(x)\rVert^2 -
-    \lVert x - y + a\nabla E(y)\rVert^2) / (2b^2)`. One gradient evaluation per step."""
+    \lVert x - y + a\nabla E(y)\rVert^2) / (2b^2)`. One gradient evaluation per step.
+    ``a``, ``b``: floats, or per-chain tensors ``[B]`` in the state's dtype."""
+    state, accepted, _ = mala_transition(ops, target, state, t, a=a, b=b, ratio=False)
+    return state, accepted
+
+
+def mala_transition(
+    ops: StepOps, target: Target, state: ChainState, t: int, *, a, b, ratio: bool = True
+) -> tuple[ChainState, Tensor, Optional[Tensor]]:
+    r""":func:`mala_step` that also returns the log acceptance ratio ``[B]`` (``ratio=True``;
+    computed by :func:`torchebm.kernels.reference.mala_log_accept_ratio` beside the fused test,
+    which does not return it), for the adaptation; else None."""
     y = ops.langevin_update(state.x, state.grad, a, b, t)
     energy_y, grad_y = target.energy_and_gradient(y)
+    log_r = None
+    if ratio:
+        log_r = reference.mala_log_accept_ratio(
+            state.x, y, state.grad, grad_y, state.energy, energy_y, a, b
+        )
     x, grad, energy, accepted = ops.mala_select(
         state.x, y, state.grad, grad_y, state.energy, energy_y, a, b, t
     )
-    return ChainState(x, grad, energy), accepted
+    return ChainState(x, grad, energy), accepted, log_r
 
 
 # ---------------------------------------------------------------------------- HMC
-def hmc_step(
+class HMCProposal(NamedTuple):
+    """What an HMC transition proposed, for the adaptation (:mod:`torchebm.samplers.adaptation`):
+    the leapfrog end point ``x`` and momentum ``p`` ``[B, *event]`` and the log acceptance ratio
+    :math:`H(x, p_0) - H(x_L, p_L)` ``[B]``."""
+
+    x: Tensor
+    p: Tensor
+    log_accept_ratio: Tensor
+
+
+def hmc_transition(
     ops: StepOps,
     target: Target,
     state: ChainState,
     t: int,
     *,
-    step_size: float,
+    step_size,
     n_leapfrog: int,
     inv_mass: Optional[Tensor],
     sqrt_mass: Optional[Tensor],
-) -> tuple[ChainState, Tensor]:
-    r"""HMC: momentum :math:`p = \sqrt M \xi`; ``n_leapfrog`` leapfrog steps to
-    :math:`(x_L, p_L)`; accept with probability :math:`\min(1, e^{H(x, p) - H(x_L, p_L)})`.
-    ``n_leapfrog`` gradient evaluations per step (the accepted end point's carries over)."""
+) -> tuple[ChainState, Tensor, HMCProposal]:
+    r""":func:`hmc_step` that also returns its :class:`HMCProposal`. ``step_size`` is a float, or
+    a per-chain tensor ``[B]`` in the state's dtype (chain ``i`` integrates with entry ``i``)."""
     xi = ops.normal(state.x, t)
     p = xi if sqrt_mass is None else xi * sqrt_mass
     h0 = state.energy + kinetic_energy(p, inv_mass)
@@ -169,7 +195,29 @@ def hmc_step(
     rows = accepted.view(-1, *([1] * (x.dim() - 1)))
     grad = torch.where(rows, grad_new, state.grad)
     energy = torch.where(accepted, energy_new, state.energy)
-    return ChainState(x, grad, energy), accepted
+    return ChainState(x, grad, energy), accepted, HMCProposal(x_new, p_new, log_accept_ratio)
+
+
+def hmc_step(
+    ops: StepOps,
+    target: Target,
+    state: ChainState,
+    t: int,
+    *,
+    step_size,
+    n_leapfrog: int,
+    inv_mass: Optional[Tensor],
+    sqrt_mass: Optional[Tensor],
+) -> tuple[ChainState, Tensor]:
+    r"""HMC: momentum :math:`p = \sqrt M \xi`; ``n_leapfrog`` leapfrog steps to
+    :math:`(x_L, p_L)`; accept with probability :math:`\min(1, e^{H(x, p) - H(x_L, p_L)})`.
+    ``n_leapfrog`` gradient evaluations per step (the accepted end point's carries over).
+    ``step_size``: a float or a per-chain tensor ``[B]``."""
+    state, accepted, _ = hmc_transition(
+        ops, target, state, t, step_size=step_size, n_leapfrog=n_leapfrog, inv_mass=inv_mass,
+        sqrt_mass=sqrt_mass,
+    )
+    return state, accepted
 
 
 # ---------------------------------------------------------------------------- gradient descent
@@ -226,14 +274,17 @@ __all__ = [
     "NESTEROV",
     "Algorithm",
     "ChainState",
+    "HMCProposal",
     "Target",
     "gradient_state",
     "hmc_step",
+    "hmc_transition",
     "kinetic_energy",
     "langevin_init",
     "langevin_step",
     "leapfrog",
     "mala_step",
+    "mala_transition",
     "nesterov_init",
     "nesterov_step",
 ]

@@ -11,13 +11,14 @@ from torchebm.core.argument_checks import N_LEAPFROG_MAX, count, diagonal_mass
 from torchebm.core.base_module import DeviceLike
 from torchebm.core.base_scheduler import BaseScheduler
 from torchebm.samplers import algorithms
+from torchebm.samplers.adaptation import Adaptive, acceptance_probability
 from torchebm.samplers.algorithms import kinetic_energy, leapfrog
 from torchebm.samplers.mcmc_sampler import MCMCSampler
 
 Scheduled = Union[float, BaseScheduler]
 
 
-class HamiltonianMonteCarlo(MCMCSampler, algorithm=algorithms.HMC):
+class HamiltonianMonteCarlo(Adaptive, MCMCSampler, algorithm=algorithms.HMC):
     r"""Hamiltonian Monte Carlo: leapfrog proposals with a Metropolis–Hastings correction,
     exact for :math:`p \propto e^{-E}`.
 
@@ -40,6 +41,11 @@ class HamiltonianMonteCarlo(MCMCSampler, algorithm=algorithms.HMC):
     model's gradient, momentum from ``philox_normal`` stream 0 and uniforms from stream 1 at
     ``step`` = the step index), ``"reference"`` (:mod:`torchebm.kernels.reference`, momentum
     then uniforms from ``torch.randn``/``torch.rand`` with ``generator``).
+
+    Adaptation: :meth:`warmup` with ``adapt="step_size"`` (dual averaging of :math:`\epsilon` to
+    a target acceptance rate, default 0.65, one step size or one per chain) or ``adapt="chees"``
+    (ChEES trajectory length with jittered ``L``, and a dual-averaged :math:`\epsilon`); later
+    ``sample()`` calls use the adapted values (docs/adaptation.md).
 
     Args:
         model: the energy model (old keyword: ``energy_function``).
@@ -112,14 +118,46 @@ class HamiltonianMonteCarlo(MCMCSampler, algorithm=algorithms.HMC):
             )
         self._mass_checked = key
 
-    def _step_arguments(self) -> dict[str, Any]:
-        return {"step_size": self.get_scheduled_value("step_size")}
+    default_target_accept = 0.65
+    _has_trajectory = True
 
-    def _fixed_arguments(self, x: torch.Tensor) -> dict[str, Any]:
+    def _step_arguments(self) -> dict[str, Any]:
+        if self.adaptation is None:
+            return {"step_size": self.get_scheduled_value("step_size")}
+        n_leapfrog = self._next_leapfrog_steps()
+        return {} if n_leapfrog is None else {"n_leapfrog": n_leapfrog}
+
+    def _fixed_arguments_unadapted(self, x: torch.Tensor) -> dict[str, Any]:
         inv_mass, sqrt_mass = self._mass_terms(x)
         return {"n_leapfrog": self.n_leapfrog_steps, "inv_mass": inv_mass, "sqrt_mass": sqrt_mass}
 
+    def _fixed_arguments(self, x: torch.Tensor) -> dict[str, Any]:
+        fixed = self._fixed_arguments_unadapted(x)
+        step = self._adapted_step_sizes(x)
+        if step is not None:
+            fixed.update(self._adapted_arguments(step))
+            if self.adaptation.chees is not None:
+                del fixed["n_leapfrog"]  # per step (_step_arguments)
+        return fixed
+
+    def _adapted_arguments(self, step: torch.Tensor) -> dict[str, Any]:
+        return {"step_size": step}
+
+    def _warmup_transition(self, ops, target, state, t, arguments):
+        state, _, proposal = algorithms.hmc_transition(ops, target, state, t, **arguments)
+        return state, acceptance_probability(proposal.log_accept_ratio), proposal
+
     def _chain_arguments(self, x: torch.Tensor, n_steps: int) -> dict[str, Any]:
+        if self.adaptation is not None:  # one step size, no jitter (_chain_blocker)
+            step = float(self.adaptation.step_size)
+            n_leapfrog = self.n_leapfrog_steps
+            if self.adaptation.chees is not None:
+                n_leapfrog = self._next_leapfrog_steps()
+            return {
+                "step_size": torch.full((n_steps,), step, dtype=torch.float64),
+                "n_leapfrog": n_leapfrog,
+                "inv_mass": self._mass_terms(x)[0],
+            }
         return {
             "step_size": self.scheduled_values("step_size", n_steps),
             "n_leapfrog": self.n_leapfrog_steps,

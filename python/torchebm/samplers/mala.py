@@ -12,13 +12,14 @@ from torch import nn
 from torchebm.core.base_module import DeviceLike
 from torchebm.core.base_scheduler import BaseScheduler
 from torchebm.samplers import algorithms
+from torchebm.samplers.adaptation import Adaptive, acceptance_probability
 from torchebm.samplers.langevin_dynamics import langevin_coefficients
 from torchebm.samplers.mcmc_sampler import MCMCSampler
 
 Scheduled = Union[float, BaseScheduler]
 
 
-class MetropolisAdjustedLangevin(MCMCSampler, algorithm=algorithms.MALA):
+class MetropolisAdjustedLangevin(Adaptive, MCMCSampler, algorithm=algorithms.MALA):
     r"""MALA: a Langevin step as the proposal, accepted or rejected so that the chain samples
     :math:`p \propto e^{-E}` exactly (no step-size bias).
 
@@ -43,6 +44,11 @@ class MetropolisAdjustedLangevin(MCMCSampler, algorithm=algorithms.MALA):
     (:func:`torchebm.kernels.reference.langevin_update` and ``mala_select``, noise then uniforms
     from ``torch.randn``/``torch.rand`` with ``generator``).
 
+    Step-size adaptation: :meth:`warmup` (``adapt="step_size"``, dual averaging to a target
+    acceptance rate, default 0.574, one step size or one per chain; docs/adaptation.md). After
+    it, ``sample()`` runs with the adapted :math:`\eta` (``a = \eta``, ``b = \sigma\sqrt{2\eta}``
+    with :math:`\sigma` read at the start of the call) instead of ``step_size``.
+
     Args:
         model: the energy model (old keyword: ``energy_function``).
         step_size: :math:`\eta > 0` (float or scheduler).
@@ -66,12 +72,36 @@ class MetropolisAdjustedLangevin(MCMCSampler, algorithm=algorithms.MALA):
         self._schedule("step_size", step_size)
         self._schedule("noise_scale", noise_scale)
 
+    default_target_accept = 0.574
+
     def _step_arguments(self) -> dict[str, Any]:
+        if self.adaptation is not None:
+            return {}  # the adapted step sizes are fixed arguments
         eta = self.get_scheduled_value("step_size")
         a, b = langevin_coefficients(eta, self.get_scheduled_value("noise_scale"))
         return {"a": a, "b": b}
 
+    def _fixed_arguments(self, x: torch.Tensor) -> dict[str, Any]:
+        step = self._adapted_step_sizes(x)
+        return {} if step is None else self._adapted_arguments(step)
+
+    def _fixed_arguments_unadapted(self, x: torch.Tensor) -> dict[str, Any]:
+        return {}
+
+    def _adapted_arguments(self, step: torch.Tensor) -> dict[str, Any]:
+        sigma = self.get_scheduled_value("noise_scale")
+        b = sigma * torch.sqrt(2.0 * step.to(torch.float64))
+        return {"a": step, "b": b.to(step.dtype)}
+
+    def _warmup_transition(self, ops, target, state, t, arguments):
+        state, _, log_r = algorithms.mala_transition(ops, target, state, t, **arguments)
+        return state, acceptance_probability(log_r), None
+
     def _chain_arguments(self, x: torch.Tensor, n_steps: int) -> dict[str, Any]:
+        if self.adaptation is not None:  # one shared adapted step size (_chain_blocker)
+            a = torch.full((n_steps,), float(self.adaptation.step_size), dtype=torch.float64)
+            sigma = self.get_scheduled_value("noise_scale")
+            return {"a": a, "b": sigma * torch.sqrt(2.0 * a)}
         a = self.scheduled_values("step_size", n_steps)
         return {"a": a, "b": self.scheduled_values("noise_scale", n_steps) * torch.sqrt(2.0 * a)}
 

@@ -265,6 +265,11 @@ class MCMCSampler(BaseSampler):
         )
 
     # ------------------------------------------------------------------ what subclasses declare
+    def _chain_blocker(self) -> Optional[str]:
+        """The sampler's own reason its whole-chain op cannot serve the next call (an adapted
+        setting the op does not take, :mod:`torchebm.samplers.adaptation`), or None."""
+        return None
+
     def _step_arguments(self) -> dict[str, Any]:
         """The step's keyword arguments read from the schedulers, for the current step."""
         raise NotImplementedError
@@ -398,6 +403,7 @@ class MCMCSampler(BaseSampler):
                 chain_blocker = "model_kwargs/y given (the kernels evaluate x-only closed forms)"
             else:
                 kmodel, chain_blocker = chain_model(self.model, state, self.algorithm)
+                chain_blocker = chain_blocker or self._chain_blocker()
             route = dispatch.choose_path(
                 self.backend,
                 device=state.device,
@@ -441,7 +447,11 @@ class MCMCSampler(BaseSampler):
             if route.path == "compiled":
                 result = self._compiled_loop(route, state, fixed, mk, seed, loop)
             if result is None:
-                step_ops: StepOps = FusedStepOps(seed) if self.last_path == "fused" else ReferenceStepOps(generator)
+                step_ops: StepOps = (
+                    FusedStepOps(seed)
+                    if self.last_path == "fused"
+                    else ReferenceStepOps(self._reference_generator(generator, state.device))
+                )
                 target = self._target(mk)
 
                 def step(chain_state, t, arguments):
@@ -702,7 +712,13 @@ class MCMCSampler(BaseSampler):
             return self._model_energy(flat, mk).reshape(b, n_kept).T
 
         return Diagnostics(
-            mean, var, energy, n_chains=b, acceptance_rate=acceptance, chain_energy=chain_energy
+            mean,
+            var,
+            energy,
+            n_chains=b,
+            acceptance_rate=acceptance,
+            chain_energy=chain_energy,
+            draws=trajectory,
         )
 
 
@@ -772,7 +788,9 @@ class _Recorder:
     def __init__(self, x: torch.Tensor, n_kept: int, trajectory: bool, diagnostics: bool, accept: bool):
         b, event = x.shape[0], tuple(x.shape[1:])
         new = dict(dtype=x.dtype, device=x.device)
-        self.trajectory = torch.empty((b, n_kept, *event), **new) if trajectory else None
+        # Diagnostics keep the trajectory too: their ESS and R-hat are computed from it.
+        keep = trajectory or diagnostics
+        self.trajectory = torch.empty((b, n_kept, *event), **new) if keep else None
         self.diagnostics = diagnostics
         if diagnostics:
             self.mean = torch.empty((n_kept, *event), **new)
@@ -802,6 +820,7 @@ class _Recorder:
             n_chains=n_chains,
             acceptance_rate=self.acceptance,
             chain_energy=self.chain_energy,
+            draws=self.trajectory,
         )
 
 

@@ -1,0 +1,345 @@
+"""Step-size and trajectory adaptation (torchebm.samplers.adaptation) and the per-chain step
+sizes of the per-step ops.
+
+Statistical tolerances come from Monte Carlo standard errors, as in tests/test_statistics.py:
+each test keeps per-chain quantities of many independent chains, so a standard error is the
+sample standard deviation over chains divided by sqrt(n_chains) (no autocorrelation to
+estimate), and a test fails beyond 5 standard errors (false alarm probability about 6e-7), or
+when a KS statistic exceeds the Kolmogorov distribution's 1 - 1e-5 quantile.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from scipy import stats
+
+from torchebm.core import GaussianModel
+from torchebm.kernels import ops, reference
+from torchebm.samplers import HamiltonianMonteCarlo, MetropolisAdjustedLangevin
+from torchebm.samplers.adaptation import DualAveraging, halton
+
+SIGMAS = 5.0
+KS_ALPHA = 1e-5
+
+
+class NoSpecGaussian(GaussianModel):
+    """A Gaussian without a kernel spec: its samplers run the per-step loop, not a chain op."""
+
+    def gradient(self, x, model_kwargs=None):
+        return super().gradient(x, model_kwargs)
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+# ----------------------------------------------------------------------------- the ops
+@pytest.fixture
+def per_step_ops(require_path):
+    require_path(HamiltonianMonteCarlo, "fused")
+    require_path(MetropolisAdjustedLangevin, "fused")
+
+
+# 3000 chains of 3 elements: rows straddle the CPU kernels' work items (4096 and 8192 elements).
+SHAPES = [(3000, 3), (7, 3, 4), (5, 1)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_per_chain_coefficients_equal_floats_bit_for_bit(per_step_ops, dtype, shape):
+    g = _gen(0)
+    x, grad, p, y, grad_y = (torch.randn(shape, generator=g, dtype=dtype) for _ in range(5))
+    energy_x, energy_y = torch.randn(2, shape[0], generator=g, dtype=dtype)
+    b = shape[0]
+
+    def chains(v):
+        return torch.full((b,), v, dtype=dtype)
+
+    for noise in (None, torch.randn(shape, generator=g, dtype=dtype)):
+        for clamp, clip in (((None, None), None), ((-0.5, 0.7), 0.3)):
+            floats = ops.langevin_update(x, grad, noise, 0.137, 0.41, *clamp, clip, seed=5, step=3)
+            tensors = ops.langevin_update(x, grad, noise, chains(0.137), chains(0.41), *clamp, clip,
+                                          seed=5, step=3)
+            assert torch.equal(floats, tensors)
+    for inv_mass in (None, torch.tensor(0.7, dtype=dtype), torch.rand(shape[-1], generator=g, dtype=dtype) + 0.5):
+        for kick, drift in ((0.0685, 0.137), (0.137, 0.0)):
+            floats = ops.leapfrog_kick_drift(x, p, grad, kick, drift, inv_mass)
+            tensors = ops.leapfrog_kick_drift(x, p, grad, chains(kick), chains(drift), inv_mass)
+            assert all(torch.equal(u, v) for u, v in zip(floats, tensors))
+    floats = ops.mala_select(x, y, grad, grad_y, energy_x, energy_y, 0.137, 0.41, seed=2, step=9)
+    tensors = ops.mala_select(x, y, grad, grad_y, energy_x, energy_y, chains(0.137), chains(0.41),
+                              seed=2, step=9)
+    assert all(torch.equal(u, v) for u, v in zip(floats, tensors))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_per_chain_coefficients_match_the_reference(per_step_ops, dtype):
+    g = _gen(1)
+    shape = (300, 3, 2)
+    x, grad, p, y, grad_y, noise = (torch.randn(shape, generator=g, dtype=dtype) for _ in range(6))
+    energy_x, energy_y = torch.randn(2, shape[0], generator=g, dtype=dtype)
+    a = torch.rand(shape[0], generator=g, dtype=dtype) * 0.5
+    b = torch.rand(shape[0], generator=g, dtype=dtype) + 0.1
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(ops.langevin_update(x, grad, noise, a, b, -1.0, 1.5, 0.8),
+                               reference.langevin_update(x, grad, noise, a, b, -1.0, 1.5, 0.8), **tol)
+    inv_mass = torch.rand(2, generator=g, dtype=dtype) + 0.5
+    for fused, ref in zip(ops.leapfrog_kick_drift(x, p, grad, a, b, inv_mass),
+                          reference.leapfrog_kick_drift(x, p, grad, a, b, inv_mass)):
+        torch.testing.assert_close(fused, ref, **tol)
+    u = torch.rand(shape[0], generator=g, dtype=dtype).clamp_min(1e-6)
+    fused = ops.mala_select(x, y, grad, grad_y, energy_x, energy_y, a, b, u)
+    ref = reference.mala_select(x, y, grad, grad_y, energy_x, energy_y, a, b, u)
+    log_r = reference.mala_log_accept_ratio(x, y, grad, grad_y, energy_x, energy_y, a, b)
+    clear = (torch.log(u) - log_r).abs() > 1e-3  # decisions away from a rounding tie
+    assert clear.sum() > 250
+    assert torch.equal(fused[3][clear], ref[3][clear])
+    # And each chain's ratio uses its own (a, b): chain 0's coefficients for every chain differ.
+    swapped = ops.mala_select(x, y, grad, grad_y, energy_x, energy_y, a.roll(1), b.roll(1), u)
+    assert not torch.equal(swapped[3], fused[3])
+
+
+def test_per_chain_coefficients_are_checked(per_step_ops):
+    x = torch.randn(4, 2)
+    with pytest.raises(RuntimeError, match=r"a must be a float or a per-chain tensor of shape \[4\]"):
+        ops.langevin_update(x, x, None, torch.ones(3), 1.0)
+    with pytest.raises(RuntimeError, match="per-chain kick must have the dtype of x"):
+        ops.leapfrog_kick_drift(x, x, x, torch.ones(4, dtype=torch.float64), 1.0)
+    with pytest.raises(RuntimeError, match=r"drift\[2\] must be finite"):
+        ops.leapfrog_kick_drift(x, x, x, 1.0, torch.tensor([1.0, 1.0, math.inf, 1.0]))
+    with pytest.raises(RuntimeError, match=r"mala_select: b\[1\] must be finite and > 0"):
+        e = torch.zeros(4)
+        ops.mala_select(x, x, x, x, e, e, 0.1, torch.tensor([1.0, 0.0, 1.0, 1.0]))
+    with pytest.raises(RuntimeError, match="not differentiable in its per-chain a"):
+        ops.langevin_update(x, x, None, torch.ones(4, requires_grad=True), 1.0)
+
+
+def test_per_chain_coefficients_backward(per_step_ops):
+    """The autograd of langevin_update and leapfrog_kick_drift scales each row by its chain's
+    coefficient (gradcheck in float64)."""
+    g = _gen(2)
+    x, grad, noise, p = (torch.randn(3, 2, generator=g, dtype=torch.float64, requires_grad=True)
+                         for _ in range(4))
+    a, b = torch.rand(3, dtype=torch.float64, generator=g), torch.rand(3, dtype=torch.float64, generator=g)
+    assert torch.autograd.gradcheck(lambda x, grad, noise: ops.langevin_update(x, grad, noise, a, b),
+                                    (x, grad, noise))
+    assert torch.autograd.gradcheck(lambda x, p, grad: ops.leapfrog_kick_drift(x, p, grad, a, b),
+                                    (x, p, grad))
+
+
+def test_per_chain_coefficients_fake_kernels(per_step_ops):
+    x = torch.empty(4, 2, device="meta")
+    a = torch.empty(4, device="meta")
+    assert ops.langevin_update(x, x, None, a, a).shape == (4, 2)
+    assert ops.leapfrog_kick_drift(x, x, x, a, a)[0].shape == (4, 2)
+    with pytest.raises(RuntimeError, match="a_chain is on cpu but x is on meta"):
+        ops.langevin_update(x, x, None, torch.ones(4), 1.0)
+
+
+# ----------------------------------------------------------------------------- dual averaging
+def test_dual_averaging_follows_its_equations():
+    """Three iterations against the recursion written out (module docstring)."""
+    eps0, delta, stats_ = 0.3, 0.6, [0.9, 0.2, 0.55]
+    da = DualAveraging(torch.tensor([eps0], dtype=torch.float64), delta)
+    mu, h, log_bar = math.log(10 * eps0), 0.0, 0.0
+    for m, alpha in enumerate(stats_, start=1):
+        step = float(da.update(torch.tensor([alpha], dtype=torch.float64)))
+        h = (1 - 1 / (m + 10)) * h + (delta - alpha) / (m + 10)
+        log_step = mu - math.sqrt(m) / 0.05 * h
+        log_bar = m**-0.75 * log_step + (1 - m**-0.75) * log_bar
+        assert step == pytest.approx(math.exp(log_step), rel=1e-12)
+        assert float(da.final) == pytest.approx(math.exp(log_bar), rel=1e-12)
+
+
+def test_halton_sequence():
+    assert [halton(n) for n in range(1, 8)] == [0.5, 0.25, 0.75, 0.125, 0.625, 0.375, 0.875]
+
+
+# ----------------------------------------------------------------------------- acceptance
+def _chain_acceptance(trajectory: torch.Tensor) -> torch.Tensor:
+    """Per chain, the fraction of steps that moved ``[B]`` (a continuous target: a proposal
+    equals the current state with probability 0, so a move is an acceptance)."""
+    moved = (trajectory[:, 1:] != trajectory[:, :-1]).flatten(2).any(dim=2)
+    return moved.double().mean(dim=1)
+
+
+def _acceptance_within_mcse(sampler, x, n_steps, target, label, generator):
+    trajectory = sampler.sample(x=x, n_steps=n_steps, return_trajectory=True, generator=generator)
+    acc = _chain_acceptance(trajectory)
+    # The chains are independent: the standard error of the mean acceptance is the standard
+    # deviation of the per-chain acceptance over chains / sqrt(n_chains).
+    se = float(acc.std()) / math.sqrt(acc.numel())
+    z = (float(acc.mean()) - target) / se
+    line = f"{label}: acceptance {float(acc.mean()):.4f}, target {target}, se {se:.4f}, |z| {abs(z):.2f}"
+    print(line)
+    assert abs(z) <= SIGMAS, line
+
+
+def test_mala_acceptance_reaches_its_target():
+    """MALA with one dual-averaged step size on a 10-d standard Gaussian: 256 chains, 300
+    warm-up steps from eta = 0.05, then 101 steps at the adapted eta."""
+    s = MetropolisAdjustedLangevin(GaussianModel(torch.zeros(10), torch.eye(10)), step_size=0.05)
+    g = _gen(3)
+    x = s.warmup(n_samples=256, dim=10, n_steps=300, generator=g)
+    _acceptance_within_mcse(s, x, 101, 0.574, "MALA shared", g)
+
+
+@pytest.mark.slow
+def test_hmc_acceptance_reaches_its_target():
+    """HMC (L = 4) with one dual-averaged step size on a 50-d Gaussian with variances
+    log-spaced in [0.1, 1] (a spread of frequencies: on an isotropic Gaussian the acceptance of
+    a fixed L oscillates with the step size, and the adapted average step lands off target)."""
+    d = 50
+    s = HamiltonianMonteCarlo(GaussianModel(torch.zeros(d), torch.diag(torch.logspace(-1, 0, d))),
+                              step_size=0.05, n_leapfrog_steps=4)
+    g = _gen(4)
+    x = s.warmup(n_samples=256, dim=d, n_steps=300, generator=g)
+    _acceptance_within_mcse(s, x, 101, 0.65, "HMC shared", g)
+
+
+# ----------------------------------------------------------------------------- exactness
+MEAN = torch.tensor([1.0, -2.0])
+STD = torch.tensor([0.5, 2.0])
+
+
+def _ks_gaussian(draws: torch.Tensor, label: str) -> None:
+    for j in range(draws.shape[1]):
+        sample = draws[:, j].double().numpy()
+        result = stats.kstest(sample, stats.norm(loc=float(MEAN[j]), scale=float(STD[j])).cdf)
+        threshold = stats.kstwo.ppf(1 - KS_ALPHA, sample.size)
+        line = f"{label} dim {j}: KS D = {result.statistic:.5f}, threshold {threshold:.5f}"
+        print(line)
+        assert result.statistic < threshold, line
+
+
+ADAPTED = [
+    pytest.param(MetropolisAdjustedLangevin, {}, {"per_chain": False}, id="mala",
+                 marks=pytest.mark.slow),
+    pytest.param(MetropolisAdjustedLangevin, {}, {"per_chain": True}, id="mala-per-chain"),
+    pytest.param(HamiltonianMonteCarlo, {"n_leapfrog_steps": 3}, {"per_chain": True},
+                 id="hmc-per-chain", marks=pytest.mark.slow),
+    pytest.param(HamiltonianMonteCarlo, {"n_leapfrog_steps": 2}, {"adapt": "chees"},
+                 id="hmc-chees", marks=pytest.mark.slow),
+]
+
+
+@pytest.mark.parametrize("cls, kw, warm", ADAPTED)
+def test_adapted_samplers_are_exact(per_step_ops, cls, kw, warm):
+    """4000 chains from N(0, I): 150 warm-up steps, then 300 steps with the adapted (fixed)
+    settings on a Gaussian of standard deviations (0.5, 2). The wide dimension (variance 4) is
+    the slowest: its offset contracts by at least a factor 1 - eta / 4 per MALA step (the
+    Langevin drift at step eta; HMC moves faster), so with every adapted step size above 0.1
+    (asserted) the 300 steps leave below exp(-7.5) < 1e-3 standard deviations of the initial
+    offset, far below the KS resolution 1 / sqrt(4000) = 0.016; one draw per chain is then an
+    i.i.d. sample for a KS test per dimension."""
+    model = NoSpecGaussian(MEAN, torch.diag(STD**2))
+    s = cls(model, step_size=0.05, **kw)
+    g = _gen(5)
+    x = s.warmup(n_samples=4000, dim=2, n_steps=150, generator=g, **warm)
+    assert float(s.adaptation.step_size.min()) > 0.1
+    draws = s.sample(x=x, n_steps=300, generator=g)
+    _ks_gaussian(draws, f"{cls.__name__} {warm}")
+
+
+# ----------------------------------------------------------------------------- per chain vs shared
+@pytest.mark.parametrize("backend", ["fused", "reference"])
+@pytest.mark.parametrize("cls, kw", [(MetropolisAdjustedLangevin, {}),
+                                     (HamiltonianMonteCarlo, {"n_leapfrog_steps": 3})])
+def test_per_chain_equals_shared_when_equal(per_step_ops, backend, cls, kw):
+    model = NoSpecGaussian(MEAN, torch.diag(STD**2))
+    shared = cls(model, step_size=0.05, backend=backend, **kw)
+    x = shared.warmup(n_samples=64, dim=2, n_steps=20, generator=_gen(6))
+    state = shared.state_dict()
+    state["adaptation.step_size"] = state["adaptation.step_size"].expand(64).clone()
+    state["adaptation.per_chain"] = torch.tensor(True)
+    per_chain = cls(model, step_size=0.05, backend=backend, **kw)
+    per_chain.load_state_dict(state)
+    assert per_chain.adaptation.per_chain and per_chain.adaptation.step_size.shape == (64,)
+    a = shared.sample(x=x, n_steps=30, return_trajectory=True, generator=_gen(7))
+    b = per_chain.sample(x=x, n_steps=30, return_trajectory=True, generator=_gen(7))
+    assert shared.last_path == per_chain.last_path == backend
+    assert torch.equal(a, b)
+
+
+def test_per_chain_step_sizes_differ_and_skip_the_chain_op(per_step_ops):
+    s = HamiltonianMonteCarlo(GaussianModel(MEAN, torch.diag(STD**2)), step_size=0.05,
+                              n_leapfrog_steps=3)
+    x = s.warmup(n_samples=32, dim=2, n_steps=50, generator=_gen(8), per_chain=True)
+    assert s.adaptation.step_size.shape == (32,) and s.adaptation.step_size.unique().numel() == 32
+    s.sample(x=x, n_steps=5)
+    assert s.last_path == "fused"
+    assert "per-chain adapted step sizes" in s.last_route.skipped[0]
+    with pytest.raises(ValueError, match="adapted 32 per-chain step sizes, but x has 8 chains"):
+        s.sample(x=x[:8], n_steps=5)
+    s.reset_adaptation()
+    s.sample(x=x[:8], n_steps=5)
+
+
+def test_shared_adapted_step_size_runs_the_chain_op(require_path):
+    require_path(MetropolisAdjustedLangevin, "chain")
+    s = MetropolisAdjustedLangevin(GaussianModel(MEAN, torch.diag(STD**2)), step_size=0.05)
+    x = s.warmup(n_samples=32, dim=2, n_steps=30, generator=_gen(9))
+    s.sample(x=x, n_steps=5)
+    assert s.last_path == "chain"
+
+
+def test_chees_jitters_the_number_of_leapfrog_steps(per_step_ops, require_path):
+    require_path(HamiltonianMonteCarlo, "chain")
+    """On a Gaussian of standard deviations (0.1, 3) the step size is set by the narrow
+    dimension and the trajectory by the wide one, so T spans several steps."""
+    s = HamiltonianMonteCarlo(GaussianModel(torch.zeros(2), torch.diag(torch.tensor([0.01, 9.0]))),
+                              step_size=0.05, n_leapfrog_steps=4)
+    x = s.warmup(n_samples=64, dim=2, n_steps=200, generator=_gen(10), adapt="chees")
+    assert s.adaptation.trajectory_length > 4 * float(s.adaptation.step_size)
+    seen = [s._next_leapfrog_steps() for _ in range(8)]
+    assert len(set(seen)) > 1  # Halton fractions of the trajectory length
+    s.sample(x=x, n_steps=3)
+    assert "jittered" in s.last_route.skipped[0]
+
+
+def test_warmup_arguments_are_checked():
+    model = GaussianModel(MEAN, torch.diag(STD**2))
+    with pytest.raises(ValueError, match="adapt='chees' adapts an HMC trajectory length"):
+        MetropolisAdjustedLangevin(model).warmup(n_samples=2, dim=2, n_steps=2, adapt="chees")
+    hmc = HamiltonianMonteCarlo(model)
+    with pytest.raises(ValueError, match="use per_chain=False"):
+        hmc.warmup(n_samples=2, dim=2, n_steps=2, adapt="chees", per_chain=True)
+    with pytest.raises(ValueError, match=r"target_accept must be in \(0, 1\)"):
+        hmc.warmup(n_samples=2, dim=2, n_steps=2, target_accept=1.0)
+    with pytest.raises(ValueError, match="adapt must be one of"):
+        hmc.warmup(n_samples=2, dim=2, n_steps=2, adapt="nuts")
+    with pytest.raises(ValueError, match="jitter must be one of"):
+        hmc.warmup(n_samples=2, dim=2, n_steps=2, adapt="chees", jitter="sobol")
+
+
+# ----------------------------------------------------------------------------- state_dict
+@pytest.mark.parametrize("warm", [{"per_chain": True}, {"adapt": "chees", "jitter": "uniform"}],
+                         ids=["per-chain", "chees-uniform"])
+def test_state_dict_round_trip(per_step_ops, warm):
+    model = NoSpecGaussian(MEAN, torch.diag(STD**2))
+    s = HamiltonianMonteCarlo(model, step_size=0.05, n_leapfrog_steps=3)
+    x = s.warmup(n_samples=16, dim=2, n_steps=20, generator=_gen(11), **warm)
+    state = s.state_dict()
+    assert "adaptation.step_size" in state and "adaptation.dual_h_bar" in state
+    fresh = HamiltonianMonteCarlo(model, step_size=0.05, n_leapfrog_steps=3)
+    fresh.load_state_dict(state)
+    for key, value in fresh.state_dict().items():
+        assert torch.equal(value, state[key]), key
+    a = s.sample(x=x, n_steps=10, return_trajectory=True, generator=_gen(12))
+    b = fresh.sample(x=x, n_steps=10, return_trajectory=True, generator=_gen(12))
+    assert torch.equal(a, b)
+
+
+def test_state_dict_without_adaptation_loads_strictly():
+    model = GaussianModel(MEAN, torch.diag(STD**2))
+    s = MetropolisAdjustedLangevin(model, step_size=0.05)
+    plain = s.state_dict()
+    assert not any(k.startswith("adaptation.") for k in plain)
+    s.warmup(n_samples=4, dim=2, n_steps=3, generator=_gen(13))
+    s.load_state_dict(plain)  # strict: a checkpoint without adaptation clears it
+    assert s.adaptation is None
+    with pytest.raises(RuntimeError, match="adaptation.bogus"):
+        s.load_state_dict({**plain, "adaptation.bogus": torch.zeros(1)})
