@@ -1,8 +1,9 @@
 """Bad input: each case raises an error that names the argument and the value received.
 
 Documented choices pinned here:
-* ``x`` of another floating or integer dtype, or on another CPU/CUDA device, is cast to the
-  sampler's dtype and device (as TorchEBM 0.8.9 does), not rejected;
+* ``x`` on another CPU/CUDA device is moved to the sampler's device, and an integer ``x`` is
+  cast to the chain dtype (a floating ``x`` keeps its dtype: tests/test_dtype_rule.py), not
+  rejected;
 * ``n_steps=0`` is valid (returns ``x`` itself, as in 0.8.9); negative ``n_steps`` is not;
 * ``n_samples`` is ignored when ``x`` is given (0.8.9), but a ``dim`` that contradicts ``x``
   raises.

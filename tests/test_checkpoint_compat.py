@@ -112,7 +112,7 @@ def written_by_0_8_9(tmp_path_factory):
     return out
 
 
-@pytest.mark.slow  # the 0.8.9 subprocess spends about 10 s importing
+@pytest.mark.slow  # the 0.8.9 subprocess spends seconds importing
 def test_state_dicts_written_by_0_8_9_load_strictly(written_by_0_8_9):
     loss_sd = torch.load(written_by_0_8_9 / "loss.pt", weights_only=True)
     assert "sampler.integrator._buf_a" in loss_sd
