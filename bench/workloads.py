@@ -492,6 +492,66 @@ def gaussian_mala(impl, size, repeats, warmup, device):
     )
 
 
+ILLCOND_SCALES = (0.1, 3.0)  # standard deviations, log-spaced over the 32 coordinates
+
+
+def _illcond_model(device):
+    """A 32-D Gaussian with standard deviations log-spaced in ``ILLCOND_SCALES`` (covariance
+    condition number 900): the step size is bounded by the narrow coordinates, the trajectory
+    must span the wide ones."""
+    (GaussianModel,) = _import_api("GaussianModel", module="torchebm.core")
+    std = torch.logspace(math.log10(ILLCOND_SCALES[0]), math.log10(ILLCOND_SCALES[1]), GAUSS_DIM)
+    return GaussianModel(torch.zeros(GAUSS_DIM), torch.diag(std**2)).to(device)
+
+
+def illcond_hmc_fixed(impl, size, repeats, warmup, device):
+    """HMC with the hand-set step 0.1 and 10 leapfrog steps (as ``gaussian_hmc``) on the
+    ill-conditioned Gaussian: the baseline of ``illcond_hmc_adapted``."""
+    (HamiltonianMonteCarlo,) = _samplers_api("HamiltonianMonteCarlo")
+
+    def make():
+        sampler = _Sampler(HamiltonianMonteCarlo, _illcond_model(device), impl, device,
+                           step_size=GAUSS_HMC_STEP, n_leapfrog_steps=HMC_LEAPFROG)
+        return sampler, _initial_state(size["n_chains"], GAUSS_DIM, device), {}
+
+    return _chain_workload(
+        impl, size, repeats, warmup, device, make, with_ess=True, grads_per_step=HMC_LEAPFROG
+    )
+
+
+def illcond_hmc_adapted(impl, size, repeats, warmup, device):
+    """The same HMC after ``warmup(adapt="chees")`` (untimed; ``warmup_steps`` on the ESS
+    chains) from the same step 0.1 and 10 leapfrog steps: dual-averaged step size, ChEES
+    trajectory length, Halton-jittered leapfrog counts. ``grads_per_step`` is the mean
+    leapfrog count of the ESS run (its jittered counts recomputed from the Halton indices it
+    used); ``info`` has the adapted step size and trajectory length and the warm-up time."""
+    (HamiltonianMonteCarlo,) = _samplers_api("HamiltonianMonteCarlo")
+    jittered = _import_api("jittered_leapfrog_steps", module="torchebm.samplers.adaptation")[0]
+    model = _illcond_model(device)
+    sampler = _Sampler(HamiltonianMonteCarlo, model, impl, device, step_size=GAUSS_HMC_STEP,
+                       n_leapfrog_steps=HMC_LEAPFROG)
+    hmc = sampler.sampler
+    x0 = _initial_state(size["n_chains"], GAUSS_DIM, device)
+    start = time.perf_counter()
+    hmc.warmup(x=x0[: size["ess_chains"]].clone(), n_steps=size["warmup_steps"], adapt="chees",
+               generator=_generator(SEED + 7))
+    warmup_s = time.perf_counter() - start
+    times = _time_runs(lambda: x0.clone(), lambda x: sampler.sample(x, size["n_steps"]),
+                       repeats, warmup, device)
+    adaptation = hmc.adaptation
+    first = adaptation.jitter_count + 1
+    trajectory = _ess_trajectory(sampler, x0, size)
+    step = float(adaptation.step_size)
+    counts = [jittered(adaptation.trajectory_length, step, "halton", k, None)[0]
+              for k in range(first, adaptation.jitter_count + 1)]
+    info = {**sampler.path_taken(), "warmup_steps": size["warmup_steps"],
+            "warmup_s": round(warmup_s, 3), "adapted_step_size": step,
+            "trajectory_length": adaptation.trajectory_length,
+            "mean_leapfrog_steps": sum(counts) / len(counts)}
+    return {"times_s": times, "work": size["n_chains"] * size["n_steps"], "info": info,
+            "trajectory": trajectory, "grads_per_step": sum(counts) / len(counts)}
+
+
 def mlp_langevin(impl, size, repeats, warmup, device):
     """Langevin on a small MLP energy (2 -> 64 -> 64 -> 1, SELU): our sampler (its default path
     runs recognised MLPs on the whole-chain MLP kernel), 0.8.9, and the hand-written loops."""
@@ -964,6 +1024,26 @@ WORKLOADS = {
             impls=("fused", "reference"),
             targets={},
             na={"torchebm089": "TorchEBM 0.8.9 has no MALA"},
+        ),
+        Workload(
+            "illcond_hmc_fixed",
+            illcond_hmc_fixed,
+            "HMC, 32-D Gaussian with std 0.1..3 (log-spaced), step 0.1, 10 leapfrog steps",
+            full={"n_chains": 1024, "n_steps": 50, **_ess_sizes(256, 500)},
+            quick={"n_chains": 64, "n_steps": 5, **_ess_sizes(16, 100)},
+            impls=("fused",),
+            targets={},
+            group="illcond_hmc",
+        ),
+        Workload(
+            "illcond_hmc_adapted",
+            illcond_hmc_adapted,
+            "HMC, same Gaussian, after warmup(adapt='chees') from step 0.1, 10 leapfrog steps",
+            full={"n_chains": 1024, "n_steps": 50, "warmup_steps": 500, **_ess_sizes(256, 500)},
+            quick={"n_chains": 64, "n_steps": 5, "warmup_steps": 100, **_ess_sizes(16, 100)},
+            impls=("fused",),
+            targets={},
+            group="illcond_hmc",
         ),
         Workload(
             "mlp_langevin",
