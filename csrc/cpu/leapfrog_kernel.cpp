@@ -39,6 +39,8 @@ std::tuple<at::Tensor, at::Tensor> leapfrog_kick_drift(const at::Tensor& x, cons
     const scalar_t kk = static_cast<scalar_t>(kick_size), dd = static_cast<scalar_t>(drift_size);
     const scalar_t* pk = kick_chain ? kc.const_data_ptr<scalar_t>() : nullptr;
     const scalar_t* pd = drift_chain ? dc.const_data_ptr<scalar_t>() : nullptr;
+    const int64_t chains = (pk || pd) ? x.size(0) : 1;
+    const int64_t rows_per_chain = chains > 0 && rows > 0 ? rows / chains : 1;
     const int64_t rows_per_work = std::max<int64_t>(1, kWorkElems / std::max<int64_t>(d, 1));
     const int64_t n_work = (rows + rows_per_work - 1) / rows_per_work;
     at::parallel_for(0, n_work, 1, [&](int64_t w0, int64_t w1) {
@@ -52,14 +54,15 @@ std::tuple<at::Tensor, at::Tensor> leapfrog_kick_drift(const at::Tensor& x, cons
                            gc.const_data_ptr<scalar_t>() + o, r1 - r0, d, kk, dd, pm, scalar_mass);
           continue;
         }
-        // Per-chain kick/drift: row by row, the same element loop.
+        // Per-chain kick/drift: row by row (a chain is rows_per_chain rows of d), the same
+        // element loop.
         for (int64_t r = r0; r < r1; ++r) {
-          const int64_t o = r * d;
+          const int64_t o = r * d, c = r / rows_per_chain;
           kick_drift_block(x_out.mutable_data_ptr<scalar_t>() + o,
                            p_out.mutable_data_ptr<scalar_t>() + o,
                            xc.const_data_ptr<scalar_t>() + o, pc.const_data_ptr<scalar_t>() + o,
-                           gc.const_data_ptr<scalar_t>() + o, 1, d, pk ? pk[r] : kk,
-                           pd ? pd[r] : dd, pm, scalar_mass);
+                           gc.const_data_ptr<scalar_t>() + o, 1, d, pk ? pk[c] : kk,
+                           pd ? pd[c] : dd, pm, scalar_mass);
         }
       }
     });
