@@ -88,6 +88,16 @@ def test_replica_swap_rejects_nan_energy_and_checks_arguments():
         ops.replica_swap(x, energy, [1.0, 0.5], 2)
     with pytest.raises(RuntimeError, match="energy must be"):
         ops.replica_swap(x, energy[:, :2], [1.0, 0.5], 0)
+    with pytest.raises(RuntimeError, match="not differentiable"):
+        ops.replica_swap(x.requires_grad_(), energy, [1.0, 0.5], 0)
+
+
+@needs_kernels
+def test_replica_swap_passes_opcheck():
+    # Schema, fake kernel (shapes under torch.compile), no aliasing of inputs and outputs.
+    x, energy = torch.randn(4, 9, 2), torch.randn(4, 9)
+    torch.library.opcheck(torch.ops.torchebm.replica_swap.default,
+                          (x, energy, [1.0, 0.5, 0.25, 0.125], 1, None, 3, 4))
 
 
 # ---- the ladder and the tempered model --------------------------------------------------------

@@ -240,7 +240,7 @@ TORCH_LIBRARY_IMPL(torchebm, Autograd, m) {
   for (const char* name :
        {"metropolis_select", "mala_select", "analytic_energy_grad", "langevin_chain",
         "mala_chain", "hmc_chain", "langevin_update_graphsafe_", "philox_state_advance_",
-        "_rng_math"}) {
+        "_rng_math", "replica_swap"}) {
     m.impl(name, torch::CppFunction::makeFromBoxedFunction<&refuse_grad>());
   }
 }
