@@ -49,7 +49,8 @@ A starting state ``x`` of another dtype, or on another CPU/CUDA device, is cast 
 dtype and moved to the sampler's device; one on any other device (``meta``...) or of a complex
 dtype raises ``ValueError``/``TypeError``.
 
-Checkpoints: a sampler's ``state_dict`` holds its model's (under ``model.``) and its buffers. The
+Checkpoints: a sampler's ``state_dict`` holds its model's (under ``model.``), its buffers, and
+the step counts of its schedulers (extra state: a resumed run continues its schedules). The
 keys ``integrator._buf_a``/``_buf_b``/``_buf_c``/``_buf_e`` that TorchEBM 0.8.9 saves for the
 Butcher tableau of its Euler-Maruyama integrator (constants, not learned state) are accepted by
 ``load_state_dict`` and ignored, so a 0.8.9 checkpoint of a sampler, or of a loss holding one,
@@ -220,11 +221,31 @@ class BaseSampler(Schedulable, ABC):
         dtype = self.chain_dtype(x)
         return torch.float32 if dtype in _HALF_DTYPES else dtype
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # Accept (and drop) the integrator tableau buffers of a TorchEBM 0.8.9 checkpoint.
+    def get_extra_state(self) -> dict:
+        """What ``state_dict()`` saves besides the model: the step count of each of the
+        sampler's schedulers (``{"scheduler_steps": {name: step_count}}``), so that a
+        checkpoint resumes its schedules where they were (they continue across calls)."""
+        return {"scheduler_steps": {name: s.step_count for name, s in self.schedulers.items()}}
+
+    def set_extra_state(self, state: dict) -> None:
+        """Put each saved scheduler back at its saved step (``reset()``, then ``advance()``)."""
+        for name, steps in state.get("scheduler_steps", {}).items():
+            scheduler = self.schedulers.get(name)
+            if scheduler is not None:
+                scheduler.reset()
+                scheduler.advance(steps)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, *args, **kwargs):
+        # Accept (and drop) the integrator tableau buffers of a TorchEBM 0.8.9 checkpoint; such
+        # a checkpoint has no scheduler steps either (0.8.9 restarts its schedules at every
+        # call): the schedules are left as they are.
         for key in _TORCHEBM_089_INTEGRATOR_KEYS:
             state_dict.pop(prefix + key, None)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        extra = prefix + nn.modules.module._EXTRA_STATE_KEY_SUFFIX
+        had_extra = extra in state_dict
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, *args, **kwargs)
+        if not had_extra and extra in missing_keys:
+            missing_keys.remove(extra)
 
     @property
     def device(self) -> torch.device:
