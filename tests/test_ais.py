@@ -4,6 +4,10 @@
 from __future__ import annotations
 
 import math
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -106,3 +110,17 @@ def test_reproducible_for_a_seed(one_thread):
         return ais.estimate(50, generator=g).log_weights
 
     assert torch.equal(run(0), run(0)) and not torch.equal(run(0), run(1))
+
+
+@pytest.mark.slow
+def test_example_reports_the_test_log_likelihood_of_the_ring_ebm():
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "examples/ais_toy2d.py", "--quick"], cwd=repo,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    found = re.search(r"test log-likelihood: EBM (\S+) \+- (\S+) nats, fitted Gaussian (\S+) nats",
+                      proc.stdout)
+    assert found, proc.stdout
+    ebm, se, gaussian = (float(v) for v in found.groups())
+    # Even briefly trained, the EBM models the eight modes better than one Gaussian.
+    assert ebm - Z_BOUND * se > gaussian, proc.stdout
