@@ -154,6 +154,7 @@ def _scenario_ddp(out: Path) -> None:
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+    result["pcd_path"] = pcd.sampler.last_path
     result["params"] = [p.detach().clone() for p in model.parameters()]
     result["buffer_before_mixing"] = pcd.replay_buffer.clone()
     pcd.mix_buffer_across_ranks(generator=torch.Generator().manual_seed(5))
@@ -190,6 +191,7 @@ def _scenario_fsdp(out: Path) -> None:
             loss_fn.sampler.sample(x=x_all[rows], n_steps=6)
         result[f"gathers_unsharded={held}"] = len(gathers) - before
     result["grads_after_sampling"] = [p.grad for p in model.parameters()]
+    result["path"] = loss_fn.sampler.last_path
     loss = loss_fn.compute_loss(x_all[rows], neg_all[rows])
     loss.backward()
     result["fsdp_loss"] = loss.detach()
@@ -220,21 +222,43 @@ def _worker_main(scenario: str, out: Path) -> None:
 # ----------------------------------------------------------------------------- launching
 
 
-def torchrun(args: list, timeout: float = LAUNCH_TIMEOUT, nproc: int = WORLD) -> tuple[int, str, float]:
-    """Run ``torchrun --standalone --nproc-per-node nproc <args>``; returns (exit status, output,
-    seconds). Past ``timeout`` the whole process group is killed and the test fails."""
+def start_torchrun(args: list, nproc: int = WORLD) -> subprocess.Popen:
+    """Start ``torchrun --standalone --nproc-per-node nproc <args>``, output piped."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *map(str, args)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def kill_job(proc: subprocess.Popen) -> str:
+    """SIGKILL ``torchrun`` and every process under it (its workers run in sessions of their
+    own, so a process-group kill would miss them); returns the job's output."""
+
+    def tree(pid: int) -> list:
+        children = []
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            try:
+                children += [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                pass
+        return [pid] + [p for c in children for p in tree(c)]
+
+    for pid in tree(proc.pid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return proc.communicate()[0]
+
+
+def torchrun(args: list, timeout: float = LAUNCH_TIMEOUT, nproc: int = WORLD) -> tuple[int, str, float]:
+    """Run ``torchrun --standalone --nproc-per-node nproc <args>``; returns (exit status, output,
+    seconds). Past ``timeout`` the job is killed and the test fails."""
     begin = time.monotonic()
-    proc = subprocess.Popen(
-        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
-    )
+    proc = start_torchrun(args, nproc)
     try:
         output, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        output, _ = proc.communicate()
-        pytest.fail(f"{' '.join(cmd)} did not finish within {timeout} s; its output:\n{output}")
+        pytest.fail(f"torchrun {args} did not finish within {timeout} s; its output:\n{kill_job(proc)}")
     return proc.returncode, output, time.monotonic() - begin
 
 
@@ -375,6 +399,7 @@ def test_ddp_sampling_sends_nothing_and_backward_all_reduces(ddp_ranks):
 
 def test_parameters_identical_on_every_rank_after_pcd_steps(ddp_ranks):
     rank0, rank1 = ddp_ranks
+    assert rank0["pcd_path"] == "chain"  # the sampler holds the module: the MLP chain kernel runs
     initial = [p.detach() for p in small_energy().parameters()]
     assert any(not torch.equal(p, q) for p, q in zip(rank0["params"], initial))
     for p, q in zip(rank0["params"], rank1["params"]):
@@ -413,6 +438,7 @@ def test_fsdp2_on_gloo(tmp_path):
         # A chain of 6 steps: 6 forwards, each gathering the parameters, or one gather held.
         assert saved["gathers_unsharded=False"] == 6
         assert saved["gathers_unsharded=True"] == 1
+        assert saved["path"] == "fused"  # sharded parameters: no whole-chain kernel
         assert all(g is None for g in saved["grads_after_sampling"])
         for got, want in zip(saved["fsdp_grads"], (p.grad for p in model.parameters())):
             torch.testing.assert_close(got, want)
@@ -421,13 +447,12 @@ def test_fsdp2_on_gloo(tmp_path):
 # ----------------------------------------------------------------------------- the example
 
 
+EXAMPLE_SIZES = ["--batch", 16, "--buffer", 64, "--k-steps", 4, "--hidden", 16, "--mix-every", 2]
+
+
 def run_example(tmp_path: Path, name: str, *options, timeout: float = LAUNCH_TIMEOUT) -> tuple[list, str]:
     dump = tmp_path / name
-    code, output, _ = torchrun(
-        [EXAMPLE, "--steps", 6, "--batch", 16, "--buffer", 64, "--k-steps", 4, "--hidden", 16,
-         "--mix-every", 2, "--dump", dump, *options],
-        timeout=timeout,
-    )
+    code, output, _ = torchrun([EXAMPLE, *EXAMPLE_SIZES, "--steps", 6, "--dump", dump, *options], timeout=timeout)
     assert code == 0, output
     return [torch.load(f"{dump}.rank{r}.pt") for r in range(WORLD)], output
 
@@ -450,19 +475,15 @@ def test_example_resumed_after_a_kill_equals_uninterrupted(tmp_path, mode):
     # A run that checkpoints at step 3 and is killed (SIGKILL to every process) while it trains
     # on; the resumed run continues from step 3 to step 6.
     folder = tmp_path / "checkpoints"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={WORLD}", str(EXAMPLE),
-           "--steps", "100000", "--batch", "16", "--buffer", "64", "--k-steps", "4", "--hidden", "16",
-           "--mix-every", "2", "--checkpoint-dir", str(folder), "--checkpoint-every", "3", *options]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = start_torchrun(
+        [EXAMPLE, *EXAMPLE_SIZES, "--steps", 10**6, "--checkpoint-dir", folder, "--checkpoint-every", 3, *options]
+    )
     deadline = time.monotonic() + LAUNCH_TIMEOUT
     while not (folder / "step_3" / "complete").exists():
         if proc.poll() is not None or time.monotonic() > deadline:
-            os.killpg(proc.pid, signal.SIGKILL)
-            pytest.fail(f"no checkpoint at step 3:\n{proc.communicate()[0]}")
+            pytest.fail(f"no checkpoint at step 3:\n{kill_job(proc)}")
         time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.communicate()
+    kill_job(proc)
     resumed, _ = run_example(tmp_path, "resumed", "--resume", folder / "step_3", *options)
     for got, want in zip(resumed, uninterrupted):
         assert_same_params(got["params"], want["params"])
