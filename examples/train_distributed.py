@@ -44,6 +44,7 @@ from torchebm.core import MLP, EnergyModel
 from torchebm.datasets import eight_gaussians
 from torchebm.losses import PersistentContrastiveDivergence
 from torchebm.samplers import LangevinDynamics
+from torchebm.utils import load_checkpoint, save_checkpoint
 from torchebm.utils.distributed import all_gather_cat, get_rank, get_world_size, rank_generator, unsharded
 
 
@@ -125,9 +126,11 @@ def rank_state(loss_fn, generators: dict, step: int) -> dict:
     }
 
 
-def save_checkpoint(folder: Path, step: int, args, model, trained, loss_fn, optimizer, generators) -> None:
-    """``folder/step_<step>``: the replicated or sharded state once, each rank's own state per
-    rank, then a ``complete`` marker written by rank 0 once every rank has finished."""
+def checkpoint(folder: Path, step: int, args, model, trained, loss_fn, optimizer, generators) -> None:
+    """``folder/step_<step>``: the model and optimiser (DDP: rank 0's
+    :func:`torchebm.utils.save_checkpoint` file; FSDP2: every rank's shards through
+    ``torch.distributed.checkpoint``), each rank's own state in ``rank<r>.pt``, then a
+    ``complete`` marker written by rank 0 once every rank has finished."""
     target = folder / f"step_{step}"
     rank = get_rank()
     if rank == 0:
@@ -140,18 +143,19 @@ def save_checkpoint(folder: Path, step: int, args, model, trained, loss_fn, opti
         model_state, optim_state = get_state_dict(model, optimizer)
         dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=target / "sharded")
     elif rank == 0:
-        torch.save({"model": model.state_dict(), "optim": optimizer.state_dict()}, target / "replicated.pt")
+        save_checkpoint(trained, optimizer, step, str(target))  # the module's state, unwrapped
     torch.save(rank_state(loss_fn, generators, step), target / f"rank{rank}.pt")
     dist.barrier()
     if rank == 0:
         (target / "complete").touch()
 
 
-def load_checkpoint(target: Path, args, model, trained, loss_fn, optimizer, generators) -> int:
-    """Restore what :func:`save_checkpoint` wrote; returns the step to continue from."""
+def resume(target: Path, args, device, model, trained, loss_fn, optimizer, generators) -> int:
+    """Restore what :func:`checkpoint` wrote; returns the step to continue from."""
     if not (target / "complete").exists():
         raise FileNotFoundError(f"--resume {target}: not a complete checkpoint (no 'complete' marker)")
     rank = get_rank()
+    mine = torch.load(target / f"rank{rank}.pt", map_location="cpu", weights_only=True)
     if args.fsdp:
         import torch.distributed.checkpoint as dcp
         from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
@@ -161,10 +165,7 @@ def load_checkpoint(target: Path, args, model, trained, loss_fn, optimizer, gene
         dcp.load(state, checkpoint_id=target / "sharded")
         set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
     else:
-        saved = torch.load(target / "replicated.pt", map_location="cpu", weights_only=True)
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optim"])
-    mine = torch.load(target / f"rank{rank}.pt", map_location="cpu", weights_only=True)
+        load_checkpoint(str(target / f"{mine['step']:07d}.pt"), trained, optimizer=optimizer, device=device)
     loss_fn.load_state_dict(
         {"replay_buffer": mine["replay_buffer"], "buffer_ptr": mine["buffer_ptr"]}, strict=False
     )
@@ -199,7 +200,7 @@ def main(argv=None) -> None:
     }
     start = 0
     if args.resume is not None:
-        start = load_checkpoint(args.resume, args, model, trained, loss_fn, optimizer, generators)
+        start = resume(args.resume, args, device, model, trained, loss_fn, optimizer, generators)
 
     elapsed, timed_steps = 0.0, 0
     for step in range(start, args.steps):
@@ -219,7 +220,7 @@ def main(argv=None) -> None:
             elapsed += time.perf_counter() - begin
             timed_steps += 1
         if args.checkpoint_dir is not None and args.checkpoint_every and (step + 1) % args.checkpoint_every == 0:
-            save_checkpoint(args.checkpoint_dir, step + 1, args, model, trained, loss_fn, optimizer, generators)
+            checkpoint(args.checkpoint_dir, step + 1, args, model, trained, loss_fn, optimizer, generators)
 
     # Throughput: chain steps (chains x Langevin steps) per second, per rank and in total.
     rate = torch.tensor([timed_steps / elapsed if elapsed else 0.0,
