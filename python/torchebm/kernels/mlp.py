@@ -614,6 +614,9 @@ def _precheck(model: nn.Module, x: torch.Tensor) -> Optional[str]:
                 return f"model contains {type(m).__name__}{where}, not a Linear/activation chain"
         if getattr(m, "parametrizations", None):
             return f"module {name or type(m).__name__} has parametrised weights"
+    dtensor = getattr(sys.modules.get("torch.distributed.tensor"), "DTensor", None)
+    if dtensor is not None and any(isinstance(p, dtensor) for p in model.parameters()):
+        return "parameters are sharded DTensors (FSDP2 or tensor parallel), gathered per forward"
     dtypes = {p.dtype for p in model.parameters()}
     if len(dtypes) > 1:
         return f"parameters have mixed dtypes {sorted(str(d) for d in dtypes)}"

@@ -28,6 +28,7 @@ from torchebm.losses.replay_buffer import (
     draw_indices,
     fifo_write,
     fresh_states,
+    mix_across_ranks,
     reinitialise,
 )
 
@@ -104,7 +105,8 @@ class BaseContrastiveDivergence(BaseLoss):
             model = getattr(sampler, "model", None)
             if model is None:
                 raise TypeError(f"{owner}: no model given and the sampler has no .model")
-        elif getattr(sampler, "model", model) is not model:
+        elif all(getattr(sampler, "model", model) is not m for m in (model, getattr(model, "module", None))):
+            # (A DistributedDataParallel model's sampler evaluates the wrapped module itself.)
             warnings.warn(
                 f"{owner}: sampler.model ({type(sampler.model).__name__}) is not the model being "
                 f"trained ({type(model).__name__}); the negatives come from sampler.model",
@@ -235,6 +237,27 @@ class BaseContrastiveDivergence(BaseLoss):
                 "initialize_buffer() or get_start_points() first"
             )
         fifo_write(self.replay_buffer, self.buffer_ptr, samples.to(self.replay_buffer.device))
+
+    def mix_buffer_across_ranks(
+        self,
+        process_group: Optional["torch.distributed.ProcessGroup"] = None,
+        generator: Optional[torch.Generator] = None,
+    ) -> None:
+        """Re-deal the replay-buffer chains of all ranks at random (opt-in; a collective that
+        every rank calls together, outside ``forward``). Buffers are rank-local otherwise. See
+        :func:`torchebm.losses.replay_buffer.mix_across_ranks`; ``generator`` (CPU) is read on
+        rank 0 only. Does nothing in a single process.
+
+        Raises:
+            RuntimeError: the loss is not persistent or its buffer does not exist yet.
+        """
+        if not self.persistent or self.replay_buffer is None:
+            raise RuntimeError(
+                f"{type(self).__name__}.mix_buffer_across_ranks needs a persistent loss "
+                f"(persistent={self.persistent}) whose replay buffer exists (run one step or "
+                "call initialize_buffer() first)"
+            )
+        mix_across_ranks(self.replay_buffer, generator=generator, group=process_group)
 
     def _buffer_for(self, x: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
         """The buffer, created for ``x``'s event shape on first use and kept on ``x``'s device."""

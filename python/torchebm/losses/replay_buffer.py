@@ -1,8 +1,9 @@
 """The replay buffer of persistent contrastive divergence, as tensor operations.
 
 A replay buffer is a tensor ``B`` of ``N`` stored chain states, ``[N, *event_shape]``, and a
-write pointer ``p`` (a long scalar tensor), both living on the data's device. One training step
-uses it in two moves (Tieleman 2008; Du & Mordatch 2019; Grathwohl et al. 2020):
+write pointer ``p`` (a long scalar tensor), both living on the data's device (under
+``torch.distributed``, one buffer per rank; :func:`mix_across_ranks` exchanges chains between
+them on request). One training step uses it in two moves (Tieleman 2008; Du & Mordatch 2019; Grathwohl et al. 2020):
 
 1. **draw** ``n`` start points: rows ``B[i_1..i_n]`` at distinct random indices (see
    :func:`draw_indices`); then each row independently, with probability ``rho`` (the
@@ -33,9 +34,19 @@ from typing import Callable, Optional, Sequence, Union
 
 import torch
 
+from torchebm.utils.distributed import all_gather_cat, broadcast_tensor, get_rank, get_world_size
+
 BufferInit = Union[str, Callable[[int, Optional[torch.Generator]], torch.Tensor]]
 
-__all__ = ["BufferInit", "check_buffer_init", "draw_indices", "fifo_write", "fresh_states", "reinitialise"]
+__all__ = [
+    "BufferInit",
+    "check_buffer_init",
+    "draw_indices",
+    "fifo_write",
+    "fresh_states",
+    "mix_across_ranks",
+    "reinitialise",
+]
 
 _INIT_NAMES = ("normal", "uniform")
 
@@ -125,3 +136,32 @@ def fifo_write(storage: torch.Tensor, ptr: torch.Tensor, samples: torch.Tensor) 
     positions = (ptr + torch.arange(n, device=storage.device)) % capacity
     storage.index_copy_(0, positions, samples)
     ptr.copy_((ptr + n) % capacity)
+
+
+def mix_across_ranks(
+    storage: torch.Tensor,
+    generator: Optional[torch.Generator] = None,
+    group: Optional["torch.distributed.ProcessGroup"] = None,
+) -> None:
+    """Deal the chains of every rank's buffer out again at random, in place (a collective).
+
+    With ``W`` ranks each holding ``storage`` ``[N, *event]``, the ``W N`` pooled rows
+    ``P = cat(storage_0, ..., storage_{W-1})`` are permuted by one permutation ``pi`` of
+    ``{0..WN-1}``, drawn on rank 0 with ``torch.randperm`` from ``generator`` (a CPU generator,
+    read on rank 0 only; the global RNG when None) and broadcast, and rank ``r`` keeps rows
+    ``P[pi[rN : (r+1)N]]``: no chain is lost or duplicated. Every rank must call it together
+    with the same ``N``. The write pointer is not touched. Does nothing in a single process.
+    """
+    world = get_world_size(group)
+    if world == 1:
+        return
+    pooled = all_gather_cat(storage, group=group)
+    if get_rank(group) == 0:
+        perm = torch.randperm(pooled.shape[0], generator=generator)
+    else:
+        perm = torch.empty(pooled.shape[0], dtype=torch.long)
+    src = 0 if group is None else torch.distributed.get_global_rank(group, 0)
+    perm = broadcast_tensor(perm, src=src, group=group).to(storage.device)
+    n = storage.shape[0]
+    start = get_rank(group) * n
+    storage.copy_(pooled[perm[start:start + n]])
