@@ -264,3 +264,37 @@ def test_other_missing_names_are_still_attribute_errors():
     with pytest.raises(AttributeError):
         torchebm.samplers.NoSuchSampler  # noqa: B018
     assert not hasattr(torchebm.losses, "no_such_loss")
+
+
+def test_samplers_hold_an_integrator_object_by_default():
+    model = GaussianModel(torch.zeros(2), torch.eye(2))
+    assert type(LangevinDynamics(model).integrator) is EulerMaruyamaIntegrator
+    assert type(MetropolisAdjustedLangevin(model, integrator="euler_maruyama").integrator) is EulerMaruyamaIntegrator
+    assert type(HamiltonianMonteCarlo(model, integrator="leapfrog").integrator) is LeapfrogIntegrator
+
+
+def test_a_0_8_9_style_dataset_subclass_works_and_the_base_is_abstract():
+    from torchebm.datasets import BaseSyntheticDataset
+
+    class Line(BaseSyntheticDataset):  # 0.8.9's protocol: implement _generate_data(self)
+        def _generate_data(self):
+            t = torch.rand(self.n_samples, generator=self.generator)
+            return torch.stack([t, 2 * t], dim=1)
+
+    d = Line(n_samples=20, seed=3, dtype=torch.float64)
+    assert d.data.shape == (20, 2) and d.data.dtype == torch.float64
+    torch.testing.assert_close(d.data[:, 1], 2 * d.data[:, 0])
+    with pytest.raises(TypeError):
+        BaseSyntheticDataset(n_samples=10)
+
+
+def test_two_moons_and_checkerboard_are_on_0_8_9s_coordinates():
+    moons = TwoMoonsDataset(n_samples=2000, noise=0.0, seed=0).data
+    # upper moon (cos t, sin t), lower moon (1 - cos t, 1/2 - sin t), t in [0, pi]
+    assert moons[:, 0].min() >= -1 - 1e-6 and moons[:, 0].max() <= 2 + 1e-6
+    assert moons[:, 1].min() >= -0.5 - 1e-6 and moons[:, 1].max() <= 1 + 1e-6
+    for limit in (4.0, 3):
+        board = CheckerboardDataset(n_samples=1000, range_limit=limit, seed=0).data
+        assert board.abs().max() <= limit
+        parity = (torch.floor(board[:, 0]) + torch.floor(board[:, 1])) % 2
+        assert torch.all(parity == 1)  # the squares with floor(x) + floor(y) odd

@@ -5,7 +5,9 @@ Each class takes 0.8.9's constructor arguments (its shape parameters, then ``dev
 ``dtype=torch.float32``, ``seed``), draws its points once at construction into ``.data``
 (``[n_samples, 2]``), and offers ``get_data()``, ``regenerate(seed=None)``, ``len()`` and indexing
 (a ``DataLoader`` batches it). The shape parameters are mapped onto the generators' (each class
-says how); the points themselves are this library's, not 0.8.9's.
+says how): the same distributions as 0.8.9's (two moons and the checkerboard on 0.8.9's
+coordinates), not the same points. A dataset of one's own subclasses
+:class:`BaseSyntheticDataset` and implements ``_generate_data(self)``, as in 0.8.9.
 
 ``seed`` seeds a private ``torch.Generator``: the same seed gives the same points, and the global
 RNG is neither used nor reseeded (0.8.9 calls ``torch.manual_seed(seed)``). Without a seed the
@@ -16,6 +18,8 @@ from __future__ import annotations
 
 from typing import Optional, Union
 
+from abc import ABC, abstractmethod
+
 import torch
 from torch.utils.data import Dataset
 
@@ -24,8 +28,8 @@ from torchebm.datasets import toy2d
 DeviceLike = Optional[Union[str, torch.device]]
 
 
-class BaseSyntheticDataset(Dataset):
-    """A synthetic 2-D point set drawn once; subclasses implement :meth:`_draw`.
+class BaseSyntheticDataset(Dataset, ABC):
+    """A synthetic 2-D point set drawn once; subclasses implement :meth:`_generate_data`.
 
     Args:
         n_samples: number of points, ``> 0``.
@@ -49,22 +53,29 @@ class BaseSyntheticDataset(Dataset):
         self.data: Optional[torch.Tensor] = None
         self._generate()
 
-    def _draw(self, generator: Optional[torch.Generator]) -> torch.Tensor:
-        """``[n_samples, 2]`` points drawn from ``generator`` (None: the global RNG)."""
-        raise NotImplementedError
+    @abstractmethod
+    def _generate_data(self) -> torch.Tensor:
+        """The points, ``[n_samples, 2]`` (any device and floating dtype: ``.data`` gets the
+        dataset's), drawn from :attr:`generator`."""
 
-    def _noise(self, points: torch.Tensor, std: float, generator: Optional[torch.Generator]) -> torch.Tensor:
-        """``points + std * N(0, I)`` (no draw when ``std == 0``)."""
+    @property
+    def generator(self) -> Optional[torch.Generator]:
+        """The draw's random source: a CPU generator seeded with ``seed``, or None (the global
+        RNG) without a seed."""
+        return self._generator
+
+    def _noise(self, points: torch.Tensor, std: float) -> torch.Tensor:
+        """``points + std * N(0, I)`` from :attr:`generator` (no draw when ``std == 0``)."""
         if std < 0:
             raise ValueError(f"{type(self).__name__}: noise must be >= 0, got {std!r}")
         if std == 0:
             return points
-        eps = torch.randn(points.shape, generator=generator, dtype=torch.float64, device=points.device)
+        eps = torch.randn(points.shape, generator=self.generator, dtype=torch.float64, device=points.device)
         return points + std * eps.to(points.dtype)
 
     def _generate(self) -> None:
-        generator = None if self.seed is None else torch.Generator().manual_seed(self.seed)
-        points = self._draw(generator)
+        self._generator = None if self.seed is None else torch.Generator().manual_seed(self.seed)
+        points = torch.as_tensor(self._generate_data())
         self.data = points.to(device=self.device, dtype=self.dtype)
 
     def regenerate(self, seed: Optional[int] = None) -> None:
@@ -97,9 +108,9 @@ class GaussianMixtureDataset(BaseSyntheticDataset):
         self.n_components, self.std, self.radius = n_components, std, radius
         super().__init__(n_samples, device, dtype, seed)
 
-    def _draw(self, generator):
+    def _generate_data(self):
         return toy2d.gaussian_ring(self.n_samples, n_components=self.n_components, radius=self.radius,
-                                   std=self.std, generator=generator, dtype=torch.float64)
+                                   std=self.std, generator=self.generator, dtype=torch.float64)
 
 
 class EightGaussiansDataset(BaseSyntheticDataset):
@@ -111,23 +122,26 @@ class EightGaussiansDataset(BaseSyntheticDataset):
         self.std, self.scale = std, scale
         super().__init__(n_samples, device, dtype, seed)
 
-    def _draw(self, generator):
-        return toy2d.eight_gaussians(self.n_samples, radius=self.scale, std=self.std, generator=generator,
+    def _generate_data(self):
+        return toy2d.eight_gaussians(self.n_samples, radius=self.scale, std=self.std, generator=self.generator,
                                      dtype=torch.float64)
 
 
 class TwoMoonsDataset(BaseSyntheticDataset):
     """Two interleaved unit half circles with Gaussian noise ``noise``:
-    :func:`~torchebm.datasets.toy2d.two_moons` with ``scale=1`` (centred on the origin)."""
+    :func:`~torchebm.datasets.toy2d.two_moons` with ``scale=1``, moved back from the origin by
+    ``(1/2, 1/4)`` (0.8.9's coordinates: the upper moon ``(cos t, sin t)``, the lower one
+    ``(1 - cos t, 1/2 - sin t)``)."""
 
     def __init__(self, n_samples: int = 2000, noise: float = 0.05, device: DeviceLike = None,
                  dtype: torch.dtype = torch.float32, seed: Optional[int] = None):
         self.noise = noise
         super().__init__(n_samples, device, dtype, seed)
 
-    def _draw(self, generator):
-        return toy2d.two_moons(self.n_samples, noise=self.noise, scale=1.0, generator=generator,
-                               dtype=torch.float64)
+    def _generate_data(self):
+        points = toy2d.two_moons(self.n_samples, noise=self.noise, scale=1.0, generator=self.generator,
+                                 dtype=torch.float64)
+        return points + torch.tensor([0.5, 0.25], dtype=torch.float64)
 
 
 class SwissRollDataset(BaseSyntheticDataset):
@@ -140,10 +154,10 @@ class SwissRollDataset(BaseSyntheticDataset):
         self.noise, self.arclength = noise, arclength
         super().__init__(n_samples, device, dtype, seed)
 
-    def _draw(self, generator):
+    def _generate_data(self):
         scale = 2.0 / (3 * self.arclength * torch.pi)  # outer radius: scale * 3 arclength pi = 2
         return toy2d.swiss_roll(self.n_samples, noise=self.noise, scale=scale, arclength=self.arclength,
-                                generator=generator, dtype=torch.float64)
+                                generator=self.generator, dtype=torch.float64)
 
 
 class CircleDataset(BaseSyntheticDataset):
@@ -155,24 +169,29 @@ class CircleDataset(BaseSyntheticDataset):
         self.noise, self.radius = noise, radius
         super().__init__(n_samples, device, dtype, seed)
 
-    def _draw(self, generator):
-        return toy2d.circles(self.n_samples, radii=(self.radius,), noise=self.noise, generator=generator,
+    def _generate_data(self):
+        return toy2d.circles(self.n_samples, radii=(self.radius,), noise=self.noise, generator=self.generator,
                              dtype=torch.float64)
 
 
 class CheckerboardDataset(BaseSyntheticDataset):
-    """Uniform on the dark squares of an 8 x 8 board covering ``[-range_limit, range_limit]^2``
-    (:func:`~torchebm.datasets.toy2d.checkerboard`), then Gaussian noise ``noise``."""
+    """Uniform on the squares ``(i, j)`` with ``floor(x) + floor(y)`` odd of a board covering
+    ``[-range_limit, range_limit]^2`` (0.8.9's pattern), then Gaussian noise ``noise``:
+    :func:`~torchebm.datasets.toy2d.checkerboard` mirrored in ``x`` (which swaps the dark and
+    light squares), with unit squares when ``range_limit`` is a whole number, else 8 x 8
+    squares of side ``range_limit / 4``."""
 
     def __init__(self, n_samples: int = 2000, range_limit: float = 4.0, noise: float = 0.0,
                  device: DeviceLike = None, dtype: torch.dtype = torch.float32, seed: Optional[int] = None):
         self.range_limit, self.noise = range_limit, noise
         super().__init__(n_samples, device, dtype, seed)
 
-    def _draw(self, generator):
-        points = toy2d.checkerboard(self.n_samples, n_cells=8, cell_size=self.range_limit / 4,
-                                    generator=generator, dtype=torch.float64)
-        return self._noise(points, self.noise, generator)
+    def _generate_data(self):
+        whole = float(self.range_limit).is_integer() and self.range_limit > 0
+        n_cells, size = (2 * int(self.range_limit), 1.0) if whole else (8, self.range_limit / 4)
+        points = toy2d.checkerboard(self.n_samples, n_cells=n_cells, cell_size=size,
+                                    generator=self.generator, dtype=torch.float64)
+        return self._noise(points * torch.tensor([-1.0, 1.0], dtype=torch.float64), self.noise)
 
 
 class PinwheelDataset(BaseSyntheticDataset):
@@ -188,11 +207,11 @@ class PinwheelDataset(BaseSyntheticDataset):
         self.radial_scale, self.angular_scale, self.spiral_scale = radial_scale, angular_scale, spiral_scale
         super().__init__(n_samples, device, dtype, seed)
 
-    def _draw(self, generator):
+    def _generate_data(self):
         points = toy2d.pinwheel(self.n_samples, n_arms=self.n_classes, tangential_std=self.angular_scale,
                                 rate=self.spiral_scale / 20, scale=self.radial_scale * 0.75,
-                                generator=generator, dtype=torch.float64)
-        return self._noise(points, self.noise, generator)
+                                generator=self.generator, dtype=torch.float64)
+        return self._noise(points, self.noise)
 
 
 class GridDataset(BaseSyntheticDataset):
@@ -207,10 +226,10 @@ class GridDataset(BaseSyntheticDataset):
         self.n_samples_per_dim, self.range_limit, self.noise = n_samples_per_dim, range_limit, noise
         super().__init__(n_samples_per_dim ** 2, device, dtype, seed)
 
-    def _draw(self, generator):
+    def _generate_data(self):
         side = torch.linspace(-self.range_limit, self.range_limit, self.n_samples_per_dim, dtype=torch.float64)
         points = torch.cartesian_prod(side, side)
-        return self._noise(points, self.noise, generator)
+        return self._noise(points, self.noise)
 
 
 __all__ = [

@@ -724,10 +724,11 @@ class MCMCSampler(BaseSampler):
 
 
 def _check_integrator(owner: str, integrator: Any, algorithm: Algorithm) -> Any:
-    """``integrator`` if the algorithm runs it: None, its name, or an instance of its
-    :mod:`torchebm.integrators` class (kept, so ``sampler.integrator`` is that object). The
-    sampler runs its own fused form of the integrator; an instance of a subclass (whose own
-    ``step`` the sampler would not call) is refused."""
+    """The integrator object ``sampler.integrator`` holds, as in TorchEBM 0.8.9: the one given
+    (an instance of the algorithm's :mod:`torchebm.integrators` class), or a new one for None
+    or its name; None for an algorithm without an integrator (gradient descent). The sampler
+    runs its own fused form of the integrator; an instance of a subclass (whose own ``step``
+    the sampler would not call) is refused."""
     accepted = algorithm.integrators
     if isinstance(integrator, (integrators.EulerMaruyamaIntegrator, integrators.LeapfrogIntegrator)):
         if type(integrator).__name__ in accepted and type(integrator) in (
@@ -735,7 +736,7 @@ def _check_integrator(owner: str, integrator: Any, algorithm: Algorithm) -> Any:
         ):
             return integrator
     elif integrator in accepted:
-        return integrator
+        return getattr(integrators, accepted[2])() if len(accepted) > 1 else None
     if len(accepted) == 1:
         raise ValueError(f"{owner}: integrator must be None or omitted (the update is fixed), got {integrator!r}")
     name, cls = accepted[1], accepted[2]
