@@ -214,7 +214,8 @@ class AnnealedImportanceSampler(nn.Module):
         decreasing ones."""
         log_w = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
         for t in range(1, len(betas)):
-            gap = path.inner(x).double() - path.base(x).double()  # E - E0 at x_{t-1}
+            xin = self.sampler._model_input(x)  # in the model's parameter dtype
+            gap = path.inner(xin).double() - path.base(xin).double()  # E - E0 at x_{t-1}
             log_w -= (betas[t] - betas[t - 1]) * gap
             if t < len(betas) - 1:
                 path.beta = betas[t]
