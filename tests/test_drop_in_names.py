@@ -130,13 +130,13 @@ def test_samplers_take_integrator_objects(cls, integrator):
 
 def test_samplers_refuse_the_wrong_integrator_or_a_subclass():
     model = GaussianModel(torch.zeros(2), torch.eye(2))
-    with pytest.raises(ValueError, match=r"integrator must be None or 'euler_maruyama'.*LeapfrogIntegrator"):
+    with pytest.raises(TypeError, match=r"integrator must be None or 'euler_maruyama'.*LeapfrogIntegrator"):
         LangevinDynamics(model, integrator=LeapfrogIntegrator())
 
     class Custom(LeapfrogIntegrator):
         pass
 
-    with pytest.raises(ValueError, match="a subclass of it would not be run"):
+    with pytest.raises(TypeError, match="a subclass of it would not be run"):
         HamiltonianMonteCarlo(model, integrator=Custom())
 
 

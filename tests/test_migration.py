@@ -172,7 +172,7 @@ def test_differs_leapfrog_integrator_spends_n_plus_one_forces():
 def test_differs_samplers_run_their_own_update_for_an_integrator_object():
     """0.8.9's samplers call the integrator object's ``step``; here they run their fused form of
     the same update, so an integrator object only selects it, and a subclass (whose ``step``
-    would not be called) is refused."""
+    would not be called) is refused (``TypeError``)."""
     obj = EulerMaruyamaIntegrator()
     a = LangevinDynamics(gaussian(), step_size=0.1, integrator=obj).sample(
         dim=2, n_samples=3, n_steps=3, generator=torch.Generator().manual_seed(0))
@@ -183,7 +183,7 @@ def test_differs_samplers_run_their_own_update_for_an_integrator_object():
     class Heun(EulerMaruyamaIntegrator):
         pass
 
-    with pytest.raises(ValueError, match="would not be run"):
+    with pytest.raises(TypeError, match="would not be run"):
         LangevinDynamics(gaussian(), integrator=Heun())
 
 

@@ -728,7 +728,8 @@ def _check_integrator(owner: str, integrator: Any, algorithm: Algorithm) -> Any:
     (an instance of the algorithm's :mod:`torchebm.integrators` class), or a new one for None
     or its name; None for an algorithm without an integrator (gradient descent). The sampler
     runs its own fused form of the integrator; an instance of a subclass (whose own ``step``
-    the sampler would not call) is refused."""
+    the sampler would not call) or of another integrator is refused (``TypeError``; an unknown
+    name: ``ValueError``)."""
     accepted = algorithm.integrators
     if isinstance(integrator, (integrators.EulerMaruyamaIntegrator, integrators.LeapfrogIntegrator)):
         if type(integrator).__name__ in accepted and type(integrator) in (
@@ -740,7 +741,8 @@ def _check_integrator(owner: str, integrator: Any, algorithm: Algorithm) -> Any:
     if len(accepted) == 1:
         raise ValueError(f"{owner}: integrator must be None or omitted (the update is fixed), got {integrator!r}")
     name, cls = accepted[1], accepted[2]
-    raise ValueError(
+    error = ValueError if integrator is None or isinstance(integrator, str) else TypeError
+    raise error(
         f"{owner}: integrator must be None or {name!r} (or a torchebm.integrators.{cls}() object), "
         f"the only integrator implemented (a subclass of it would not be run), got {integrator!r}"
     )
