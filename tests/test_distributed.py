@@ -276,11 +276,12 @@ def ddp_ranks(tmp_path_factory):
 
 @pytest.fixture
 def as_rank(monkeypatch):
-    """``as_rank(r)``: this process reports rank ``r`` of ``WORLD``, to the seed folding."""
+    """``as_rank(r, world=WORLD)``: this process reports rank ``r`` of ``world``, to the seed
+    folding."""
 
-    def become(rank: int) -> None:
+    def become(rank: int, world: int = WORLD) -> None:
         monkeypatch.setattr(tdist, "get_rank", lambda group=None: rank)
-        monkeypatch.setattr("torchebm.core.base_sampler.get_world_size", lambda group=None: WORLD)
+        monkeypatch.setattr("torchebm.core.base_sampler.get_world_size", lambda group=None: world)
 
     return become
 
@@ -364,6 +365,13 @@ def test_each_rank_is_one_process_with_that_rank_stream(ddp_ranks, as_rank):
                 assert torch.equal(here[key], saved["chains"][0][key]), (rank, key)
     finally:
         torch.set_num_threads(threads)
+
+
+def test_kernel_chains_of_rank_zero_are_those_of_one_process_for_any_world_size(ddp_ranks, as_rank):
+    alone = sample_chains(SEED)
+    assert torch.equal(alone["trajectory"], ddp_ranks[0]["chains"][0]["trajectory"])
+    as_rank(1, world=3)
+    assert torch.equal(sample_chains(SEED)["trajectory"], ddp_ranks[1]["chains"][0]["trajectory"])
 
 
 def test_diagnostics_over_ranks_equal_one_process(ddp_ranks, as_rank):

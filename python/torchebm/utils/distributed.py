@@ -16,7 +16,9 @@ with :math:`s` the drawn seed and :math:`r` the rank in the default process grou
 the seed, so one process and rank 0 of any world size draw the same numbers; :math:`\varphi` is
 odd, so distinct ranks get distinct keys from the same seed. The Philox counter of each number is
 (element index, step), so a rank's chains depend on the seed, its rank and its own chain
-count, not on the world size, the thread count or how the work is split into chunks.
+count, not on the world size, the thread count or how the work is split into chunks. (The
+pure-PyTorch path, which has no Philox key, draws in a world of 2 or more from a generator
+seeded with :math:`k_r`.)
 """
 
 from __future__ import annotations
@@ -151,29 +153,34 @@ def broadcast_tensor(
 def unsharded(module: nn.Module, recurse: bool = True) -> Iterator[nn.Module]:
     """Keep an FSDP2 (``fully_shard``) module's parameters gathered inside the block.
 
-    A chain of ``k`` steps evaluates the model ``k`` times; FSDP2 by default all-gathers the
-    parameters before every forward and frees them after it. Inside this block the first
-    forward gathers them and they stay gathered (``set_reshard_after_forward(False)``), so a
-    chain costs one all-gather instead of ``k``, for the memory of one unsharded copy. On exit
-    resharding after forward is switched back on and the parameters are resharded, so that an
-    optimiser step taken next updates the shards that the next forward gathers again.
+    A chain of ``k`` steps evaluates the model and its gradient in ``x`` ``k`` times; FSDP2 by
+    default all-gathers the parameters for every forward and frees them after the forward or
+    after the backward pass. Inside this block the first forward gathers them and they stay
+    gathered (``set_reshard_after_forward(False)`` and ``set_reshard_after_backward(False)``),
+    so a chain costs one all-gather instead of ``k``, for the memory of one unsharded copy. The
+    chain's backward passes take gradients in ``x`` only, so they reduce no parameter gradient.
+    On exit both settings are set back to ``True`` (FSDP2's default for every module but the
+    root, which gathers once more in the backward pass after that) and the parameters are
+    resharded, so that an optimiser step taken next updates the shards that the next forward
+    gathers again.
 
     For a module without ``set_reshard_after_forward`` (a plain module, a
     ``DistributedDataParallel`` wrapper, any single-process run) it does nothing. Use it around
-    sampling and evaluation, not around a forward whose backward the optimiser needs.
+    sampling and evaluation, not around a backward pass whose gradients the optimiser needs.
 
     Yields:
         ``module``.
     """
-    set_reshard = getattr(module, "set_reshard_after_forward", None)
-    if set_reshard is None:
+    if not hasattr(module, "set_reshard_after_forward"):
         yield module
         return
-    set_reshard(False, recurse=recurse)
+    module.set_reshard_after_forward(False, recurse=recurse)
+    module.set_reshard_after_backward(False, recurse=recurse)
     try:
         yield module
     finally:
-        set_reshard(True, recurse=recurse)
+        module.set_reshard_after_forward(True, recurse=recurse)
+        module.set_reshard_after_backward(True, recurse=recurse)
         for sub in module.modules() if recurse else (module,):
             if hasattr(sub, "set_reshard_after_forward"):
                 sub.reshard()
