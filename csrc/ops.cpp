@@ -54,6 +54,9 @@ TORCH_LIBRARY(torchebm, m) {
       "mala_select(Tensor x, Tensor y, Tensor grad_x, Tensor grad_y, Tensor energy_x, "
       "Tensor energy_y, float a, float b, Tensor? uniform, int seed, int step) -> "
       "(Tensor, Tensor, Tensor, Tensor)");
+  // Denoising score matching: x_tilde = x + sigma * xi, target = -xi / sigma (the score of
+  // N(x_tilde; x, sigma^2 I)); xi = noise, or stream 0 at (seed, step). Returns (x_tilde, target).
+  m.def("dsm_perturb(Tensor x, Tensor? noise, float sigma, int seed, int step) -> (Tensor, Tensor)");
   // Closed-form (energy [B], grad [B, d]) of a built-in analytic model.
   m.def(
       "analytic_energy_grad(str energy, Tensor x, float[] params, Tensor? mean, "

@@ -30,6 +30,7 @@ CUDA_OPS = (
     "mlp_langevin_chain",
     "mlp_mala_chain",
     "mlp_hmc_chain",
+    "dsm_perturb",
     "replica_swap",
 )
 

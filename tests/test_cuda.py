@@ -633,6 +633,57 @@ def test_ops_do_not_synchronise_with_the_host():
     torch.cuda.synchronize()
 
 
+# ---- dsm_perturb (denoising score matching; docs/score_matching.md) ----------------------------
+
+
+@pytest.mark.parametrize("dtype", STATE_DTYPES)
+def test_dsm_perturb_matches_reference_with_given_noise(dtype):
+    x, xi = randn(33, 7, dtype=dtype, seed=0), randn(33, 7, dtype=dtype, seed=1)
+    x_tilde, target = OPS.dsm_perturb(x, xi, 0.3, 0, 0)
+    ref = reference.dsm_perturb(x.double(), xi.double(), 0.3)
+    assert x_tilde.dtype == dtype and target.shape == x.shape
+    torch.testing.assert_close(x_tilde.double(), ref[0].to(dtype).double(), **tol(dtype))
+    torch.testing.assert_close(target.double(), ref[1].to(dtype).double(), **tol(dtype))
+
+
+@pytest.mark.parametrize("dtype", [F32, F64])
+@pytest.mark.parametrize("n", [1, 6, 4097, 300_001])
+def test_dsm_perturb_in_kernel_noise_is_philox_normal(dtype, n):
+    x = randn(n, dtype=dtype, seed=1)
+    drawn = OPS.dsm_perturb(x, None, 0.7, SEED, 11)
+    given = OPS.dsm_perturb(x, OPS.philox_normal([n], SEED, 11, dtype, DEV), 0.7, SEED, 11)
+    assert torch.equal(drawn[0], given[0]) and torch.equal(drawn[1], given[1])
+
+
+@pytest.mark.parametrize("dtype", [] if MODE == "cpu" else LOW)
+def test_dsm_perturb_low_precision_in_kernel_noise(dtype):
+    x = randn(64, 9, dtype=dtype, seed=1)
+    x_tilde, target = OPS.dsm_perturb(x, None, 0.5, 3, 4)
+    ref = reference.dsm_perturb(x.float(), OPS.philox_normal([64, 9], 3, 4, F32, DEV), 0.5)
+    torch.testing.assert_close(x_tilde.float(), ref[0].to(dtype).float(), **tol(dtype))
+    torch.testing.assert_close(target.float(), ref[1].to(dtype).float(), **tol(dtype))
+
+
+def test_dsm_perturb_takes_strided_and_misaligned_inputs():
+    x = randn(65, 9)[1:, 1:]  # non-contiguous, storage offset breaks 16-byte alignment
+    xi = randn(9, 64).t()[:, 1:]
+    ref = reference.dsm_perturb(x, xi, 0.2)
+    for got, want in zip(OPS.dsm_perturb(x, xi, 0.2, 0, 0), ref):
+        torch.testing.assert_close(got, want, **tol(F32))
+
+
+@parity
+@pytest.mark.parametrize("dtype", [F32, F64])
+def test_dsm_perturb_cuda_matches_cpu(dtype):
+    x = randn(1000, 13, dtype=dtype, seed=3)
+    gpu = OPS.dsm_perturb(x, None, 0.05, SEED, 123)
+    cpu = CPU_OPS.dsm_perturb(x.cpu(), None, 0.05, SEED, 123)
+    # the same Philox normals up to an ulp or two (philox_normal's own parity), then one
+    # multiply-add / divide
+    for g, c in zip(gpu, cpu):
+        torch.testing.assert_close(g.cpu(), c, **tol(dtype))
+
+
 # ---- replica_swap (parallel tempering) --------------------------------------------------------
 
 

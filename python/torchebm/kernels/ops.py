@@ -621,3 +621,33 @@ def _replica_swap_fake(x, energy, betas, parity, uniform, seed, step):
     check_same_device("replica_swap", {"x": x, "energy": energy, "uniform": uniform})
     pairs = max(x.shape[0] - 1, 0)
     return _like(x), _like(energy), _like(x, (pairs, x.shape[1]), torch.bool)
+
+
+# ---- denoising score matching ------------------------------------------------------------------
+
+
+def dsm_perturb(
+    x: torch.Tensor,
+    noise: Optional[torch.Tensor],
+    sigma: float,
+    seed: int = 0,
+    step: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x_tilde, target) = (x + sigma * xi, -xi / sigma)`` in one pass (one kernel).
+
+    ``xi`` is ``noise``, or (``noise=None``) ``philox_normal(x.shape, seed, step, x.dtype)``
+    generated in-kernel (float32 draws for float16/bfloat16 states on CUDA). ``target`` is the
+    score of ``N(x_tilde; x, sigma^2 I)`` at ``x_tilde``, the regression target of denoising
+    score matching. Both outputs are new contiguous tensors of x's shape and dtype. Differentiable
+    in ``x`` and ``noise``; ``sigma`` must be > 0 with ``1 / sigma`` finite in the compute dtype.
+    """
+    return torch.ops.torchebm.dsm_perturb(x, noise, float(sigma), seed64(seed), int(step))
+
+
+def _dsm_perturb_fake(x, noise, sigma, seed, step):
+    check_same_device("dsm_perturb", {"x": x, "noise": noise})
+    return _like(x), _like(x)
+
+
+if hasattr(torch.ops.torchebm, "dsm_perturb"):  # a library built before the op lacks it
+    _fake("dsm_perturb")(_dsm_perturb_fake)

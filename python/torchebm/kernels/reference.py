@@ -338,6 +338,16 @@ def analytic_energy_grad(
     return ANALYTIC_CLOSED_FORMS[energy](x, [float(v) for v in params], mean, precision)
 
 
+def dsm_perturb(
+    x: torch.Tensor, noise: torch.Tensor, sigma: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Denoising score matching's perturbation and target, ``[B, *event]`` each:
+    ``x_tilde = x + sigma * noise`` and ``target = -noise / sigma``, the score
+    ``grad log N(x_tilde; x, sigma^2 I) = -(x_tilde - x) / sigma^2`` of the perturbation kernel
+    at ``x_tilde`` (``noise`` standard normal, so ``sigma * noise ~ N(0, sigma^2 I)``)."""
+    return x + sigma * noise, -noise / sigma
+
+
 def replica_swap(
     x: torch.Tensor,
     energy: torch.Tensor,
