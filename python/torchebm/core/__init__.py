@@ -48,6 +48,7 @@ __all__ = [
     "BaseSampler",
     "BaseLoss",
     "BaseContrastiveDivergence",
+    "BaseScoreMatching",
     # models
     "BaseModel",
     "AnalyticModel",
@@ -91,6 +92,10 @@ def __getattr__(name: str):
         from torchebm.losses.base_contrastive_divergence import BaseContrastiveDivergence
 
         return BaseContrastiveDivergence
+    if name == "BaseScoreMatching":  # likewise
+        from torchebm.losses.base_score_matching import BaseScoreMatching
+
+        return BaseScoreMatching
     from torchebm._out_of_scope import module_getattr
 
     return module_getattr(__name__)(name)  # TorchEBM 0.8.9 names left out: an ImportError
