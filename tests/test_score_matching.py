@@ -537,3 +537,45 @@ def test_dsm_perturb_fuzz_raises_or_matches_the_oracle(shape, dtype, sigma, with
     for u, v in zip(got, want):
         assert u.shape == x.shape and u.dtype == dtype
         torch.testing.assert_close(u, v, rtol=2 * eps, atol=2 * eps, equal_nan=True)
+
+
+def test_perturb_data_and_compute_score():
+    model, x, sigma = LogCoshEnergy(), data(), 0.2
+    loss_fn = DenoisingScoreMatching(model=model, noise_scale=sigma)
+    x_tilde, eps = loss_fn.perturb_data(x, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(eps, sigma * torch.randn(x.shape, generator=torch.Generator().manual_seed(1), dtype=F64))
+    torch.testing.assert_close(x_tilde, x + eps)
+    # the energy gradient (minus the score) at x + noise, as in 0.8.9
+    torch.testing.assert_close(loss_fn.compute_score(x, eps), closed_form(theta_of(model), x + eps)[0])
+
+
+def test_functional_path_equals_the_autograd_path():
+    model, x = LogCoshEnergy(), data()
+    grads = []
+    for use_autograd in (True, False):
+        model.zero_grad()
+        template = None if use_autograd else LogCoshEnergy(seed=99)  # its own values unused
+        loss = SlicedScoreMatching(model=model, use_autograd=use_autograd, functional_model=template)(
+            x, generator=torch.Generator().manual_seed(0))
+        loss.backward()
+        grads.append((loss.detach(), [p.grad.clone() for p in model.parameters()]))
+    torch.testing.assert_close(grads[0][0], grads[1][0])
+    for u, v in zip(grads[0][1], grads[1][1]):
+        torch.testing.assert_close(u, v)
+
+
+def test_bare_model_kwargs_are_deprecated_but_passed():
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.mu = nn.Parameter(torch.zeros(2, dtype=F64))
+
+        def forward(self, x, scale=1.0):
+            return 0.5 * scale * ((x - self.mu) ** 2).sum(-1)
+
+    model, x = Scaled(), data(8, 2)
+    with pytest.warns(DeprecationWarning, match="model_kwargs"):
+        bare = ScoreMatching(model=model)(x, scale=3.0)
+    torch.testing.assert_close(bare, ScoreMatching(model=model)(x, model_kwargs={"scale": 3.0}))
+    # E = 3/2 |x - mu|^2: 1/2 |3 (x - mu)|^2 - tr(3 I)
+    torch.testing.assert_close(bare, (4.5 * (x * x).sum(1) - 6).mean())
