@@ -27,15 +27,15 @@ _SAFE_CLAMP = 1e6  # safe=True: bound on every force component, as TorchEBM 0.8.
 def _need_drift(owner: str, drift: Optional[Drift]) -> Drift:
     if drift is None:
         raise ValueError(
-            f"{owner}: drift must be given, a callable (x, t) -> force; for an energy model "
-            "pass drift=lambda x, t: -model.gradient(x)"
+            f"{owner}: drift must be provided explicitly, a callable (x, t) -> force; for an "
+            "energy model pass drift=lambda x, t: -model.gradient(x)"
         )
     return drift
 
 
 def _positive_steps(owner: str, n_steps) -> int:
     if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps <= 0:
-        raise ValueError(f"{owner}: n_steps must be a positive int, got {n_steps!r}")
+        raise ValueError(f"{owner}: n_steps must be positive (an int), got {n_steps!r}")
     return n_steps
 
 
@@ -215,7 +215,7 @@ class EulerMaruyamaIntegrator(TorchEBMModule):
         generator: Optional[torch.Generator] = None,
     ) -> dict[str, Tensor]:
         """``n_steps`` fixed steps of size ``step_size`` from time 0, or, when ``t`` is a 1-D
-        time grid ``[n + 1]``, the ``n`` steps between its points.
+        time grid ``[n + 1]`` (``n >= 1``), the ``n`` steps between its points.
 
         Args:
             diffusion: a callable ``(x, t) -> D`` evaluated at each step; else
@@ -224,7 +224,8 @@ class EulerMaruyamaIntegrator(TorchEBMModule):
             inference_mode: run under ``torch.inference_mode()``.
 
         Raises:
-            ValueError: ``adaptive=True``; ``n_steps`` not a positive int (when ``t`` is None).
+            ValueError: ``adaptive=True``; ``n_steps`` not a positive int (when ``t`` is None); a
+                ``t`` that is not 1-D with at least 2 points.
         """
         owner = type(self).__name__
         if adaptive:
@@ -237,7 +238,12 @@ class EulerMaruyamaIntegrator(TorchEBMModule):
         if t is None:
             grid = torch.arange(_positive_steps(owner, n_steps) + 1, dtype=x.dtype, device=x.device) * step_size
         else:
-            grid = torch.as_tensor(t, dtype=x.dtype, device=x.device).reshape(-1)
+            grid = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+            if grid.dim() != 1 or grid.numel() < 2:
+                raise ValueError(
+                    f"{owner}: t must be a 1D tensor with length >= 2 (the time grid), got shape "
+                    f"{tuple(grid.shape)}"
+                )
         for i in range(grid.numel() - 1):
             h = grid[i + 1] - grid[i]
             now = grid[i].expand(x.shape[0])
