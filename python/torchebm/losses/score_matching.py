@@ -96,8 +96,9 @@ class ScoreMatching(BaseScoreMatching):
     Args:
         model: the energy model (old name ``energy_function=``).
         hessian_method: ``"exact"`` (default), ``"hutchinson"`` or ``"approx"``.
-        regularization_strength, custom_regularization, use_autograd, functional_model, dtype,
-        device: see :class:`~torchebm.losses.base_score_matching.BaseScoreMatching`.
+        regularization_strength, custom_regularization, use_autograd, functional_model: see
+            :class:`~torchebm.losses.base_score_matching.BaseScoreMatching`.
+        dtype, device: likewise.
         **kwargs: ``hutchinson_samples``, ``energy_function`` and the
             :class:`~torchebm.core.BaseLoss` options; anything else is a ``TypeError``.
 
@@ -190,8 +191,9 @@ class SlicedScoreMatching(BaseScoreMatching):
         model: the energy model (old name ``energy_function=``).
         n_projections: ``K >= 1``.
         projection_type: ``"rademacher"`` (default), ``"sphere"`` or ``"gaussian"``.
-        regularization_strength, custom_regularization, use_autograd, functional_model, dtype,
-        device, **kwargs: see :class:`~torchebm.losses.base_score_matching.BaseScoreMatching`.
+        regularization_strength, custom_regularization, use_autograd, functional_model: see
+            :class:`~torchebm.losses.base_score_matching.BaseScoreMatching`.
+        dtype, device, **kwargs: likewise.
 
     Raises:
         ValueError: ``n_projections < 1`` or an unknown ``projection_type``.
@@ -276,8 +278,9 @@ class DenoisingScoreMatching(BaseScoreMatching):
     Args:
         model: the energy model (old name ``energy_function=``).
         noise_scale: ``sigma > 0`` (a float or a scheduler).
-        regularization_strength, custom_regularization, use_autograd, functional_model, dtype,
-        device: see :class:`~torchebm.losses.base_score_matching.BaseScoreMatching`.
+        regularization_strength, custom_regularization, use_autograd, functional_model: see
+            :class:`~torchebm.losses.base_score_matching.BaseScoreMatching`.
+        dtype, device: likewise.
         backend: keyword-only. ``"auto"`` (fused kernel where it runs, else reference),
             ``"fused"`` (raise :class:`~torchebm.kernels.dispatch.NoKernelError` where it does
             not) or ``"reference"``. ``last_path`` says which ran.
