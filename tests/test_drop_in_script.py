@@ -66,10 +66,10 @@ SCRIPT = textwrap.dedent('''
     # Uninterrupted: 8 steps.
     model, sampler, loss_fn, optimizer, ema = make_run(0)
     train(loss_fn, optimizer, ema, batches)
-    samples = sampler.sample(dim=2, n_samples=100, n_steps=10)
-    assert samples.shape == (100, 2) and samples.dtype == torch.float32
     uninterrupted = {k: v.clone() for k, v in loss_fn.state_dict().items() if torch.is_tensor(v)}
     uninterrupted_ema = {k: v.clone() for k, v in ema.state_dict().items() if torch.is_tensor(v)}
+    samples = sampler.sample(dim=2, n_samples=100, n_steps=10)
+    assert samples.shape == (100, 2) and samples.dtype == torch.float32
 
     # Interrupted after 4 steps, checkpointed (the RNG state in args), resumed in fresh objects.
     model, sampler, loss_fn, optimizer, ema = make_run(0)
@@ -100,7 +100,8 @@ def test_a_0_8_9_training_script_runs_and_resumes_bit_identically(tmp_path, monk
     exec(compile(SCRIPT, "torchebm_089_script.py", "exec"), namespace)
     uninterrupted, resumed = namespace["uninterrupted"], namespace["resumed"]
     assert uninterrupted.keys() == resumed.keys()
-    assert {"replay_buffer", "buffer_ptr", "model.network.0.weight"} <= uninterrupted.keys()
+    assert {"replay_buffer", "buffer_ptr", "model.network.0.weight",
+            "sampler.scheduler_steps.step_size"} <= uninterrupted.keys()
     for key in uninterrupted:
         assert torch.equal(uninterrupted[key], resumed[key]), key
     for key in namespace["uninterrupted_ema"]:

@@ -50,7 +50,8 @@ dtype and moved to the sampler's device; one on any other device (``meta``...) o
 dtype raises ``ValueError``/``TypeError``.
 
 Checkpoints: a sampler's ``state_dict`` holds its model's (under ``model.``), its buffers, and
-the step counts of its schedulers (extra state: a resumed run continues its schedules). The
+the step counts of its schedulers (``scheduler_steps.<name>``, 0-d int64 tensors: a resumed run
+continues its schedules). The
 keys ``integrator._buf_a``/``_buf_b``/``_buf_c``/``_buf_e`` that TorchEBM 0.8.9 saves for the
 Butcher tableau of its Euler-Maruyama integrator (constants, not learned state) are accepted by
 ``load_state_dict`` and ignored, so a 0.8.9 checkpoint of a sampler, or of a loss holding one,
@@ -106,6 +107,7 @@ def model_dtype(model: nn.Module) -> Optional[torch.dtype]:
 # TorchEBM 0.8.9 samplers hold an Euler-Maruyama integrator module whose Butcher tableau is
 # saved as buffers: these keys, under the sampler's prefix, are accepted and ignored on loading.
 _TORCHEBM_089_INTEGRATOR_KEYS = tuple(f"integrator._buf_{k}" for k in "abce")
+_SCHEDULER_STEPS = "scheduler_steps."  # state_dict prefix of the schedulers' step counts
 
 
 def _same_device(a: torch.device, b: torch.device) -> bool:
@@ -221,31 +223,32 @@ class BaseSampler(Schedulable, ABC):
         dtype = self.chain_dtype(x)
         return torch.float32 if dtype in _HALF_DTYPES else dtype
 
-    def get_extra_state(self) -> dict:
-        """What ``state_dict()`` saves besides the model: the step count of each of the
-        sampler's schedulers (``{"scheduler_steps": {name: step_count}}``), so that a
-        checkpoint resumes its schedules where they were (they continue across calls)."""
-        return {"scheduler_steps": {name: s.step_count for name, s in self.schedulers.items()}}
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        # The step count of each of the sampler's schedulers, as an int64 0-d tensor under
+        # ``scheduler_steps.<name>``: a checkpoint resumes the schedules where they were (they
+        # continue across calls).
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        for name, scheduler in self.schedulers.items():
+            destination[f"{prefix}{_SCHEDULER_STEPS}{name}"] = torch.tensor(scheduler.step_count)
 
-    def set_extra_state(self, state: dict) -> None:
-        """Put each saved scheduler back at its saved step (``reset()``, then ``advance()``)."""
-        for name, steps in state.get("scheduler_steps", {}).items():
-            scheduler = self.schedulers.get(name)
-            if scheduler is not None:
-                scheduler.reset()
-                scheduler.advance(steps)
-
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, *args, **kwargs):
-        # Accept (and drop) the integrator tableau buffers of a TorchEBM 0.8.9 checkpoint; such
-        # a checkpoint has no scheduler steps either (0.8.9 restarts its schedules at every
-        # call): the schedules are left as they are.
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, *args, **kwargs):
+        # Accept (and drop) the integrator tableau buffers of a TorchEBM 0.8.9 checkpoint. Saved
+        # scheduler steps put each scheduler back at its step (reset(), then advance()); a 0.8.9
+        # checkpoint has none (it restarts its schedules at every call): they are left as they are.
         for key in _TORCHEBM_089_INTEGRATOR_KEYS:
             state_dict.pop(prefix + key, None)
-        extra = prefix + nn.modules.module._EXTRA_STATE_KEY_SUFFIX
-        had_extra = extra in state_dict
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, *args, **kwargs)
-        if not had_extra and extra in missing_keys:
-            missing_keys.remove(extra)
+        head = prefix + _SCHEDULER_STEPS
+        for key in [k for k in state_dict if k.startswith(head)]:
+            steps = state_dict.pop(key)
+            scheduler = self.schedulers.get(key[len(head):])
+            if scheduler is None:
+                unexpected_keys.append(key)
+                continue
+            scheduler.reset()
+            scheduler.advance(int(steps))
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, *args, **kwargs)
 
     @property
     def device(self) -> torch.device:
