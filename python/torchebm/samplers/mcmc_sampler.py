@@ -742,10 +742,19 @@ def _check_integrator(owner: str, integrator: Any, algorithm: Algorithm) -> Any:
         raise ValueError(f"{owner}: integrator must be None or omitted (the update is fixed), got {integrator!r}")
     name, cls = accepted[1], accepted[2]
     error = ValueError if integrator is None or isinstance(integrator, str) else TypeError
+    family = _TORCHEBM_089_FAMILY[cls]
     raise error(
         f"{owner}: integrator must be None or {name!r} (or a torchebm.integrators.{cls}() object), "
-        f"the only integrator implemented (a subclass of it would not be run), got {integrator!r}"
+        f"the only integrator implemented (a subclass of it would not be run; of TorchEBM 0.8.9's "
+        f"{family} family only {cls}), got {integrator!r}"
     )
+
+
+# The TorchEBM 0.8.9 base class of each integrator family, for the error above.
+_TORCHEBM_089_FAMILY = {
+    "EulerMaruyamaIntegrator": "BaseSDERungeKuttaIntegrator",
+    "LeapfrogIntegrator": "BaseSymplecticIntegrator",
+}
 
 
 def _allowed(value: float, rule: str) -> bool:
