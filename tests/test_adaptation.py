@@ -19,7 +19,12 @@ from scipy import stats
 from torchebm.core import GaussianModel
 from torchebm.kernels import ops, reference
 from torchebm.samplers import HamiltonianMonteCarlo, MetropolisAdjustedLangevin
-from torchebm.samplers.adaptation import DualAveraging, halton
+from torchebm.samplers.adaptation import (
+    MAX_LEAPFROG_STEPS,
+    DualAveraging,
+    halton,
+    jittered_leapfrog_steps,
+)
 
 SIGMAS = 5.0
 KS_ALPHA = 1e-5
@@ -139,6 +144,90 @@ def test_per_chain_coefficients_fake_kernels(per_step_ops):
         ops.langevin_update(x, x, None, torch.ones(4), 1.0)
 
 
+@pytest.fixture
+def chain_ops(require_path):
+    for cls in (HamiltonianMonteCarlo, MetropolisAdjustedLangevin):
+        require_path(cls, "chain")
+
+
+def _chain_run(kind, x0, first, second, per_chain_rows=None):
+    """One whole-chain op call on the double well (d = 3), 9 steps, seed 11; ``first`` and
+    ``second`` are its schedules (HMC: step size and ignored)."""
+    args = dict(params=[1.5, 1.0], seed=11, thin=3, record_trajectory=True, record_energy=True)
+    if kind == "langevin":
+        return ops.langevin_chain("double_well", x0, first, second, clamp_min=-5.0, clamp_max=5.0,
+                                  grad_clip=40.0, **args)
+    if kind == "mala":
+        return ops.mala_chain("double_well", x0, first, second, **args)
+    return ops.hmc_chain("double_well", x0, first, 4, torch.tensor([0.5, 1.0, 2.0], dtype=x0.dtype),
+                         **args)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("kind", ["langevin", "mala", "hmc"])
+def test_chain_ops_take_per_chain_schedules(chain_ops, dtype, kind):
+    """A schedule [n_steps, B] gives chain i the values of column i: the run equals, row for
+    row and bit for bit, the run with the [n_steps] schedule of that chain's values (a chain
+    depends only on its own noise, indexed over the whole batch); equal columns equal the
+    [n_steps] schedule outright, and a stride-0 [n_steps, B] view equals its copy."""
+    b, n = 200, 9
+    x0 = torch.randn(b, 3, generator=_gen(14), dtype=dtype)
+    a1 = torch.linspace(0.02, 0.01, n, dtype=torch.float64)
+    a2 = torch.linspace(0.005, 0.03, n, dtype=torch.float64)
+    if kind == "hmc":
+        a1, a2 = 5 * a1, 5 * a2
+    pick = torch.arange(b) % 3 == 1  # chains on the second schedule
+    per_chain_a = torch.where(pick[None, :], a2[:, None], a1[:, None])
+    per_chain_b = torch.sqrt(2 * per_chain_a)
+    run = _chain_run(kind, x0, per_chain_a, per_chain_b)
+    run1 = _chain_run(kind, x0, a1, torch.sqrt(2 * a1))
+    run2 = _chain_run(kind, x0, a2, torch.sqrt(2 * a2))
+    for out, one, two in zip(run[:2], run1[:2], run2[:2]):  # final states, trajectories
+        assert torch.equal(out[~pick], one[~pick]) and torch.equal(out[pick], two[pick])
+    equal = _chain_run(kind, x0, a1[:, None].expand(n, b).contiguous(),
+                       torch.sqrt(2 * a1)[:, None].expand(n, b).contiguous())
+    assert all(torch.equal(u, v) for u, v in zip(equal, run1))
+    constant = torch.full((b,), 0.013, dtype=torch.float64)
+    view = _chain_run(kind, x0, constant.expand(n, b), torch.sqrt(2 * constant).expand(n, b))
+    copy = _chain_run(kind, x0, constant.expand(n, b).contiguous(),
+                      torch.sqrt(2 * constant).expand(n, b).contiguous())
+    assert all(torch.equal(u, v) for u, v in zip(view, copy))
+
+
+def test_chain_schedules_are_checked(chain_ops):
+    x0 = torch.randn(4, 3)
+    with pytest.raises(RuntimeError, match=r"must be a per-step tensor \[n_steps\] or \[n_steps, B\] \(B = 4"):
+        ops.mala_chain("double_well", x0, torch.ones(5, 3, dtype=torch.float64) * 0.01,
+                       torch.ones(5, 3, dtype=torch.float64), [1.0, 1.0])
+    bad = torch.full((5, 4), 0.01, dtype=torch.float64)
+    bad[2, 1] = -1.0
+    with pytest.raises(RuntimeError, match=r"step_size\[2, 1\] must be finite and > 0"):
+        ops.hmc_chain("double_well", x0, bad, 2, None, [1.0, 1.0])
+    with pytest.raises(RuntimeError, match=r"step_size\[:, 3\] must be finite and > 0"):
+        ops.hmc_chain("double_well", x0, torch.tensor([0.1, 0.1, 0.1, 0.0],
+                                                      dtype=torch.float64).expand(5, 4), 2, None, [1.0, 1.0])
+
+
+@pytest.mark.parametrize("cls, kw", [(MetropolisAdjustedLangevin, {}),
+                                     (HamiltonianMonteCarlo, {"n_leapfrog_steps": 3})])
+def test_per_chain_adapted_chain_path_equals_fused_path(chain_ops, cls, kw):
+    """After a per-chain warm-up, the analytic model's chain op (schedules [n_steps, B]) runs
+    what the per-step loop runs (MALA bit for bit; HMC's chain op sums the kinetic energy in
+    another order, as in tests/test_kernels_chain.py: the same states up to rounding)."""
+    chain = cls(GaussianModel(MEAN, torch.diag(STD**2)), step_size=0.05, **kw)
+    x = chain.warmup(n_samples=64, dim=2, n_steps=30, generator=_gen(15), per_chain=True)
+    fused = cls(NoSpecGaussian(MEAN, torch.diag(STD**2)), step_size=0.05, **kw)
+    fused.load_state_dict(chain.state_dict())
+    a = chain.sample(x=x, n_steps=20, return_trajectory=True, generator=_gen(16))
+    b = fused.sample(x=x, n_steps=20, return_trajectory=True, generator=_gen(16))
+    assert (chain.last_path, fused.last_path) == ("chain", "fused")
+    if cls is MetropolisAdjustedLangevin:
+        assert torch.equal(a, b)
+    else:
+        close = (a - b).abs().amax(dim=(1, 2)) <= 1e-4
+        assert close.double().mean() >= 0.95
+
+
 # ----------------------------------------------------------------------------- dual averaging
 def test_dual_averaging_follows_its_equations():
     """Three iterations against the recursion written out (module docstring)."""
@@ -154,8 +243,12 @@ def test_dual_averaging_follows_its_equations():
         assert float(da.final) == pytest.approx(math.exp(log_bar), rel=1e-12)
 
 
-def test_halton_sequence():
+def test_halton_sequence_and_jittered_leapfrog_steps():
     assert [halton(n) for n in range(1, 8)] == [0.5, 0.25, 0.75, 0.125, 0.625, 0.375, 0.875]
+    assert jittered_leapfrog_steps(1.0, 0.1, "halton", 3) == (8, 0.75)  # ceil(0.75 / 0.1)
+    assert jittered_leapfrog_steps(1.0, 0.3, None, 3) == (4, 1.0)
+    assert jittered_leapfrog_steps(1e9, 0.1, None, 1)[0] == MAX_LEAPFROG_STEPS == 1000
+    assert jittered_leapfrog_steps(1e-9, 0.1, "halton", 1)[0] == 1
 
 
 # ----------------------------------------------------------------------------- acceptance
@@ -264,14 +357,13 @@ def test_per_chain_equals_shared_when_equal(per_step_ops, backend, cls, kw):
     assert torch.equal(a, b)
 
 
-def test_per_chain_step_sizes_differ_and_skip_the_chain_op(per_step_ops):
-    s = HamiltonianMonteCarlo(GaussianModel(MEAN, torch.diag(STD**2)), step_size=0.05,
+def test_per_chain_step_sizes_differ(per_step_ops):
+    s = HamiltonianMonteCarlo(NoSpecGaussian(MEAN, torch.diag(STD**2)), step_size=0.05,
                               n_leapfrog_steps=3)
     x = s.warmup(n_samples=32, dim=2, n_steps=50, generator=_gen(8), per_chain=True)
     assert s.adaptation.step_size.shape == (32,) and s.adaptation.step_size.unique().numel() == 32
     s.sample(x=x, n_steps=5)
     assert s.last_path == "fused"
-    assert "per-chain adapted step sizes" in s.last_route.skipped[0]
     with pytest.raises(ValueError, match="adapted 32 per-chain step sizes, but x has 8 chains"):
         s.sample(x=x[:8], n_steps=5)
     s.reset_adaptation()

@@ -23,10 +23,31 @@
 
 namespace torchebm::cpu {
 
-// A per-step schedule (checked by checks::schedule: on the host, finite) as float64 values.
-inline std::vector<double> schedule_values(const at::Tensor& s) {
-  const at::Tensor c = s.to(at::kDouble).contiguous();
-  return std::vector<double>(c.const_data_ptr<double>(), c.const_data_ptr<double>() + c.numel());
+// A per-step schedule (checked by checks::schedule) as the kernels read it, float64: value
+// (t, c) of step t for chain c. [n_steps] holds one value per step; [n_steps, B] one per step
+// and chain (per_chain), read without a copy of its rows when it is constant over the steps
+// (stride 0, as per-chain step sizes expanded over the steps come).
+struct Schedule {
+  at::Tensor values;  // float64, contiguous: [n_steps], [n_steps, B], or [B] (constant rows)
+  int64_t step_stride = 1, chain_stride = 0;
+  bool per_chain = false;
+  double at(int64_t t, int64_t c) const {
+    return values.const_data_ptr<double>()[t * step_stride + c * chain_stride];
+  }
+};
+
+inline Schedule schedule_values(const at::Tensor& s) {
+  Schedule out;
+  out.per_chain = s.dim() == 2;
+  if (out.per_chain && s.stride(0) == 0 && s.size(0) > 0) {
+    out.values = s.select(0, 0).to(at::kDouble).contiguous();
+    out.step_stride = 0;
+  } else {
+    out.values = s.to(at::kDouble).contiguous();
+    out.step_stride = out.per_chain ? s.size(1) : 1;
+  }
+  out.chain_stride = out.per_chain ? 1 : 0;
+  return out;
 }
 
 // A chain op's outputs and what is recorded into them: x = copy of x0, stepped in place;

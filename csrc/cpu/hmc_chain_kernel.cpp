@@ -35,7 +35,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> hmc_chain(
                                             mean, precision, thin, checks::kCpu);
   checks::first_step(first_step, c.n_steps, op);
   const int64_t n_steps = c.n_steps, d = x0.size(1);
-  const std::vector<double> eps = schedule_values(step_size);
+  const Schedule eps = schedule_values(step_size);
 
   ChainOutputs out =
       chain_outputs(x0, n_steps, thin, record_trajectory, record_energy, true, first_step);
@@ -64,7 +64,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> hmc_chain(
         T* x = blk.x;
         energy_grad_rows<T>(m, x, g, e, nr, d, scratch.data());
         for (int64_t t = 0; t < n_steps; ++t) {
-          const T h = static_cast<T>(eps[t]), half = static_cast<T>(0.5 * eps[t]);
+          const T h = static_cast<T>(eps.at(t, 0)), half = static_cast<T>(0.5 * eps.at(t, 0));
+          // Per-chain step sizes: the same loops row by row, chain i with eps.at(t, i).
+          const auto kick_drift_rows = [&](T* xo, T* po, const T* xi, const T* pi, const T* gi,
+                                           bool half_kick) {
+            if (!eps.per_chain) {
+              kick_drift_block(xo, po, xi, pi, gi, nr, d, half_kick ? half : h, h, pm, false);
+              return;
+            }
+            for (int64_t i = 0; i < nr; ++i) {
+              const double ei = eps.at(t, blk.first + i);
+              const T hi = static_cast<T>(ei), ki = half_kick ? static_cast<T>(0.5 * ei) : hi;
+              const int64_t o = i * d;
+              kick_drift_block(xo + o, po + o, xi + o, pi + o, gi + o, 1, d, ki, hi, pm, false);
+            }
+          };
           // Momentum p ~ N(0, M): stream 0 at step t, divided by sqrt(m).
           blk.normal(p.data(), seed, t);
           if (pm) {
@@ -75,13 +89,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> hmc_chain(
           kinetic_block(kin.data(), p.data(), pm, nr, d, kin_scratch.data());
           for (int64_t i = 0; i < nr; ++i) log_r[i] = e[i] + kin[i];  // H0
           // Leapfrog: the half kicks between drifts merge into full kicks.
-          kick_drift_block(y, p.data(), x, p.data(), g, nr, d, half, h, pm, false);
+          kick_drift_rows(y, p.data(), x, p.data(), g, true);
           for (int64_t l = 1; l <= n_leapfrog; ++l) {
             const bool last = l == n_leapfrog;
             energy_grad_rows<T>(m, y, gy, last ? ey : nullptr, nr, d, scratch.data());
-            if (!last) kick_drift_block(y, p.data(), y, p.data(), gy, nr, d, h, h, pm, false);
+            if (!last) kick_drift_rows(y, p.data(), y, p.data(), gy, false);
           }
-          kick_block(p.data(), p.data(), gy, blk.elems, half);
+          if (!eps.per_chain) {
+            kick_block(p.data(), p.data(), gy, blk.elems, half);
+          } else {
+            for (int64_t i = 0; i < nr; ++i) {
+              const T hi = static_cast<T>(0.5 * eps.at(t, blk.first + i));
+              kick_block(p.data() + i * d, p.data() + i * d, gy + i * d, d, hi);
+            }
+          }
           kinetic_block(kin.data(), p.data(), pm, nr, d, kin_scratch.data());
           for (int64_t i = 0; i < nr; ++i) log_r[i] = log_r[i] - (ey[i] + kin[i]);  // H0 - H1
           mh.accept(blk, seed, t);

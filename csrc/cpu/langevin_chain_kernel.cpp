@@ -30,7 +30,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> langevin_chain(
                                                  checks::kCpu);
   checks::first_step(first_step, c.n_steps, op);
   const int64_t n_steps = c.n_steps, d = x0.size(1);
-  const std::vector<double> av = schedule_values(a), bv = schedule_values(b);
+  const Schedule av = schedule_values(a), bv = schedule_values(b);
+  const bool per_chain = av.per_chain || bv.per_chain;
 
   ChainOutputs out =
       chain_outputs(x0, n_steps, thin, record_trajectory, record_energy, false, first_step);
@@ -51,9 +52,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> langevin_chain(
                               scratch.data());
           if (energy_now) esum[t - 1] = block_sum(e.data(), blk.rows);
           blk.normal(xi.data(), seed, t);
-          const LangevinCoef<T> k{static_cast<T>(av[t]), static_cast<T>(bv[t]), lo, hi, clip,
-                                  grad_clip.has_value()};
-          langevin_block(blk.x, blk.x, g.data(), xi.data(), blk.elems, k);
+          const LangevinCoef<T> k{static_cast<T>(av.at(t, 0)), static_cast<T>(bv.at(t, 0)), lo,
+                                  hi, clip, grad_clip.has_value()};
+          if (!per_chain) {
+            langevin_block(blk.x, blk.x, g.data(), xi.data(), blk.elems, k);
+          } else {  // per-chain (a, b): row by row, the same element loop
+            for (int64_t i = 0; i < blk.rows; ++i) {
+              LangevinCoef<T> ki = k;
+              ki.a = static_cast<T>(av.at(t, blk.first + i));
+              ki.b = static_cast<T>(bv.at(t, blk.first + i));
+              const int64_t o = i * d;
+              langevin_block(blk.x + o, blk.x + o, g.data() + o, xi.data() + o, d, ki);
+            }
+          }
           blk.record(t);
         }
         if (esum != nullptr && n_steps > 0) {

@@ -30,7 +30,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mala_chain(
       checks::mala_chain(energy, x0, a, b, params, mean, precision, thin, checks::kCpu);
   checks::first_step(first_step, c.n_steps, op);
   const int64_t n_steps = c.n_steps, d = x0.size(1);
-  const std::vector<double> av = schedule_values(a), bv = schedule_values(b);
+  const Schedule av = schedule_values(a), bv = schedule_values(b);
+  const bool per_chain = av.per_chain || bv.per_chain;
 
   ChainOutputs out =
       chain_outputs(x0, n_steps, thin, record_trajectory, record_energy, true, first_step);
@@ -45,13 +46,31 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mala_chain(
       for (const ChainBlock<T>& blk : blocks) {
         energy_grad_rows<T>(m, blk.x, gx, ex, blk.rows, d, scratch.data());
         for (int64_t t = 0; t < n_steps; ++t) {
-          const T ta = static_cast<T>(av[t]), tb = static_cast<T>(bv[t]);
           blk.normal(xi.data(), seed, t);
-          const LangevinCoef<T> k{ta, tb, -INFINITY, INFINITY, T(0), false};
-          langevin_block(y, blk.x, gx, xi.data(), blk.elems, k);
-          energy_grad_rows<T>(m, y, gy, ey, blk.rows, d, scratch.data());
-          mala_log_ratio_block(mh.log_r.data(), blk.x, y, gx, gy, ex, ey, ta, tb, blk.rows, d,
-                               ratio_scratch.data());
+          if (!per_chain) {
+            const T ta = static_cast<T>(av.at(t, 0)), tb = static_cast<T>(bv.at(t, 0));
+            const LangevinCoef<T> k{ta, tb, -INFINITY, INFINITY, T(0), false};
+            langevin_block(y, blk.x, gx, xi.data(), blk.elems, k);
+            energy_grad_rows<T>(m, y, gy, ey, blk.rows, d, scratch.data());
+            mala_log_ratio_block(mh.log_r.data(), blk.x, y, gx, gy, ex, ey, ta, tb, blk.rows, d,
+                                 ratio_scratch.data());
+          } else {  // per-chain (a, b): row by row, the same loops
+            for (int64_t i = 0; i < blk.rows; ++i) {
+              const T ta = static_cast<T>(av.at(t, blk.first + i));
+              const T tb = static_cast<T>(bv.at(t, blk.first + i));
+              const LangevinCoef<T> k{ta, tb, -INFINITY, INFINITY, T(0), false};
+              const int64_t o = i * d;
+              langevin_block(y + o, blk.x + o, gx + o, xi.data() + o, d, k);
+            }
+            energy_grad_rows<T>(m, y, gy, ey, blk.rows, d, scratch.data());
+            for (int64_t i = 0; i < blk.rows; ++i) {
+              const T ta = static_cast<T>(av.at(t, blk.first + i));
+              const T tb = static_cast<T>(bv.at(t, blk.first + i));
+              const int64_t o = i * d;
+              mala_log_ratio_block(mh.log_r.data() + i, blk.x + o, y + o, gx + o, gy + o, ex + i,
+                                   ey + i, ta, tb, 1, d, ratio_scratch.data());
+            }
+          }
           mh.accept(blk, seed, t);
           blk.record(t);
         }

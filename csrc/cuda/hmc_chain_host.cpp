@@ -23,6 +23,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> hmc_chain_op(
   const at::Tensor mass = inv_mass ? on_device(inv_mass->expand({d}), x0.device(),
                                                call.x0.scalar_type())
                                    : at::Tensor();
+  no_chain_schedules(step_size.dim() == 2, "hmc_chain");
   const at::Tensor sd = on_device(step_size, x0.device(), at::kDouble);
   call.args.a = sd.const_data_ptr<double>();
   call.args.n_leapfrog = static_cast<int>(n_leapfrog);

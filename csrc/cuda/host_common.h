@@ -66,6 +66,12 @@ inline void no_chain_coefficients(bool given, const char* op) {
               "pass float coefficients (or run the op on the CPU)");
 }
 
+// The chain ops' per-chain schedules ([n_steps, B]) have no CUDA kernels yet: refused by name.
+inline void no_chain_schedules(bool given, const char* op) {
+  TORCH_CHECK(!given, op, ": per-chain schedules [n_steps, B] are not implemented in the CUDA "
+              "kernel; pass [n_steps] schedules (or run the op on the CPU)");
+}
+
 // An output back in the state's dtype (float16/bfloat16 rows ran in float32).
 inline at::Tensor out_dtype(const at::Tensor& t, at::ScalarType dtype) {
   return t.scalar_type() == dtype ? t : t.to(dtype);

@@ -296,12 +296,15 @@ inline Energy energy(const std::string& name, c10::ArrayRef<double> params,
 // What a schedule's values must be, in the kernels' dtype (x0's compute_dtype).
 enum class Values { kFinite, kPositive, kMalaScale };
 
-// A per-step schedule: 1-D, floating, n_steps entries, on the host or x0's device. Its values
-// are checked (see Values) when it is on the host.
+// A per-step schedule: floating, [n_steps] (every chain) or [n_steps, B] (B = x0.size(0): per
+// chain, e.g. per-chain step sizes expanded over the steps), on the host or x0's device. Its
+// values are checked (see Values) when it is on the host (one row when it is constant over the
+// steps, stride 0).
 inline void schedule(const at::Tensor& s, int64_t n_steps, const at::Tensor& x0, const char* op,
                      const char* name, Values rule) {
-  TORCH_CHECK(s.dim() == 1, op, ": ", name, " must be a 1-D per-step tensor [n_steps], got ",
-              s.sizes());
+  TORCH_CHECK(s.dim() == 1 || (s.dim() == 2 && s.size(1) == x0.size(0)), op, ": ", name,
+              " must be a per-step tensor [n_steps] or [n_steps, B] (B = ", x0.size(0),
+              " chains), got ", s.sizes());
   TORCH_CHECK(s.size(0) == n_steps, op, ": ", name, " must have n_steps = ", n_steps,
               " entries, got ", s.size(0));
   TORCH_CHECK(at::isFloatingType(s.scalar_type()), op, ": ", name,
@@ -309,16 +312,23 @@ inline void schedule(const at::Tensor& s, int64_t n_steps, const at::Tensor& x0,
   TORCH_CHECK(s.is_cpu() || s.device() == x0.device(), op, ": ", name, " is on ", s.device(),
               "; expected the CPU or x0's device (", x0.device(), ")");
   if (!s.is_cpu()) return;
-  const at::Tensor c = s.to(at::kDouble).contiguous();
+  const bool constant_rows = s.dim() == 2 && s.stride(0) == 0 && n_steps > 0;
+  const at::Tensor c = (constant_rows ? s.select(0, 0) : s).to(at::kDouble).contiguous();
   const double* v = c.const_data_ptr<double>();
   const at::ScalarType compute = compute_dtype(x0.scalar_type());
-  for (int64_t t = 0; t < n_steps; ++t) {
+  const int64_t per_row = s.dim() == 2 ? s.size(1) : 1;
+  for (int64_t t = 0; t < c.numel(); ++t) {
     const double r = rounded(v[t], compute);
     if (std::isfinite(r) && (rule == Values::kFinite || r > 0) &&
         (rule != Values::kMalaScale || (r > 1e-18 && r < 1e18))) {
       continue;  // the common case, without building a message
     }
-    const std::string at_t = std::string(name) + "[" + std::to_string(t) + "]";
+    const std::string at_t =
+        std::string(name) + "[" +
+        (s.dim() == 1 ? std::to_string(t)
+                      : (constant_rows ? std::string(":") : std::to_string(t / per_row)) + ", " +
+                            std::to_string(t % per_row)) +
+        "]";
     if (rule == Values::kFinite) finite(v[t], compute, op, at_t.c_str());
     if (rule == Values::kPositive) positive(v[t], compute, op, at_t.c_str());
     if (rule == Values::kMalaScale) mala_scale(v[t], compute, op, at_t.c_str());
@@ -504,9 +514,10 @@ inline Chain chain(const std::string& energy_name, const at::Tensor& x0,
   TORCH_CHECK(thin >= 1, op, ": thin must be >= 1, got ", thin);
   Chain c;
   c.energy = energy(energy_name, params, mean, precision, x0, "x0", op);
-  c.n_steps = first_schedule.dim() == 1 ? first_schedule.size(0) : -1;
+  c.n_steps = first_schedule.dim() == 1 || first_schedule.dim() == 2 ? first_schedule.size(0) : -1;
   TORCH_CHECK(c.n_steps >= 0, op, ": ", schedule_name,
-              " must be a 1-D per-step tensor [n_steps], got ", first_schedule.sizes());
+              " must be a per-step tensor [n_steps] or [n_steps, B], got ",
+              first_schedule.sizes());
   TORCH_CHECK(c.n_steps <= static_cast<int64_t>(UINT32_MAX) + 1, op,
               ": n_steps must be <= 2^32 (steps are Philox counter words), got ", c.n_steps);
   schedule(first_schedule, c.n_steps, x0, op, schedule_name, rule);

@@ -397,7 +397,8 @@ def langevin_chain(
     first_step: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``n_steps = len(a)`` Langevin steps in one call; step t is ``langevin_update`` with
-    ``(a[t], b[t])``, the closed-form gradient and in-kernel noise at
+    ``(a[t], b[t])`` (schedules ``[n_steps]``, or ``[n_steps, B]`` for per-chain values: chain
+    ``i`` takes ``a[t, i]``; CPU kernels only), the closed-form gradient and in-kernel noise at
     ``(seed, step=first_step + t)``. Calls over consecutive slices of the schedules, each from
     the state the previous one returned with ``first_step`` advanced by its length, give
     exactly the states of one call (``MCMCSampler._run_chain`` runs long chains so).
@@ -405,7 +406,7 @@ def langevin_chain(
     Returns ``(x, trajectory [B, n_steps // thin, d] or empty, energy_mean [n_steps] or empty)``,
     ``energy_mean[t]`` the mean energy of the state after step t.
     """
-    check_trajectory_size("langevin_chain", x0, a.shape[0] if a.dim() == 1 else 0, int(thin),
+    check_trajectory_size("langevin_chain", x0, a.shape[0] if a.dim() in (1, 2) else 0, int(thin),
                            bool(record_trajectory))
     return torch.ops.torchebm.langevin_chain(
         energy,
@@ -451,12 +452,13 @@ def mala_chain(
     record_energy: bool = False,
     first_step: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``len(a)`` MALA steps in one call (see docs/kernels.md for the per-step equivalent),
+    """``len(a)`` MALA steps in one call (schedules ``[n_steps]`` or, per chain,
+    ``[n_steps, B]``: CPU kernels only; see docs/kernels.md for the per-step equivalent),
     step t drawing the noise of step ``first_step + t`` (as ``langevin_chain``).
 
     Returns ``(x, trajectory, energy_mean, acceptance_rate [n_steps])``.
     """
-    check_trajectory_size("mala_chain", x0, a.shape[0] if a.dim() == 1 else 0, int(thin),
+    check_trajectory_size("mala_chain", x0, a.shape[0] if a.dim() in (1, 2) else 0, int(thin),
                            bool(record_trajectory))
     return torch.ops.torchebm.mala_chain(
         energy,
@@ -501,13 +503,14 @@ def hmc_chain(
     first_step: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``len(step_size)`` HMC transitions of ``n_leapfrog`` leapfrog steps each, in one call
+    (``step_size`` ``[n_steps]``, or ``[n_steps, B]`` per chain: CPU kernels only)
     (``n_leapfrog`` gradient evaluations per transition, plus one of ``x0`` at the start of the
     call; see docs/kernels.md), transition t drawing the noise of step ``first_step + t`` (as
     ``langevin_chain``).
 
     Returns ``(x, trajectory, energy_mean, acceptance_rate [n_steps])``.
     """
-    check_trajectory_size("hmc_chain", x0, step_size.shape[0] if step_size.dim() == 1 else 0,
+    check_trajectory_size("hmc_chain", x0, step_size.shape[0] if step_size.dim() in (1, 2) else 0,
                            int(thin), bool(record_trajectory))
     return torch.ops.torchebm.hmc_chain(
         energy,

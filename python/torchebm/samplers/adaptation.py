@@ -5,7 +5,9 @@ r"""Warm-up adaptation of MALA's and HMC's step size and of HMC's trajectory len
 runs the chains for ``n_steps`` steps while adapting, stores what it learned in the sampler
 (its :class:`AdaptationState`, part of ``state_dict()``), and returns the chains' states; every
 later ``sample()`` call then runs with the adapted settings (fixed, so the chains are exact
-MCMC for :math:`e^{-E}`) until :meth:`~Adaptive.reset_adaptation`.
+MCMC for :math:`e^{-E}`) until :meth:`~Adaptive.reset_adaptation`. Per-chain step sizes reach
+the kernels as tensors ``[B]`` (the per-step ops) or schedules ``[n_steps, B]`` (the CPU
+whole-chain ops of the analytic models).
 
 Step size (``adapt="step_size"``): dual averaging (Nesterov 2009, in the form of Hoffman and
 Gelman 2014, section 3.2) of :math:`\log\epsilon` towards a target acceptance rate
@@ -21,14 +23,16 @@ with :math:`\mu = \log(10\epsilon_0)`, :math:`\gamma = 0.05`, :math:`t_0 = 10`,
 :math:`\kappa = 0.75`, :math:`\bar H_0 = 0`, :math:`\log\bar\epsilon_0 = 0`; the warm-up
 steps with :math:`\epsilon_m`, and sampling afterwards uses :math:`\bar\epsilon`. The
 acceptance statistic :math:`\alpha` is each chain's acceptance probability :math:`\min(1, r)`
-of the transition (HMC: :math:`r = e^{H_0 - H_1}`; MALA: its Metropolis-Hastings ratio). ``per_chain=False`` adapts one step size on the mean statistic over chains;
+of the transition (HMC: :math:`r = e^{H_0 - H_1}`; MALA: its Metropolis-Hastings ratio).
+``per_chain=False`` adapts one step size on the mean statistic over chains;
 ``per_chain=True`` one per chain on its own statistic (the per-step kernels take a step size per
 chain).
 
 Trajectory length (``adapt="chees"``, HMC): ChEES (Hoffman, Radul and Sountsov 2021). The
 trajectory length :math:`T` is jittered per iteration, :math:`t_m = h_m T` with :math:`h_m` the
 base-2 Halton (van der Corput) sequence or uniform draws, and a transition runs
-:math:`L_m = \lceil t_m / \epsilon \rceil` leapfrog steps. :math:`\log T` follows Adam
+:math:`L_m = \lceil t_m / \epsilon \rceil` leapfrog steps (at most
+:data:`MAX_LEAPFROG_STEPS` = 1000). :math:`\log T` follows Adam
 (:math:`\beta_1 = 0`, :math:`\beta_2 = 0.95`, learning rate 0.025) up the gradient of the
 ChEES criterion :math:`\tfrac14 E[(\lVert x' - E x'\rVert^2 - \lVert x - E x\rVert^2)^2]`,
 estimated across chains as
@@ -54,7 +58,8 @@ from typing import Any, Optional
 
 import torch
 
-from torchebm.core.argument_checks import N_LEAPFROG_MAX, count
+from torchebm.core.argument_checks import count
+from torchebm.core.base_sampler import norm_layers_in_eval
 from torchebm.kernels import dispatch
 from torchebm.samplers.algorithms import ChainState
 from torchebm.samplers.step_ops import FusedStepOps, ReferenceStepOps, StepOps
@@ -152,7 +157,8 @@ class ChEES:
         x1 = proposal.x.reshape(b, -1).to(torch.float64)
         p1 = proposal.p.reshape(b, -1).to(torch.float64)
         finite = torch.isfinite(x1).all(dim=1) & torch.isfinite(p1).all(dim=1)
-        alpha = torch.where(finite, accept_prob.to(torch.float64), torch.zeros_like(accept_prob, dtype=torch.float64))
+        alpha = torch.where(finite, accept_prob.to(torch.float64),
+                            torch.zeros_like(accept_prob, dtype=torch.float64))
         x1 = torch.where(finite[:, None], x1, torch.zeros_like(x1))
         p1 = torch.where(finite[:, None], p1, torch.zeros_like(p1))
         weight = alpha.sum()
@@ -181,26 +187,32 @@ class ChEES:
         return torch.exp(self.log_length_bar) if self.count else torch.exp(self.log_length)
 
 
+MAX_LEAPFROG_STEPS = 1000
+"""The most leapfrog steps a ChEES transition takes (the trajectory length is capped there)."""
+
+
 def jittered_leapfrog_steps(length: float, step_size: float, jitter: Optional[str], k: int,
-                            generator: Optional[torch.Generator]) -> tuple[int, float]:
-    """``(L, t)`` of iteration ``k >= 1``: :math:`t = h_k T` (:math:`h_k` the ``jitter`` draw, 1
-    without jitter) and :math:`L = \\lceil t / \\epsilon \\rceil` in ``[1, N_LEAPFROG_MAX]``."""
+                            state: Optional["AdaptationState"] = None) -> tuple[int, float]:
+    """``(L, t)`` of iteration ``k >= 1``: :math:`t = h_k T` (:math:`h_k` the ``jitter`` draw:
+    ``halton(k)``, a uniform from ``state``'s generator, or 1 without jitter) and
+    :math:`L = \\lceil t / \\epsilon \\rceil` in ``[1, MAX_LEAPFROG_STEPS]``."""
     if jitter == "halton":
         h = halton(k)
     elif jitter == "uniform":
-        h = float(torch.rand((), dtype=torch.float64, generator=generator))
+        h = state.uniform_draw()
     else:
         h = 1.0
     t = h * length
     steps = t / step_size
-    n = N_LEAPFROG_MAX if not math.isfinite(steps) else int(min(max(1, math.ceil(steps)), N_LEAPFROG_MAX))
-    return n, t
+    if not math.isfinite(steps):
+        return MAX_LEAPFROG_STEPS, t
+    return int(min(max(1, math.ceil(steps)), MAX_LEAPFROG_STEPS)), t
 
 
 _STATE_KEYS = ("step_size", "target_accept", "per_chain", "dual_mu", "dual_log_step",
                "dual_log_step_bar", "dual_h_bar", "dual_count", "trajectory_length",
                "chees_log_length", "chees_log_length_bar", "chees_sq_grad", "chees_count",
-               "jitter", "jitter_count", "uniform_generator")
+               "jitter", "jitter_count", "uniform_state")
 _JITTER_CODES = {None: 0, "halton": 1, "uniform": 2}
 
 
@@ -214,7 +226,7 @@ class AdaptationState:
         self.per_chain = per_chain
         self.chees = chees
         self.jitter_count = 0  # trajectories jittered so far (the Halton index)
-        self.uniform_generator: Optional[torch.Generator] = None
+        self.uniform_state: Optional[Tensor] = None  # the uniform jitter's CPU generator state
         self.finish()
 
     def finish(self) -> None:
@@ -225,6 +237,14 @@ class AdaptationState:
         self.trajectory_length: Optional[float] = (
             None if self.chees is None else float(self.chees.final))
         """The ChEES trajectory length :math:`\\bar T` sampling uses (None: not adapted)."""
+
+    def uniform_draw(self) -> float:
+        """One U(0, 1) draw of the uniform jitter, advancing its generator state."""
+        generator = torch.Generator()
+        generator.set_state(self.uniform_state)
+        u = float(torch.rand((), dtype=torch.float64, generator=generator))
+        self.uniform_state = generator.get_state()
+        return u
 
     def tensors(self) -> dict[str, Tensor]:
         d = self.dual
@@ -246,8 +266,8 @@ class AdaptationState:
                 "jitter": torch.tensor(_JITTER_CODES[c.jitter]),
                 "jitter_count": torch.tensor(self.jitter_count),
             })
-        if self.uniform_generator is not None:
-            out["uniform_generator"] = self.uniform_generator.get_state()
+        if self.uniform_state is not None:
+            out["uniform_state"] = self.uniform_state.clone()
         return out
 
     @classmethod
@@ -272,9 +292,8 @@ class AdaptationState:
         state = cls(dual, bool(t["per_chain"]), chees)
         if chees is not None:
             state.jitter_count = int(t["jitter_count"])
-        if "uniform_generator" in t:
-            state.uniform_generator = torch.Generator()
-            state.uniform_generator.set_state(t["uniform_generator"])
+        if "uniform_state" in t:
+            state.uniform_state = t["uniform_state"].clone()
         state.step_size = f64("step_size")
         if state.per_chain != (state.step_size.dim() == 1):
             raise ValueError(
@@ -369,7 +388,7 @@ class Adaptive:
             chees = ChEES(self.n_leapfrog_steps * eps0, jitter, device)
         adaptation = AdaptationState(dual, per_chain, chees)
         if jitter == "uniform":
-            adaptation.uniform_generator = _child_generator(generator)
+            adaptation.uniform_state = _child_generator(generator).get_state()
 
         route = dispatch.choose_path(
             "reference" if self.backend == "reference" else "auto", device=device,
@@ -378,6 +397,19 @@ class Adaptive:
         )
         step_ops: StepOps = (ReferenceStepOps(generator) if route.path == "reference"
                              else FusedStepOps(self._draw_seed(generator)))
+        with norm_layers_in_eval(self.model):
+            chain = self._warmup_loop(state_x, n_steps, mk, fixed, step_ops, adaptation, per_chain)
+        adaptation.finish()
+        self.adaptation = adaptation
+        self.last_path = route.path
+        return chain.x
+
+    def _warmup_loop(self, state_x, n_steps, mk, fixed, step_ops, adaptation, per_chain):
+        """The warm-up's transitions, adapting after each; returns the final chain state."""
+        dual, chees, jitter = adaptation.dual, adaptation.chees, None
+        if chees is not None:
+            jitter = chees.jitter
+        b = state_x.shape[0]
         target_fn = self._target(mk)
         chain = self.algorithm.init(target_fn, state_x)
         for t in range(n_steps):
@@ -388,23 +420,29 @@ class Adaptive:
                 adaptation.jitter_count += 1
                 arguments["n_leapfrog"], length = jittered_leapfrog_steps(
                     chees.length, float(dual.step[0]), jitter, adaptation.jitter_count,
-                    adaptation.uniform_generator)
+                    adaptation)
             start = chain
             chain, accept_stat, proposal = self._warmup_transition(
                 step_ops, target_fn, chain, t, {**fixed, **arguments})
             dual.update(accept_stat if per_chain else accept_stat.mean().reshape(1))
             if chees is not None:
                 chees.update(start.x, proposal, accept_stat, length, fixed.get("inv_mass"))
-        adaptation.finish()
-        self.adaptation = adaptation
-        self.last_path = route.path
-        return chain.x
+        return chain
 
     def reset_adaptation(self) -> None:
         """Forget the warm-up: later calls use the constructor's settings again."""
         self.adaptation = None
 
     # ------------------------------------------------------------------ what sample() asks
+    def _adapted_schedule(self, x: Tensor, n_steps: int) -> Tensor:
+        """The adapted step sizes as a chain op's schedule: float64 on the CPU, ``[n_steps]``
+        (shared) or ``[n_steps, B]`` (per chain, constant over the steps: a stride-0 view),
+        rounded through ``x``'s dtype as the per-step path passes them."""
+        step = self.adaptation.step_size.to(device="cpu").to(x.dtype).to(torch.float64)
+        if step.dim() == 0:
+            return step.expand(n_steps).contiguous()
+        return step.expand(n_steps, step.shape[0])
+
     def _adapted_step_sizes(self, x: Tensor) -> Optional[Tensor]:
         """The adapted step sizes ``[B]`` in ``x``'s dtype and device, or None (not adapted).
         Raises ValueError when per-chain step sizes do not match ``x``'s number of chains."""
@@ -419,12 +457,13 @@ class Adaptive:
                 f"(or reset_adaptation())")
         return step.expand(b).to(x.dtype).contiguous()
 
-    def _chain_blocker(self) -> Optional[str]:
+    def _chain_blocker(self, x: Tensor, model: Any) -> Optional[str]:
         """Why the whole-chain op cannot run the adapted sampler, or None."""
         if self.adaptation is None:
             return None
-        if self.adaptation.per_chain:
-            return "per-chain adapted step sizes (the whole-chain ops take one per step)"
+        if self.adaptation.per_chain and (x.device.type != "cpu" or model.kind != "analytic"):
+            return ("per-chain adapted step sizes (only the CPU chain ops of the analytic models "
+                    "take per-chain schedules)")
         if self.adaptation.chees is not None and self.adaptation.chees.jitter is not None:
             return "jittered trajectory lengths (the whole-chain op takes one n_leapfrog)"
         return None
@@ -437,7 +476,7 @@ class Adaptive:
             return None
         a.jitter_count += a.chees.jitter is not None
         n, _ = jittered_leapfrog_steps(a.trajectory_length, float(a.step_size.reshape(-1)[0]),
-                                       a.chees.jitter, a.jitter_count, a.uniform_generator)
+                                       a.chees.jitter, a.jitter_count, a)
         return n
 
     # ------------------------------------------------------------------ state_dict
@@ -486,5 +525,5 @@ def _child_generator(generator: Optional[torch.Generator]) -> torch.Generator:
     return child
 
 
-__all__ = ["ADAPT", "JITTER", "acceptance_probability", "AdaptationState", "Adaptive", "ChEES", "DualAveraging", "halton",
-           "jittered_leapfrog_steps"]
+__all__ = ["ADAPT", "JITTER", "MAX_LEAPFROG_STEPS", "AdaptationState", "Adaptive", "ChEES",
+           "DualAveraging", "acceptance_probability", "halton", "jittered_leapfrog_steps"]

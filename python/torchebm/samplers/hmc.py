@@ -148,13 +148,13 @@ class HamiltonianMonteCarlo(Adaptive, MCMCSampler, algorithm=algorithms.HMC):
         return state, acceptance_probability(proposal.log_accept_ratio), proposal
 
     def _chain_arguments(self, x: torch.Tensor, n_steps: int) -> dict[str, Any]:
-        if self.adaptation is not None:  # one step size, no jitter (_chain_blocker)
-            step = float(self.adaptation.step_size)
+        if self.adaptation is not None:  # no jitter here (_chain_blocker)
+            step = self._adapted_schedule(x, n_steps)
             n_leapfrog = self.n_leapfrog_steps
             if self.adaptation.chees is not None:
                 n_leapfrog = self._next_leapfrog_steps()
             return {
-                "step_size": torch.full((n_steps,), step, dtype=torch.float64),
+                "step_size": step,
                 "n_leapfrog": n_leapfrog,
                 "inv_mass": self._mass_terms(x)[0],
             }

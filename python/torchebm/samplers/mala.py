@@ -98,10 +98,11 @@ class MetropolisAdjustedLangevin(Adaptive, MCMCSampler, algorithm=algorithms.MAL
         return state, acceptance_probability(log_r), None
 
     def _chain_arguments(self, x: torch.Tensor, n_steps: int) -> dict[str, Any]:
-        if self.adaptation is not None:  # one shared adapted step size (_chain_blocker)
-            a = torch.full((n_steps,), float(self.adaptation.step_size), dtype=torch.float64)
+        if self.adaptation is not None:
+            a = self._adapted_schedule(x, n_steps)
             sigma = self.get_scheduled_value("noise_scale")
-            return {"a": a, "b": sigma * torch.sqrt(2.0 * a)}
+            b = sigma * torch.sqrt(2.0 * (a[0] if a.dim() == 2 else a))
+            return {"a": a, "b": b.expand(a.shape) if a.dim() == 2 else b}
         a = self.scheduled_values("step_size", n_steps)
         return {"a": a, "b": self.scheduled_values("noise_scale", n_steps) * torch.sqrt(2.0 * a)}
 

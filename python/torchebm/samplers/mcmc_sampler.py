@@ -265,9 +265,10 @@ class MCMCSampler(BaseSampler):
         )
 
     # ------------------------------------------------------------------ what subclasses declare
-    def _chain_blocker(self) -> Optional[str]:
-        """The sampler's own reason its whole-chain op cannot serve the next call (an adapted
-        setting the op does not take, :mod:`torchebm.samplers.adaptation`), or None."""
+    def _chain_blocker(self, x: torch.Tensor, model: Optional[ChainModel]) -> Optional[str]:
+        """The sampler's own reason its whole-chain op for ``model`` cannot serve the next call
+        on states like ``x`` (an adapted setting the op does not take,
+        :mod:`torchebm.samplers.adaptation`), or None."""
         return None
 
     def _step_arguments(self) -> dict[str, Any]:
@@ -403,7 +404,7 @@ class MCMCSampler(BaseSampler):
                 chain_blocker = "model_kwargs/y given (the kernels evaluate x-only closed forms)"
             else:
                 kmodel, chain_blocker = chain_model(self.model, state, self.algorithm)
-                chain_blocker = chain_blocker or self._chain_blocker()
+                chain_blocker = chain_blocker or self._chain_blocker(state, kmodel)
             route = dispatch.choose_path(
                 self.backend,
                 device=state.device,
