@@ -378,7 +378,7 @@ _s = torch.full((3,), 0.01, dtype=torch.float64)
         (lambda: ops.langevin_chain("harmonic", _x, _s, _s, [1.0], torch.zeros(2)), "takes no mean/precision"),
         (lambda: ops.langevin_chain("harmonic", torch.zeros(4), _s, _s, [1.0]), r"x0 must have shape \[B, d\]"),
         (lambda: ops.langevin_chain("harmonic", _x, _s, _s[:2], [1.0]), "b must have n_steps = 3 entries, got 2"),
-        (lambda: ops.langevin_chain("harmonic", _x, _s.view(3, 1), _s, [1.0]), "a must be a 1-D per-step tensor"),
+        (lambda: ops.langevin_chain("harmonic", _x, _s.view(3, 1), _s, [1.0]), r"a must be a per-step tensor \[n_steps\] or \[n_steps, B\]"),
         (lambda: ops.langevin_chain("harmonic", _x, torch.tensor([0.1, math.nan, 0.1]), _s, [1.0]), r"a\[1\] must be finite, got nan"),
         (lambda: ops.langevin_chain("harmonic", _x, _s, _s, [math.inf]), r"params\[0\] of 'harmonic' must be finite"),
         (lambda: ops.langevin_chain("harmonic", _x, _s, _s, [1.0], thin=0), "thin must be >= 1, got 0"),
