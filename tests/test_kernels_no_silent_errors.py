@@ -154,6 +154,41 @@ def test_values_fine_in_float64_but_not_in_float32_raise_for_float32_states(call
     call(torch.float64)  # representable there
 
 
+def _mlp_net(dt, act=0, act_params=(0.0, 0.0, 0.0), out_scale=1.0):
+    """A one-layer network [D] -> 1 in dtype dt, as the MLP chain ops take it."""
+    return dict(weights=[_t(1, D, dtype=dt)], biases=[_t(1, dtype=dt)], activations=[act],
+                act_params=list(act_params), out_scale=out_scale, out_offset=0.0)
+
+
+def _mlp(op, dt, net=None, **kwargs):
+    from torchebm.kernels import mlp
+
+    return getattr(mlp, op)(_t(B, D, dtype=dt), **(net or _mlp_net(dt)), **kwargs)
+
+
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (lambda dt: _mlp("mlp_mala_chain", dt, a=_sched(2), b=_sched(2, fill=1e-30)), r"mlp_mala_chain: b\[0\] = 1e-30 gives 2 b\[0\]\^2 = 0 in float32"),
+        (lambda dt: _mlp("mlp_mala_chain", dt, a=_sched(2), b=_sched(2, fill=1e-50)), r"mlp_mala_chain: b\[0\] must be finite and > 0 in float32"),
+        (lambda dt: _mlp("mlp_langevin_chain", dt, a=_sched(2, fill=1e300), b=_sched(2)), r"mlp_langevin_chain: a\[0\] must be finite in float32"),
+        (lambda dt: _mlp("mlp_hmc_chain", dt, step_size=_sched(2, fill=1e-50), n_leapfrog=1), r"mlp_hmc_chain: step_size\[0\] must be finite and > 0 in float32"),
+        (lambda dt: _mlp("mlp_hmc_chain", dt, step_size=_sched(2), n_leapfrog=1, inv_mass=_t(D, dtype=torch.float64, fill=1e-50)), r"mlp_hmc_chain: inv_mass must be finite and > 0 in float32"),
+        (lambda dt: _mlp("mlp_langevin_chain", dt, a=_sched(2), b=_sched(2), clamp_min=1e300), r"mlp_langevin_chain: clamp_min = 1e\+300 is not representable in float32"),
+        (lambda dt: _mlp("mlp_langevin_chain", dt, a=_sched(2), b=_sched(2), grad_clip=1e-300), r"mlp_langevin_chain: grad_clip must be finite and > 0 in float32"),
+        (lambda dt: _mlp("mlp_mala_chain", dt, _mlp_net(dt, out_scale=1e300), a=_sched(2), b=_sched(2)), r"mlp_mala_chain: out_scale must be finite in float32"),
+        (lambda dt: _mlp("mlp_hmc_chain", dt, _mlp_net(dt, act=9, act_params=(1e-300, 20.0, 0.0)), step_size=_sched(2), n_leapfrog=1), r"mlp_hmc_chain: softplus beta \(act_params\[0\]\) must be finite and > 0 in float32"),
+        (lambda dt: _mlp("mlp_langevin_chain", dt, _mlp_net(dt, act=2, act_params=(1e39, 0.0, 0.0)), a=_sched(2), b=_sched(2)), r"mlp_langevin_chain: act_params\[0\] must be finite in float32"),
+    ],
+)
+def test_mlp_chain_values_are_checked_in_the_dtype_the_kernels_compute_in(call, match):
+    # Before: checked in float64 (b = 1e-30 passed and the float32 MALA ratio divided by 0;
+    # step_size = 1e-50 and inv_mass = 1e-50 became 0; out_scale = 1e300 became inf).
+    with pytest.raises(RuntimeError, match=match):
+        call(torch.float32)
+    call(torch.float64)  # representable there
+
+
 @pytest.mark.parametrize("mass", [1e-50, 1e50, torch.tensor([1.0, 1e-50, 1.0], dtype=torch.float64)])
 @pytest.mark.parametrize("backend", ["auto", "reference"])
 def test_hmc_mass_outside_float32_raises_naming_mass(mass, backend):

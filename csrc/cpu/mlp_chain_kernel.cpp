@@ -385,8 +385,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mlp_langevin_chain(
   const mlp_checks::Network& shape = checked.net;
   const int64_t n_steps = checked.n_steps;
   checks::first_step(first_step, n_steps, op);
-  const std::vector<double> av = mlp_checks::schedule_values(a, n_steps, op, "a", false);
-  const std::vector<double> bv = mlp_checks::schedule_values(b, n_steps, op, "b", false);
+  const std::vector<double> av =
+      mlp_checks::schedule_values(a, n_steps, x0, op, "a", checks::Values::kFinite);
+  const std::vector<double> bv =
+      mlp_checks::schedule_values(b, n_steps, x0, op, "b", checks::Values::kFinite);
   ChainResult result;
   AT_DISPATCH_FLOATING_TYPES(x0.scalar_type(), op, [&] {
     using T = scalar_t;
@@ -421,8 +423,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mlp_mala_chain(
   const mlp_checks::Network& shape = checked.net;
   const int64_t n_steps = checked.n_steps;
   checks::first_step(first_step, n_steps, op);
-  const std::vector<double> av = mlp_checks::schedule_values(a, n_steps, op, "a", false);
-  const std::vector<double> bv = mlp_checks::schedule_values(b, n_steps, op, "b", true);
+  const std::vector<double> av =
+      mlp_checks::schedule_values(a, n_steps, x0, op, "a", checks::Values::kFinite);
+  const std::vector<double> bv =
+      mlp_checks::schedule_values(b, n_steps, x0, op, "b", checks::Values::kMalaScale);
   ChainResult result;
   AT_DISPATCH_FLOATING_TYPES(x0.scalar_type(), op, [&] {
     using T = scalar_t;
@@ -456,7 +460,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mlp_hmc_chain(
   const int64_t n_steps = checked.n_steps;
   checks::first_step(first_step, n_steps, op);
   const std::vector<double> eps =
-      mlp_checks::schedule_values(step_size, n_steps, op, "step_size", true);
+      mlp_checks::schedule_values(step_size, n_steps, x0, op, "step_size",
+                                  checks::Values::kPositive);
   const std::vector<double> im = mlp_checks::inv_mass_values(inv_mass, x0, op);
   ChainResult result;
   AT_DISPATCH_FLOATING_TYPES(x0.scalar_type(), op, [&] {

@@ -65,9 +65,9 @@ void check_fits(const MlpPlan& plan, const char* op) {
 // A schedule on the device as float64: values checked when it is on the host (as the CPU op
 // does), only its shape when it is already on the GPU (no read-back).
 at::Tensor device_schedule(const at::Tensor& s, int64_t n_steps, const at::Tensor& x0,
-                           const char* op, const char* name, bool positive) {
+                           const char* op, const char* name, checks::Values rule) {
   if (s.is_cpu()) {
-    mlp_checks::schedule_values(s, n_steps, op, name, positive);
+    mlp_checks::schedule_values(s, n_steps, x0, op, name, rule);
   } else {
     TORCH_CHECK(s.dim() == 1 && s.size(0) == n_steps, op, ": ", name,
                 " must be a 1-D per-step tensor of n_steps = ", n_steps, " entries, got shape ",
@@ -173,8 +173,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mlp_langevin_chain_op(
   call.packed = pack(shape, weights, biases, activations, act_params, out_scale, out_offset, x0, op);
   prepare(call, Sampler::kLangevin, x0, n_steps, seed, thin, record_trajectory, record_energy,
           false, first_step, op);
-  call.keep.push_back(device_schedule(a, n_steps, x0, op, "a", false));
-  call.keep.push_back(device_schedule(b, n_steps, x0, op, "b", false));
+  call.keep.push_back(device_schedule(a, n_steps, x0, op, "a", checks::Values::kFinite));
+  call.keep.push_back(device_schedule(b, n_steps, x0, op, "b", checks::Values::kFinite));
   call.args.a = call.keep[0].const_data_ptr<double>();
   call.args.b = call.keep[1].const_data_ptr<double>();
   LangevinCoeffs& k = call.args.clamp;
@@ -206,8 +206,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mlp_mala_chain_op(
   call.packed = pack(shape, weights, biases, activations, act_params, out_scale, out_offset, x0, op);
   prepare(call, Sampler::kMala, x0, n_steps, seed, thin, record_trajectory, record_energy, true,
           first_step, op);
-  call.keep.push_back(device_schedule(a, n_steps, x0, op, "a", false));
-  call.keep.push_back(device_schedule(b, n_steps, x0, op, "b", true));
+  call.keep.push_back(device_schedule(a, n_steps, x0, op, "a", checks::Values::kFinite));
+  call.keep.push_back(device_schedule(b, n_steps, x0, op, "b", checks::Values::kMalaScale));
   call.args.a = call.keep[0].const_data_ptr<double>();
   call.args.b = call.keep[1].const_data_ptr<double>();
   check_status(mlp_chain::mlp_mala_chain(call.x0.const_data_ptr(), call.packed.net, call.args,
@@ -238,7 +238,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mlp_hmc_chain_op(
   call.packed = pack(shape, weights, biases, activations, act_params, out_scale, out_offset, x0, op);
   prepare(call, Sampler::kHmc, x0, n_steps, seed, thin, record_trajectory, record_energy, true,
           first_step, op);
-  call.keep.push_back(device_schedule(step_size, n_steps, x0, op, "step_size", true));
+  call.keep.push_back(device_schedule(step_size, n_steps, x0, op, "step_size",
+                                         checks::Values::kPositive));
   call.args.a = call.keep[0].const_data_ptr<double>();
   call.args.n_leapfrog = static_cast<int>(n_leapfrog);
   if (inv_mass) {

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "torchebm/checks.h"
@@ -42,6 +43,8 @@ inline Network network(const at::Tensor& x, const char* x_name, at::TensorList w
   TORCH_CHECK(static_cast<int64_t>(act_params.size()) == L * mlp::kActParams, op,
               ": act_params must have ", mlp::kActParams, " values per layer (", L * mlp::kActParams,
               "), got ", act_params.size());
+  // Values are checked as the kernels see them, rounded to x's dtype (checks.h).
+  const at::ScalarType compute = checks::compute_dtype(x.scalar_type());
   Network net;
   net.d = x.size(1);
   net.widths.push_back(net.d);
@@ -62,18 +65,21 @@ inline Network network(const at::Tensor& x, const char* x_name, at::TensorList w
     TORCH_CHECK(activations[l] >= 0 && activations[l] < mlp::kActCount, op, ": activations[", l,
                 "] must be an activation code in [0, ", mlp::kActCount, "), got ", activations[l]);
     for (int i = 0; i < mlp::kActParams; ++i) {
-      const double v = act_params[l * mlp::kActParams + i];
-      TORCH_CHECK(std::isfinite(v), op, ": act_params[", l * mlp::kActParams + i,
-                  "] must be finite, got ", v);
+      const int64_t k = l * mlp::kActParams + i;
+      if (!std::isfinite(checks::rounded(act_params[k], compute))) {
+        const std::string name = "act_params[" + std::to_string(k) + "]";
+        checks::finite(act_params[k], compute, op, name.c_str());
+      }
     }
     if (activations[l] == mlp::kSoftplus) {
-      TORCH_CHECK(act_params[l * mlp::kActParams] > 0, op, ": softplus beta (act_params[",
-                  l * mlp::kActParams, "]) must be > 0, got ", act_params[l * mlp::kActParams]);
+      const int64_t k = l * mlp::kActParams;
+      checks::positive(act_params[k], compute, op,
+                       ("softplus beta (act_params[" + std::to_string(k) + "])").c_str());
     }
     net.widths.push_back(w.size(0));
   }
-  checks::finite(out_scale, op, "out_scale");
-  checks::finite(out_offset, op, "out_offset");
+  checks::finite(out_scale, compute, op, "out_scale");
+  checks::finite(out_offset, compute, op, "out_offset");
   return net;
 }
 
@@ -89,22 +95,20 @@ inline int64_t chain_steps(const at::Tensor& schedule, const char* name, int64_t
   return n;
 }
 
-// A per-step schedule as float64 host values: 1-D, floating, n_steps entries, all finite (and
-// > 0 when `positive`). (A schedule on a GPU is read back: one copy per call.)
-inline std::vector<double> schedule_values(const at::Tensor& s, int64_t n_steps, const char* op,
-                                           const char* name, bool positive) {
+// A per-step schedule as float64 host values: 1-D, floating, n_steps entries, its values as
+// `rule` says in x0's dtype (checks::schedule, as the analytic chain ops check theirs). (A
+// schedule on a GPU is read back: one copy per call.)
+inline std::vector<double> schedule_values(const at::Tensor& s, int64_t n_steps,
+                                           const at::Tensor& x0, const char* op,
+                                           const char* name, checks::Values rule) {
   TORCH_CHECK(s.dim() == 1 && s.size(0) == n_steps, op, ": ", name,
               " must be a 1-D per-step tensor of n_steps = ", n_steps, " entries, got shape ",
               s.sizes());
   TORCH_CHECK(at::isFloatingType(s.scalar_type()), op, ": ", name,
               " must be a floating tensor, got ", s.scalar_type());
   const at::Tensor c = s.to(at::kCPU, at::kDouble).contiguous();
-  std::vector<double> v(c.const_data_ptr<double>(), c.const_data_ptr<double>() + n_steps);
-  for (int64_t t = 0; t < n_steps; ++t) {
-    TORCH_CHECK(std::isfinite(v[t]) && (!positive || v[t] > 0), op, ": ", name, "[", t,
-                "] must be finite", positive ? " and > 0" : "", ", got ", v[t]);
-  }
-  return v;
+  checks::schedule(c, n_steps, x0, op, name, rule);
+  return std::vector<double>(c.const_data_ptr<double>(), c.const_data_ptr<double>() + n_steps);
 }
 
 // HMC's inverse mass, without reading its values: None, 0-d or [d], floating, on x0's device.
@@ -120,8 +124,8 @@ inline void inv_mass_shape(const std::optional<at::Tensor>& inv_mass, const at::
   checks::same_device(*inv_mass, x0, op, "inv_mass", "x0");
 }
 
-// HMC's inverse mass as inv_mass_shape checks it, and finite and > 0. Returns it as d float64
-// host values (empty when None).
+// HMC's inverse mass as inv_mass_shape checks it, and finite and > 0 in x0's dtype (the kernels
+// cast it). Returns it as d float64 host values (empty when None).
 inline std::vector<double> inv_mass_values(const std::optional<at::Tensor>& inv_mass,
                                            const at::Tensor& x0, const char* op) {
   if (!inv_mass) return {};
@@ -129,9 +133,11 @@ inline std::vector<double> inv_mass_values(const std::optional<at::Tensor>& inv_
   const int64_t d = x0.size(1);
   const at::Tensor im = inv_mass->to(at::kCPU, at::kDouble).expand({d}).contiguous();
   std::vector<double> v(im.const_data_ptr<double>(), im.const_data_ptr<double>() + d);
+  const at::ScalarType compute = checks::compute_dtype(x0.scalar_type());
   for (int64_t j = 0; j < d; ++j) {
-    TORCH_CHECK(std::isfinite(v[j]) && v[j] > 0, op, ": inv_mass must be finite and > 0, got ",
-                *inv_mass);
+    const double r = checks::rounded(v[j], compute);
+    TORCH_CHECK(std::isfinite(r) && r > 0, op, ": inv_mass must be finite and > 0",
+                checks::in_dtype(std::isfinite(v[j]) && v[j] > 0), ", got ", *inv_mass);
   }
   return v;
 }
@@ -153,8 +159,8 @@ inline Chain langevin_chain(const at::Tensor& x0, at::TensorList weights, at::Te
   constexpr const char* op = "mlp_langevin_chain";
   Chain c{network(x0, "x0", weights, biases, activations, act_params, out_scale, out_offset, op),
           chain_steps(a, "a", thin, op)};
-  checks::clamp_bounds(clamp_min, clamp_max, op);
-  checks::grad_clip(grad_clip, op);
+  checks::clamp_values(clamp_min, clamp_max, grad_clip, checks::compute_dtype(x0.scalar_type()),
+                       op);
   return c;
 }
 
