@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 TORCH_CPU := torch==2.13.0
 DEPS := scikit-build-core cmake ninja numpy scipy matplotlib pytest hypothesis 'arviz>=0.23,<1'
 
-.PHONY: test test-quick demo bench build cuda-build clean docs docs-serve
+.PHONY: test test-quick demo bench build cuda-build clean docs docs-serve asan-test
 
 $(VENV)/.deps: Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -71,6 +71,32 @@ cuda-build: $(VENV_CUDA)/.deps-torch-$(TORCH_CUDA_VERSION)
 	$(PY_CUDA) -m pytest -q -p no:cacheprovider tests/test_cuda.py
 	@if [ "$(CUDA_EMULATE)" = 1 ]; then \
 	  CUDA_HOME=$(CUDA_HOME) $(PY_CUDA) scripts/cuda_emulation/emulate.py -- -k "not exact"; fi
+
+# asan-test: the kernel tests under AddressSanitizer and UndefinedBehaviorSanitizer (not in CI:
+# the sanitized build takes minutes and its tests run several times slower). The extension is
+# built in build/asan and installed, with a copy of python/, into .venv-asan, a venv that reuses
+# .venv's packages through a .pth file: `make build` and .venv are untouched. libasan comes
+# first (preloaded: CPython is not instrumented); leak checks are off (CPython keeps objects
+# until exit). Any sanitizer report stops the run and fails it; --capture=sys leaves fd 2 to the
+# sanitizers, so the report shows (pytest's fd capture would swallow it). ASAN_TESTS picks the
+# tests (the fuzz module draws new examples each run).
+VENV_ASAN := .venv-asan
+ASAN_SANITIZE := -fsanitize=address,undefined -fno-sanitize=vptr
+ASAN_TESTS ?= tests/test_kernels_*.py tests/test_fuzz_ops.py tests/test_mlp_chain.py
+
+$(VENV_ASAN)/.deps: $(VENV)/.deps
+	$(PYTHON) -m venv $(VENV_ASAN)
+	$(PY) -c "import site; print(site.getsitepackages()[0])" > \
+	  "$$($(VENV_ASAN)/bin/python -c 'import site; print(site.getsitepackages()[0])')/torchebm_asan_base.pth"
+	touch $@
+
+asan-test: $(VENV_ASAN)/.deps
+	$(VENV_ASAN)/bin/python -m pip install -q --no-build-isolation --no-deps -Cbuild-dir=build/asan \
+	  -Ccmake.define.CMAKE_CXX_FLAGS="$(ASAN_SANITIZE) -fno-sanitize-recover=all -fno-omit-frame-pointer" \
+	  -Ccmake.define.CMAKE_SHARED_LINKER_FLAGS="$(ASAN_SANITIZE)" .
+	LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
+	ASAN_OPTIONS=detect_leaks=0:halt_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	$(VENV_ASAN)/bin/python -m pytest -q -p no:cacheprovider --capture=sys $(ASAN_TESTS) $(PYTEST_ARGS)
 
 # docs: the documentation site (mkdocs.yml), built strictly (a warning fails) into site/, in a
 # venv of its own from the pinned docs/requirements.txt. The API reference is read from the

@@ -112,10 +112,22 @@ inline EmuProps* getCurrentDeviceProperties() {
 _TORCH_CUDA_HEADERS = ("ATen/cuda/CUDAContext.h", "c10/cuda/CUDAGuard.h", "c10/cuda/CUDAStream.h")
 
 
+def op_schemas() -> dict[str, str]:
+    """The ops' schemas as ``csrc/ops.cpp`` declares them (defaults included), by op name."""
+    text = (REPO / "csrc" / "ops.cpp").read_text()
+    out = {}
+    for m in re.finditer(r'm\.def\(\s*((?:"[^"]*"\s*)+)\)', text):
+        schema = "".join(re.findall(r'"([^"]*)"', m.group(1)))
+        out[schema.split("(", 1)[0]] = schema
+    return out
+
+
 def rewrite_host(text: str) -> str:
     """The CUDA ops' host side (``*_host.cpp`` and the headers they include) for CPU tensors:
     the CUDA back end's checks take the CPU device, and the ops register as
-    ``torchebm_cuda_emu::<op>`` (a fragment per file) instead of for the CUDA dispatch key."""
+    ``torchebm_cuda_emu::<op>`` (a fragment per file, with the schema of csrc/ops.cpp, so
+    arguments with defaults may be left out as with ``torchebm::<op>``) instead of for the CUDA
+    dispatch key."""
     for header in _TORCH_CUDA_HEADERS:
         text = text.replace(f"#include <{header}>\n", "")
     if "#include <torch/library.h>\n" in text:
@@ -125,7 +137,8 @@ def rewrite_host(text: str) -> str:
     text = text.replace("checks::kCuda", "checks::Backend{c10::DeviceType::CPU, true}")
     text = text.replace(".pin_memory()", "")  # host memory throughout; pinning needs a driver
     text = text.replace("TORCH_LIBRARY_IMPL(torchebm, CUDA, m)", "TORCH_LIBRARY_FRAGMENT(torchebm_cuda_emu, m)")
-    return re.sub(r"\bm\.impl\(", "m.def(", text)
+    schemas = op_schemas()
+    return re.sub(r'\bm\.impl\("(\w+)"', lambda m: f'm.def("{schemas.get(m.group(1), m.group(1))}"', text)
 
 
 def _write_if_changed(path: Path, text: str) -> None:
