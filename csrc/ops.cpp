@@ -52,8 +52,8 @@ TORCH_LIBRARY(torchebm, m) {
   // Returns (x_out, grad_out, energy_out, accepted). a_chain / b_chain [B] as in langevin_update.
   m.def(
       "mala_select(Tensor x, Tensor y, Tensor grad_x, Tensor grad_y, Tensor energy_x, "
-      "Tensor energy_y, float a, float b, Tensor? uniform, int seed, int step) -> "
-      "(Tensor, Tensor, Tensor, Tensor)");
+      "Tensor energy_y, float a, float b, Tensor? uniform, int seed, int step, "
+      "Tensor? a_chain=None, Tensor? b_chain=None) -> (Tensor, Tensor, Tensor, Tensor)");
   // Denoising score matching: x_tilde = x + sigma * xi, target = -xi / sigma (the score of
   // N(x_tilde; x, sigma^2 I)); xi = noise, or stream 0 at (seed, step). Returns (x_tilde, target).
   m.def("dsm_perturb(Tensor x, Tensor? noise, float sigma, int seed, int step) -> (Tensor, Tensor)");
