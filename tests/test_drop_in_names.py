@@ -300,3 +300,12 @@ def test_two_moons_and_checkerboard_are_on_0_8_9s_coordinates():
         assert board.abs().max() <= limit
         parity = (torch.floor(board[:, 0]) + torch.floor(board[:, 1])) % 2
         assert torch.all(parity == 1)  # the squares with floor(x) + floor(y) odd
+
+
+def test_loss_bases_import_from_0_8_9s_core_path():
+    from torchebm.core.base_loss import BaseContrastiveDivergence, BaseScoreMatching
+    from torchebm.losses import DenoisingScoreMatching
+    from torchebm.losses.base_contrastive_divergence import BaseContrastiveDivergence as cd_base
+
+    assert BaseContrastiveDivergence is cd_base
+    assert issubclass(DenoisingScoreMatching, BaseScoreMatching)

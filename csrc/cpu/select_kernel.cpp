@@ -36,6 +36,7 @@ std::vector<T> chain_uniforms(const std::optional<at::Tensor>& uniform, int64_t 
 template <class T>
 void select_rows(T* out, const T* new_rows, const T* old_rows, const bool* accepted, int64_t r0,
                  int64_t r1, int64_t d) {
+  if (d == 0) return;  // empty rows: memcpy must not see the null data pointer of a [B, 0] tensor
   for (int64_t r = r0; r < r1; ++r) {
     const T* src = (accepted[r] ? new_rows : old_rows) + r * d;
     std::memcpy(out + r * d, src, sizeof(T) * d);

@@ -4,9 +4,10 @@
 ``model_kwargs=``, classifier-free-guidance dropout) and the strict constructor (a leftover
 keyword argument is a ``TypeError``, never silently ignored).
 
-``BaseContrastiveDivergence`` lives next to the losses
-(:mod:`torchebm.losses.base_contrastive_divergence`); ``from torchebm.core.base_loss import
-BaseContrastiveDivergence``, TorchEBM 0.8.9's import path, still works.
+``BaseContrastiveDivergence`` and ``BaseScoreMatching`` live next to the losses
+(:mod:`torchebm.losses.base_contrastive_divergence`, :mod:`torchebm.losses.base_score_matching`);
+TorchEBM 0.8.9's import paths, ``from torchebm.core.base_loss import BaseContrastiveDivergence``
+and ``... import BaseScoreMatching``, still work.
 """
 
 from __future__ import annotations
@@ -26,12 +27,16 @@ __all__ = ["BaseLoss", "TorchEBMDeprecationWarning", "reject_leftovers"]
 
 
 def __getattr__(name: str) -> Any:
-    # TorchEBM 0.8.9's import path of BaseContrastiveDivergence, resolved on first use: nothing
-    # in core depends on the losses.
+    # TorchEBM 0.8.9's import paths of the losses' bases, resolved on first use: nothing in
+    # core depends on the losses.
     if name == "BaseContrastiveDivergence":
         from torchebm.losses.base_contrastive_divergence import BaseContrastiveDivergence
 
         return BaseContrastiveDivergence
+    if name == "BaseScoreMatching":
+        from torchebm.losses.base_score_matching import BaseScoreMatching
+
+        return BaseScoreMatching
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
