@@ -55,14 +55,12 @@ def to_arviz(
     Returns:
         ``arviz.InferenceData`` with a ``posterior`` group holding ``var_name`` (float64,
         dimensions ``chain``, ``draw``, ``{var_name}_dim_0``...) and, when any statistic is
-        known, a ``sample_stats`` group with
-
-        - ``lp`` ``[chain, draw]``: :math:`-E(x)`, the log density up to its constant
-          (from ``energy``, else the per-chain energies of ``diagnostics``);
-        - ``acceptance_rate`` ``[chain, draw]``: from ``acceptance_rate``;
-        - ``mean_acceptance_rate`` ``[chain, draw]``: the diagnostics' fraction of all chains
-          that accepted at that step (one number per step, repeated for every chain; the
-          samplers do not record per-chain acceptance).
+        known, a ``sample_stats`` group with ``lp`` ``[chain, draw]`` (:math:`-E(x)`, the log
+        density up to its constant, from ``energy``, else the per-chain energies of
+        ``diagnostics``), ``acceptance_rate`` ``[chain, draw]`` (from ``acceptance_rate``) and
+        ``mean_acceptance_rate`` ``[chain, draw]`` (the diagnostics' fraction of all chains
+        that accepted at that step: one number per step, repeated for every chain, since the
+        samplers do not record per-chain acceptance).
 
     Raises:
         ImportError: ArviZ is not installed (the message says how to install it).
