@@ -16,7 +16,7 @@ import pytest
 import torch
 from torch import nn
 
-from torchebm.core import BaseModel, GaussianModel, TorchEBMModule
+from torchebm.core import BaseModel, DoubleWellModel, GaussianModel, TorchEBMModule
 from torchebm.samplers import (
     GradientDescentSampler,
     HamiltonianMonteCarlo,
@@ -131,10 +131,11 @@ def test_model_double_float64_x_stays_float64_as_in_0_8_9():
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_half_dtype_is_integrated_in_float32_and_returned_in_half(backend):
-    # The analytic gradient is elementwise (autocast leaves it in float32), so an explicit
-    # bfloat16 sampler must give exactly the float32 chains, rounded once at the end.
-    model = GaussianModel(torch.zeros(2), torch.eye(2))
-    x = torch.randn(6, 2)
+    # The double well's gradient is elementwise (autocast leaves it in float32; a Gaussian's
+    # is a matmul, which CPU autocast runs in bfloat16), so an explicit bfloat16 sampler must
+    # give exactly the float32 chains, rounded once at the end.
+    model = DoubleWellModel()
+    x = torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
     half = LangevinDynamics(model, step_size=0.01, dtype=BF16, backend=backend)
     full = LangevinDynamics(model, step_size=0.01, dtype=F32, backend=backend)
     out = half.sample(x=x, n_steps=20, generator=torch.Generator().manual_seed(3))
@@ -142,7 +143,7 @@ def test_half_dtype_is_integrated_in_float32_and_returned_in_half(backend):
     assert half.state_dtype() == F32 and out.dtype == BF16
     torch.testing.assert_close(out, ref.to(BF16), rtol=0, atol=0)
     traj = half.sample(x=x, n_steps=4, return_trajectory=True)
-    assert traj.dtype == BF16 and traj.shape == (6, 4, 2)
+    assert traj.dtype == BF16 and traj.shape == (64, 4, 2)
 
 
 def test_bfloat16_model_and_dtype_on_the_cpu_one_behaviour_no_warning():
