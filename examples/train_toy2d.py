@@ -3,7 +3,7 @@
 For every dataset of ``torchebm.datasets`` this fits ``E_theta`` (2 -> 128 -> 128 -> 1,
 LeakyReLU) by PCD: each step draws 128 chains from a 10,000-chain replay buffer (restarting
 each from ``U[-s, s]^2`` with probability 0.05), moves them 15 steps of Langevin dynamics
-``x <- x - eta grad E(x) + sqrt(2 eta) xi`` (eta = 0.01), and takes an Adam step on
+``x <- x - eta clip(grad E(x), 30) + sqrt(2 eta) xi`` (eta = 0.01), and takes an Adam step on
 
     L = mean E(x_data) - mean E(x_chains) + alpha (mean E(x_data)^2 + mean E(x_chains)^2).
 
@@ -41,7 +41,10 @@ def train(name: str, n_iters: int, device: torch.device, seed: int, show_progres
     generator = torch.Generator(device=device).manual_seed(seed)
     extent = 1.15 * float(make_toy2d(name, 10_000, seed=seed).abs().max())
     model = EnergyModel(MLP(2, [128, 128], activation=torch.nn.LeakyReLU)).to(device)
-    sampler = LangevinDynamics(model, step_size=0.01, noise_scale=1.0)
+    # grad_clip: thin data (two_moons) make the energy steep while it trains; without the
+    # clip a step of 0.01 x |grad E| in the thousands throws chains out of the box and the
+    # energies diverge (seen at about +-4000 after 4000 steps).
+    sampler = LangevinDynamics(model, step_size=0.01, noise_scale=1.0, grad_clip=30.0)
     loss_fn = PersistentContrastiveDivergence(
         model=model,
         sampler=sampler,
