@@ -62,14 +62,20 @@ def _choice(owner: str, name: str, value: object, allowed: Tuple[str, ...]) -> s
     return value  # type: ignore[return-value]
 
 
-def _tile_rows(model_kwargs: Dict[str, Any], batch: int, times: int) -> Dict[str, Any]:
-    """Tensors of ``model_kwargs`` with ``batch`` leading rows repeated ``times`` times (rows
-    stacked as ``x`` is: copy ``k`` of row ``i`` at ``k * batch + i``); the rest unchanged."""
-    return {
+def _tile_batch(
+    x: torch.Tensor, model_kwargs: Optional[Dict[str, Any]], times: int
+) -> Tuple[torch.Tensor, Dict[str, Any]]:
+    """The batch ``x`` [B, *event], detached, repeated ``times`` times -> [times * B, *event]
+    (copy ``k`` of row ``i`` at ``k * B + i``), and ``model_kwargs`` with every tensor of ``B``
+    leading rows repeated alike (the rest unchanged)."""
+    batch = x.shape[0]
+    tiled = x.detach().repeat(times, *([1] * (x.dim() - 1)))
+    mk = {
         k: v.repeat(times, *([1] * (v.dim() - 1)))
         if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == batch else v
-        for k, v in model_kwargs.items()
+        for k, v in (model_kwargs or {}).items()
     }
+    return tiled, mk
 
 
 class ScoreMatching(BaseScoreMatching):
@@ -147,9 +153,7 @@ class ScoreMatching(BaseScoreMatching):
             return (0.5 * event_sum(g.square()) - self._exact_hessian_trace(leaf, g)).mean()
         # The stochastic methods tile the batch K times (copy k of row i at k B + i), one probe
         # per tiled row: one batched pass instead of K.
-        b, k = x.shape[0], self.hutchinson_samples
-        tiled = x.detach().repeat(k, *([1] * (x.dim() - 1)))
-        mk = _tile_rows(mk, b, k)
+        tiled, mk = _tile_batch(x, mk, self.hutchinson_samples)
         v = generator_randn(tiled.shape, tiled.dtype, tiled.device, generator)
         if self.hessian_method == "hutchinson":
             v = v.sign()
@@ -248,9 +252,7 @@ class SlicedScoreMatching(BaseScoreMatching):
         **kwargs: Any,
     ) -> torch.Tensor:
         """``J`` of the batch ``x`` [B, *event] (a 0-dim tensor)."""
-        b, k = x.shape[0], self.n_projections
-        tiled = x.detach().repeat(k, *([1] * (x.dim() - 1)))
-        mk = _tile_rows(model_kwargs or {}, b, k)
+        tiled, mk = _tile_batch(x, model_kwargs, self.n_projections)
         v = self._get_random_projections(tiled, generator)
         leaf, _, g = self.energy_and_grad(tiled, mk)
         # s = -g: v^T s = -(v . g), v^T (grad s) v = -v . grad_x (v . g)
