@@ -27,25 +27,6 @@ from torchebm.datasets.toy2d import (
     two_moons,
 )
 
-__all__ = [
-    "BaseSyntheticDataset",
-    "CheckerboardDataset",
-    "CircleDataset",
-    "EightGaussiansDataset",
-    "GaussianMixtureDataset",
-    "GridDataset",
-    "PinwheelDataset",
-    "SwissRollDataset",
-    "TwoMoonsDataset",
-    "gaussian_ring",
-    "TOY_DATASETS",
-    "checkerboard",
-    "circles",
-    "eight_gaussian_means",
-    "eight_gaussians",
-    "gaussian_grid",
-    "make_toy2d",
-    "pinwheel",
-    "swiss_roll",
-    "two_moons",
-]
+from torchebm.datasets import generators, toy2d
+
+__all__ = [*generators.__all__, *toy2d.__all__]
