@@ -94,6 +94,21 @@ def cd_loss(model: torch.nn.Module, sampler_model: torch.nn.Module) -> Contrasti
     )
 
 
+def assert_ranks_match_whole_batch(ranks: list[dict], kind: str) -> None:
+    """The ranks' ``{kind}_loss`` average to the loss of one process on the whole batch, and
+    every rank's ``{kind}_grads`` equal that process's gradients (equal batches: the whole
+    batch's loss is the mean of the ranks' losses, and DDP/FSDP average the ranks' gradients)."""
+    model = small_energy()
+    x_all, neg_all = fixed_batches()
+    loss = cd_loss(model, model).compute_loss(x_all, neg_all)
+    loss.backward()
+    mean_loss = torch.stack([saved[f"{kind}_loss"] for saved in ranks]).mean()
+    torch.testing.assert_close(mean_loss, loss.detach())
+    for saved in ranks:
+        for got, want in zip(saved[f"{kind}_grads"], (p.grad for p in model.parameters())):
+            torch.testing.assert_close(got, want)
+
+
 # ----------------------------------------------------------------------------- rank scenarios
 
 
@@ -390,17 +405,7 @@ def test_diagnostics_over_ranks_equal_one_process(ddp_ranks, as_rank):
 
 
 def test_ddp_loss_and_gradient_equal_one_process_on_the_whole_batch(ddp_ranks):
-    model = small_energy()
-    x_all, neg_all = fixed_batches()
-    loss = cd_loss(model, model).compute_loss(x_all, neg_all)
-    loss.backward()
-    # Equal batches: the whole batch's loss is the mean of the ranks' losses, and DDP averages
-    # the ranks' gradients.
-    mean_loss = torch.stack([saved["ddp_loss"] for saved in ddp_ranks]).mean()
-    torch.testing.assert_close(mean_loss, loss.detach())
-    for saved in ddp_ranks:
-        for got, want in zip(saved["ddp_grads"], (p.grad for p in model.parameters())):
-            torch.testing.assert_close(got, want)
+    assert_ranks_match_whole_batch(ddp_ranks, "ddp")
 
 
 def test_ddp_sampling_sends_nothing_and_backward_all_reduces(ddp_ranks):
@@ -441,20 +446,13 @@ def test_a_failing_rank_ends_the_job_with_its_error(tmp_path):
 @pytest.mark.slow
 def test_fsdp2_on_gloo(tmp_path):
     ranks = run_scenario("fsdp", tmp_path)
-    model = small_energy()
-    x_all, neg_all = fixed_batches()
-    loss = cd_loss(model, model).compute_loss(x_all, neg_all)
-    loss.backward()
-    mean_loss = torch.stack([saved["fsdp_loss"] for saved in ranks]).mean()
-    torch.testing.assert_close(mean_loss, loss.detach())
+    assert_ranks_match_whole_batch(ranks, "fsdp")
     for saved in ranks:
         # A chain of 6 steps: 6 forwards, each gathering the parameters, or one gather held.
         assert saved["gathers_unsharded=False"] == 6
         assert saved["gathers_unsharded=True"] == 1
         assert saved["path"] == "fused"  # sharded parameters: no whole-chain kernel
         assert all(g is None for g in saved["grads_after_sampling"])
-        for got, want in zip(saved["fsdp_grads"], (p.grad for p in model.parameters())):
-            torch.testing.assert_close(got, want)
 
 
 # ----------------------------------------------------------------------------- the example
