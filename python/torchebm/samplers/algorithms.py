@@ -199,24 +199,15 @@ def hmc_transition(
 
 
 def hmc_step(
-    ops: StepOps,
-    target: Target,
-    state: ChainState,
-    t: int,
-    *,
-    step_size,
-    n_leapfrog: int,
-    inv_mass: Optional[Tensor],
-    sqrt_mass: Optional[Tensor],
+    ops: StepOps, target: Target, state: ChainState, t: int, **settings: Any
 ) -> tuple[ChainState, Tensor]:
     r"""HMC: momentum :math:`p = \sqrt M \xi`; ``n_leapfrog`` leapfrog steps to
     :math:`(x_L, p_L)`; accept with probability :math:`\min(1, e^{H(x, p) - H(x_L, p_L)})`.
     ``n_leapfrog`` gradient evaluations per step (the accepted end point's carries over).
-    ``step_size``: a float or a per-chain tensor ``[B]``."""
-    state, accepted, _ = hmc_transition(
-        ops, target, state, t, step_size=step_size, n_leapfrog=n_leapfrog, inv_mass=inv_mass,
-        sqrt_mass=sqrt_mass,
-    )
+    ``settings``: the keywords of :func:`hmc_transition` (``step_size``, a float or a per-chain
+    tensor ``[B]``; ``n_leapfrog``; ``inv_mass``; ``sqrt_mass``), whose first two outputs this
+    returns."""
+    state, accepted, _ = hmc_transition(ops, target, state, t, **settings)
     return state, accepted
 
 
