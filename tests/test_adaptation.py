@@ -48,8 +48,9 @@ def per_step_ops(require_path):
     require_path(MetropolisAdjustedLangevin, "fused")
 
 
-# 3000 chains of 3 elements: rows straddle the CPU kernels' work items (4096 and 8192 elements).
-SHAPES = [(3000, 3), (7, 3, 4), (5, 1)]
+# 3000 chains of 3 elements: rows straddle the CPU kernels' work items (4096 and 8192 elements);
+# (6,): one element per chain, the state's one row holding every chain.
+SHAPES = [(3000, 3), (7, 3, 4), (5, 1), (6,)]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -288,6 +288,97 @@ def test_selects_match_the_cpu():
     assert torch.equal(gpu[0].cpu(), cpu[0]) and torch.equal(gpu[1].cpu(), cpu[1])
 
 
+# ---- per-chain step sizes (docs/adaptation.md, "Kernels") --------------------------------------
+
+
+def per_chain_values(B, lo, hi, dtype, seed):
+    """[B] values in [lo, hi) in ``dtype`` on the device (the chains' own step sizes)."""
+    g = torch.Generator().manual_seed(seed)
+    return (lo + (hi - lo) * torch.rand(B, generator=g, dtype=F64)).to(dtype).to(DEV)
+
+
+def per_chain_step_ops(x, g, p, ex, ey, y, a, b, seed=SEED, step=5):
+    """The three per-step ops with coefficients ``a``, ``b`` (floats or [B] tensors)."""
+    def split(v):
+        return (1.0, v) if isinstance(v, torch.Tensor) else (v, None)
+    (af, ac), (bf, bc) = split(a), split(b)
+    return (OPS.langevin_update(x, g, None, af, bf, -2.0, 2.0, 1.5, seed, step, ac, bc),
+            *OPS.leapfrog_kick_drift(x, p, g, af, bf, None, ac, bc),
+            *OPS.mala_select(x, y, g, p, ex, ey, af, bf, None, seed, step, ac, bc))
+
+
+def per_chain_inputs(shape, dtype):
+    B = shape[0]
+    x, g, p = (randn(*shape, dtype=dtype, seed=s) for s in range(3))
+    y = (x.double() + 0.05 * randn(*shape, dtype=F64, seed=4)).to(dtype)
+    ex, ey = randn(B, dtype=dtype, seed=5), randn(B, dtype=dtype, seed=6)
+    return x, g, p, ex, ey, y
+
+
+@pytest.mark.parametrize("dtype", STATE_DTYPES)
+@pytest.mark.parametrize("shape", [(37, 5), (9, 3, 4), (6,), (12, 40)])
+def test_per_chain_step_ops_equal_floats_bit_for_bit(dtype, shape):
+    """Per-chain coefficients [B]: equal entries give the float run bit for bit, and chain i with
+    entries (a_i, b_i) equals, in its rows, the float run of (a_i, b_i) (rows of several
+    elements, several rows per chain, one element per chain, a team of lanes per MALA row)."""
+    B = shape[0]
+    inputs = per_chain_inputs(shape, dtype)
+    a = per_chain_values(B, 1e-3, 1e-1, dtype, 7)
+    b = per_chain_values(B, 0.05, 0.5, dtype, 8)
+    # The float form of a value the state's dtype holds exactly (the kernels then compute with
+    # the same value either way).
+    a0, b0 = float(a[0]), float(b[0])
+    same = per_chain_step_ops(*inputs, a[:1].expand(B), b[:1].expand(B))
+    for got, want in zip(same, per_chain_step_ops(*inputs, a0, b0)):
+        assert torch.equal(got, want)
+    mixed = per_chain_step_ops(*inputs, a, b0)  # one per-chain coefficient, one float
+    both = per_chain_step_ops(*inputs, a, b)
+    for i in (0, B // 2, B - 1):
+        for got, want in zip(mixed, per_chain_step_ops(*inputs, float(a[i]), b0)):
+            assert torch.equal(got[i], want[i]), i
+        for got, want in zip(both, per_chain_step_ops(*inputs, float(a[i]), float(b[i]))):
+            assert torch.equal(got[i], want[i]), i
+
+
+@parity
+@pytest.mark.parametrize("dtype", [F32, F64])
+@pytest.mark.parametrize("shape", [(500, 4), (9, 3, 4)])
+def test_per_chain_step_ops_match_the_cpu(dtype, shape):
+    B = shape[0]
+    inputs = per_chain_inputs(shape, dtype)
+    a = per_chain_values(B, 1e-3, 1e-1, dtype, 7)
+    b = per_chain_values(B, 0.05, 0.5, dtype, 8)
+    gpu = per_chain_step_ops(*inputs, a, b)
+    x, g, p, ex, ey, y = (t.cpu() for t in inputs)
+    ac, bc = a.cpu(), b.cpu()
+    cpu = (CPU_OPS.langevin_update(x, g, None, 1.0, 1.0, -2.0, 2.0, 1.5, SEED, 5, ac, bc),
+           *CPU_OPS.leapfrog_kick_drift(x, p, g, 1.0, 1.0, None, ac, bc),
+           *CPU_OPS.mala_select(x, y, g, p, ex, ey, 1.0, 1.0, None, SEED, 5, ac, bc))
+    eps = torch.finfo(dtype).eps
+    for got, want in zip(gpu[:3], cpu[:3]):  # normals and multiply-adds: to rounding
+        torch.testing.assert_close(got.cpu(), want, rtol=32 * eps, atol=32 * eps)
+    for got, want in zip(gpu[3:], cpu[3:]):  # MALA rows of d <= 16: the CPU's sums, bit for bit
+        assert torch.equal(got.cpu(), want)
+
+
+def test_per_chain_coefficients_are_checked():
+    x, g, p = randn(8, 3, seed=1), randn(8, 3, seed=2), randn(8, 3, seed=3)
+    with pytest.raises(RuntimeError, match=r"kick must be a float or a per-chain tensor of shape \[8\]"):
+        OPS.leapfrog_kick_drift(x, p, g, 1.0, 0.1, None, torch.ones(7, device=DEV), None)
+    with pytest.raises(RuntimeError, match="per-chain b must have the dtype of x"):
+        OPS.langevin_update(x, g, None, 0.1, 1.0, None, None, None, 0, 0, None,
+                            torch.ones(8, dtype=F64, device=DEV))
+
+
+@gpu_only
+def test_per_chain_coefficients_must_be_on_the_device_of_x():
+    x, g = randn(8, 3, seed=1), randn(8, 3, seed=2)
+    with pytest.raises(RuntimeError, match="a is on cpu but x is on cuda"):
+        OPS.langevin_update(x, g, None, 1.0, 0.1, None, None, None, 0, 0, torch.ones(8), None)
+    with pytest.raises(RuntimeError, match="b is on cpu but x is on cuda"):
+        OPS.mala_select(x, x, g, g, x[:, 0], x[:, 0], 0.1, 1.0, None, 0, 0, None, torch.ones(8))
+
+
 # ---- analytic models and whole chains ----------------------------------------------------------
 
 PREC = torch.tensor([[2.0, -0.6, 0.1, 0.0, 0.2], [-0.6, 1.5, 0.3, 0.0, 0.0], [0.1, 0.3, 1.0, 0.2, 0.0],
@@ -433,6 +524,102 @@ def test_chains_match_the_cpu(name, d, sampler):
 
     for got, want in zip(call(OPS, DEV), call(CPU_OPS, torch.device("cpu"))):
         torch.testing.assert_close(got.cpu(), want, rtol=1e-9, atol=1e-9)
+
+
+def per_chain_chain(ops, sampler, name, x0, first, second, dev=DEV):
+    """One chain op with schedules ``first`` (a / step_size) and ``second`` (b; unused by HMC)."""
+    params, mean, prec = model_args(name, x0.shape[1], F64)
+    mv = None if mean is None else mean.to(x0.dtype).to(dev)
+    pv = None if prec is None else prec.to(x0.dtype).to(dev)
+    x0 = x0.to(dev)
+    if sampler == "langevin":
+        return ops.langevin_chain(name, x0, first, second, list(params), mv, pv, -3.0, 3.0, 20.0,
+                                  SEED, 2, True, True)
+    if sampler == "mala":
+        return ops.mala_chain(name, x0, first, second, list(params), mv, pv, SEED, 2, True, True)
+    return ops.hmc_chain(name, x0, first, 3, None, list(params), mv, pv, SEED, 2, True, True)
+
+
+def per_chain_schedules(B, n, sampler):
+    """Two [n_steps] schedules and the [n_steps, B] one giving chains i % 3 == 1 the second."""
+    scale = 20.0 if sampler == "hmc" else 1.0  # HMC: step sizes about 0.02 to 0.06
+    s1 = torch.linspace(1e-3, 2e-3, n, dtype=F64) * scale
+    s2 = torch.linspace(3e-3, 1e-3, n, dtype=F64) * scale
+    pick = torch.arange(B) % 3 == 1
+    return s1, s2, torch.where(pick[None, :], s2[:, None], s1[:, None]), pick
+
+
+@pytest.mark.parametrize("name,d", [("double_well", 7), ("double_well", 2), ("gaussian", 5)])
+@pytest.mark.parametrize("sampler", ["langevin", "mala", "hmc"])
+@pytest.mark.parametrize("dtype", [F32, F64])
+def test_per_chain_schedules_equal_their_columns(name, d, sampler, dtype):
+    """A schedule [n_steps, B] gives chain i its column: its rows equal, bit for bit, those of the
+    [n_steps] run of that column; equal columns equal the [n_steps] schedule outright; a stride-0
+    [n_steps, B] view equals its copy (Langevin on the double well: the per-element kernel, whose
+    Philox groups straddle chains for d = 7; the others: one thread per chain)."""
+    B, n = 64, 12
+    x0 = (randn(B, d, dtype=F64, seed=6) * 0.5).to(dtype)
+    s1, s2, cols, pick = per_chain_schedules(B, n, sampler)
+    root = (lambda s: torch.sqrt(2 * s))
+    run = per_chain_chain(OPS, sampler, name, x0, cols, root(cols))
+    runs = [per_chain_chain(OPS, sampler, name, x0, s, root(s)) for s in (s1, s2)]
+    for k in (0, 1):  # the final states and trajectories, chain by chain
+        want = torch.where(pick.to(DEV).view(-1, *[1] * (run[k].dim() - 1)), runs[1][k], runs[0][k])
+        assert torch.equal(run[k], want)
+    equal = per_chain_chain(OPS, sampler, name, x0, s1[:, None].expand(n, B).contiguous(),
+                            root(s1)[:, None].expand(n, B).contiguous())
+    for got, want in zip(equal, runs[0]):
+        assert torch.equal(got, want)
+    values = per_chain_values(B, 1e-3, 3e-3, F64, 9).cpu() * (20.0 if sampler == "hmc" else 1.0)
+    view = per_chain_chain(OPS, sampler, name, x0, values.expand(n, B), root(values).expand(n, B))
+    copy = per_chain_chain(OPS, sampler, name, x0, values.expand(n, B).contiguous(),
+                           root(values).expand(n, B).contiguous())
+    for got, want in zip(view, copy):
+        assert torch.equal(got, want)
+
+
+@parity
+@pytest.mark.parametrize("name,d", [("double_well", 2), ("double_well", 7), ("gaussian", 5), ("himmelblau", 2)])
+@pytest.mark.parametrize("sampler", ["langevin", "mala", "hmc"])
+def test_per_chain_schedules_match_the_cpu(name, d, sampler):
+    B, n = 200, 30
+    x0 = randn(B, d, dtype=F64, seed=6) * 0.5
+    _, _, cols, _ = per_chain_schedules(B, n, sampler)
+    values = per_chain_values(B, 1e-3, 3e-3, F64, 9).cpu() * (20.0 if sampler == "hmc" else 1.0)
+    for first in (cols, values.expand(n, B), cols.to(DEV)):  # host, stride-0 view, on the device
+        second = torch.sqrt(2 * first)
+        gpu = per_chain_chain(OPS, sampler, name, x0, first, second)
+        cpu = per_chain_chain(CPU_OPS, sampler, name, x0.cpu(), first.cpu(), second.cpu(),
+                              torch.device("cpu"))
+        for got, want in zip(gpu, cpu):
+            torch.testing.assert_close(got.cpu(), want, rtol=1e-9, atol=1e-9)
+
+
+@gpu_only
+@pytest.mark.parametrize("kind", ["mala", "hmc"])
+def test_per_chain_adapted_samplers_run_the_cuda_kernels(kind):
+    """After a per-chain warm-up on the GPU, sample() runs the analytic model's CUDA chain op
+    (schedules [n_steps, B]) and, for a model without a kernel spec, the CUDA per-step ops with
+    per-chain step sizes [B] (no detour through torch arithmetic)."""
+    from torchebm.core import GaussianModel
+    from torchebm.samplers import HamiltonianMonteCarlo, MetropolisAdjustedLangevin
+
+    class NoSpecGaussian(GaussianModel):  # no kernel spec: the per-step loop
+        def gradient(self, x, model_kwargs=None):
+            return super().gradient(x, model_kwargs)
+
+    cls, kw = ((MetropolisAdjustedLangevin, {}) if kind == "mala"
+               else (HamiltonianMonteCarlo, {"n_leapfrog_steps": 3}))
+    mean, cov = torch.tensor([0.5, -1.0]), torch.tensor([[1.0, 0.3], [0.3, 0.5]])
+    chain = cls(GaussianModel(mean, cov).to(DEV), step_size=0.05, **kw)
+    x = chain.warmup(x=randn(64, 2, seed=3), n_steps=30, per_chain=True)
+    assert chain.adaptation.step_size.shape == (64,)
+    out = chain.sample(x=x, n_steps=20)
+    assert chain.last_path == "chain" and out.is_cuda and bool(torch.isfinite(out).all())
+    fused = cls(NoSpecGaussian(mean, cov).to(DEV), step_size=0.05, **kw)
+    fused.load_state_dict(chain.state_dict())
+    out = fused.sample(x=x, n_steps=20)
+    assert fused.last_path == "fused" and out.is_cuda and bool(torch.isfinite(out).all())
 
 
 def test_chain_outputs_are_deterministic():
@@ -628,6 +815,15 @@ def test_ops_do_not_synchronise_with_the_host():
         OPS.langevin_chain("rosenbrock", x, a, a, [1.0, 10.0], None, None, None, None, None, 1, 2, True, True)
         OPS.mala_chain("double_well", x, a, a, [2.0, 1.0], None, None, 1, 2, True, True)
         OPS.hmc_chain("double_well", x, a, 3, None, [2.0, 1.0], None, None, 1, 2, True, True)
+        # per-chain step sizes on the device: [B] coefficients, [n_steps, B] schedules
+        c = torch.full((128,), 1e-2, device=DEV)
+        OPS.langevin_update(x, g, None, 1.0, 1.0, None, None, None, 1, 2, c, c)
+        OPS.leapfrog_kick_drift(x, p, g, 1.0, 1.0, None, c, c)
+        OPS.mala_select(x, p, g, g, e, e, 1.0, 1.0, None, 1, 2, c, c)
+        cols = c.double().expand(20, 128)
+        OPS.langevin_chain("double_well", x, cols, cols, [2.0, 1.0], None, None, None, None, None, 1, 2, True, True)
+        OPS.mala_chain("double_well", x, cols.contiguous(), cols, [2.0, 1.0], None, None, 1, 2, True, True)
+        OPS.hmc_chain("double_well", x, cols, 3, None, [2.0, 1.0], None, None, 1, 2, True, True)
     finally:
         torch.cuda.set_sync_debug_mode("default")
     torch.cuda.synchronize()

@@ -57,6 +57,16 @@ std::tuple<at::Tensor, at::Tensor> leapfrog_kick_drift(const at::Tensor& x, cons
         // Per-chain kick/drift: row by row (a chain is rows_per_chain rows of d), the same
         // element loop.
         for (int64_t r = r0; r < r1; ++r) {
+          if (x.dim() == 1) {  // x [B]: its one row holds every chain, an element each
+            for (int64_t c = 0; c < d; ++c) {
+              kick_drift_block(x_out.mutable_data_ptr<scalar_t>() + c,
+                               p_out.mutable_data_ptr<scalar_t>() + c,
+                               xc.const_data_ptr<scalar_t>() + c, pc.const_data_ptr<scalar_t>() + c,
+                               gc.const_data_ptr<scalar_t>() + c, 1, 1, pk ? pk[c] : kk,
+                               pd ? pd[c] : dd, pm && !scalar_mass ? pm + c : pm, scalar_mass);
+            }
+            continue;
+          }
           const int64_t o = r * d, c = r / rows_per_chain;
           kick_drift_block(x_out.mutable_data_ptr<scalar_t>() + o,
                            p_out.mutable_data_ptr<scalar_t>() + o,

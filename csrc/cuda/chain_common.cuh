@@ -57,6 +57,11 @@ __device__ __forceinline__ C energy_grad(const M& m, const C* x, C* g, C* scratc
   }
 }
 
+// Step t's value of a schedule (launchers.h) for chain c (c < B: inactive threads pass 0).
+__device__ __forceinline__ double schedule_at(const Schedule& s, int64_t t, int64_t c) {
+  return s.values[t * s.step_stride + c * s.chain_stride];
+}
+
 // Normals of stream 0 at one step, element by element in increasing flat index: one Philox call
 // per group, reused by the group's next elements.
 template <class C>

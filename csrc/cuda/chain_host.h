@@ -1,6 +1,6 @@
 // What the host sides of the CUDA whole-chain ops (langevin_chain_host.cpp, mala_chain_host.cpp,
-// hmc_chain_host.cpp) share: the state in its compute type, the model's arguments, and the
-// outputs and scratch sized by chain_plan.
+// hmc_chain_host.cpp) share: the state in its compute type, the model's arguments, the
+// schedules on the device, and the outputs and scratch sized by chain_plan.
 #pragma once
 
 #include <string>
@@ -18,7 +18,21 @@ struct ChainCall {
   EnergyArgs energy;
   ChainArgs args;
   at::Tensor x, trajectory, energy_mean, acceptance_rate, partial, workspace;
+  at::Tensor schedules[2];  // args.a's and args.b's values on the device
 };
+
+// A schedule [n_steps] or [n_steps, B] that checks::schedule accepted (on the host or the
+// device), as args.a (slot 0) or args.b (slot 1) take it: float64 on x0's device, kept in the
+// call. A [n_steps, B] constant over the steps (stride 0, as per-chain step sizes expanded over
+// the steps come) is copied as its one row [B], not as n_steps rows.
+inline Schedule device_schedule(ChainCall& call, int slot, const at::Tensor& s) {
+  const bool per_chain = s.dim() == 2;
+  const bool constant_rows = per_chain && s.stride(0) == 0 && s.size(0) > 0;
+  at::Tensor& values = call.schedules[slot];
+  values = on_device(constant_rows ? s.select(0, 0) : s, call.x0.device(), at::kDouble);
+  const int64_t step_stride = constant_rows ? 0 : (per_chain ? s.size(1) : 1);
+  return Schedule{values.const_data_ptr<double>(), step_stride, per_chain ? 1 : 0};
+}
 
 // Fills `call` for a chain whose arguments checks::<op> accepted: everything but the sampler's
 // own arguments (schedules, clamp, HMC's mass and leapfrog count).

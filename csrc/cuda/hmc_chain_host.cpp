@@ -23,9 +23,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> hmc_chain_op(
   const at::Tensor mass = inv_mass ? on_device(inv_mass->expand({d}), x0.device(),
                                                call.x0.scalar_type())
                                    : at::Tensor();
-  no_chain_schedules(step_size.dim() == 2, "hmc_chain");
-  const at::Tensor sd = on_device(step_size, x0.device(), at::kDouble);
-  call.args.a = sd.const_data_ptr<double>();
+  call.args.a = device_schedule(call, 0, step_size);
   call.args.n_leapfrog = static_cast<int>(n_leapfrog);
   call.args.inv_mass = data_or_null(mass);
   check_chain_launch(cuda::hmc_chain(call.x0.const_data_ptr(), call.energy, call.args,

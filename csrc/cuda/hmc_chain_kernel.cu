@@ -3,7 +3,8 @@
 // step_size[t] (half kick, then drift / full kick pairs, then a final half kick: the per-step
 // leapfrog_kick_drift sequence), and accepts iff log u_t < H(x, p) - H(x', p') (u_t: stream 1
 // at [B]), H = E + 1/2 sum inv_mass p^2. The gradient at the end of each trajectory, accepted or
-// not, is reused: n_leapfrog gradient evaluations per step. One thread per chain.
+// not, is reused: n_leapfrog gradient evaluations per step. One thread per chain; a schedule
+// [n_steps, B] gives chain c the step size step_size[t, c].
 #include "chain_common.cuh"
 
 namespace torchebm::cuda {
@@ -16,7 +17,7 @@ template <class C, class M, int kD>
 __global__ void __launch_bounds__(chain::kMaxThreads)
     hmc_chain_kernel(const C* __restrict__ x0, C* __restrict__ x_out, C* __restrict__ trajectory,
                      double* __restrict__ partial, C* __restrict__ work,
-                     const double* __restrict__ step_size, const C* __restrict__ inv_mass,
+                     Schedule step_size, const C* __restrict__ inv_mass,
                      int n_leapfrog, ModelArgs margs, int64_t batch, int64_t d_arg,
                      int64_t n_steps, int64_t thin, PhiloxKey key, uint32_t step0,
                      bool record_energy) {
@@ -41,8 +42,9 @@ __global__ void __launch_bounds__(chain::kMaxThreads)
     for (int64_t j = 0; j < d; ++j) x[j] = x0[c * d + j];
     e = chain::energy_grad<C>(m, x, g, s, d, true);
   }
+  const int64_t cs = active ? c : 0;  // the chain whose schedule column the thread reads
   for (int64_t t = 0; t < n_steps; ++t) {
-    const C eps = C(step_size[t]), half = C(0.5) * eps;
+    const C eps = C(chain::schedule_at(step_size, t, cs)), half = C(0.5) * eps;
     bool accepted = false;
     if (active) {
       chain::NormalCursor<C> z(key, step0 + static_cast<uint32_t>(t));

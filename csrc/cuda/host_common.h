@@ -58,18 +58,18 @@ inline at::Tensor on_device(const at::Tensor& t, const at::Device& device, at::S
       .contiguous();
 }
 
-// The per-step ops' per-chain coefficients (a_chain, b_chain, kick_chain, drift_chain) have no
-// CUDA kernels yet: refused by name rather than ignored. The samplers do those steps in torch
-// arithmetic on Philox draws (samplers/step_ops.py).
-inline void no_chain_coefficients(bool given, const char* op) {
-  TORCH_CHECK(!given, op, ": per-chain coefficients are not implemented in the CUDA kernel; "
-              "pass float coefficients (or run the op on the CPU)");
-}
-
-// The chain ops' per-chain schedules ([n_steps, B]) have no CUDA kernels yet: refused by name.
-inline void no_chain_schedules(bool given, const char* op) {
-  TORCH_CHECK(!given, op, ": per-chain schedules [n_steps, B] are not implemented in the CUDA "
-              "kernel; pass [n_steps] schedules (or run the op on the CPU)");
+// The per-step ops' per-chain coefficients (a_chain, b_chain, kick_chain, drift_chain), which
+// checks::chain_coefficient accepted ([B], x's dtype and device) or absent, as the launchers
+// take them: contiguous (a strided view, such as expand(B) of one value, is copied), held in
+// `keep` while the launch is enqueued; row = the elements of one chain (x.numel() / B).
+inline ChainCoeffs chain_coeffs(const std::optional<at::Tensor>& first,
+                                const std::optional<at::Tensor>& second, const at::Tensor& x,
+                                at::Tensor (&keep)[2]) {
+  keep[0] = first ? first->contiguous() : at::Tensor();
+  keep[1] = second ? second->contiguous() : at::Tensor();
+  const int64_t B = x.dim() >= 1 ? x.size(0) : 1;
+  return ChainCoeffs{data_or_null(keep[0]), data_or_null(keep[1]),
+                     B > 0 ? x.numel() / B : 1};
 }
 
 // An output back in the state's dtype (float16/bfloat16 rows ran in float32).

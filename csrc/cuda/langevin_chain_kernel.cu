@@ -1,6 +1,7 @@
 // CUDA whole-chain unadjusted Langevin for the built-in analytic models (docs/kernels.md):
 // for t < n_steps, x <- clamp(x - a[t] clip(grad E(x)) + b[t] xi_t), xi_t = Philox stream 0
-// at step t, exactly the per-step langevin_update loop, with the state kept on chip.
+// at step t, exactly the per-step langevin_update loop, with the state kept on chip. Schedules
+// [n_steps, B] give chain c the values a[t, c], b[t, c].
 //
 // Separable models (double well, harmonic, Rastrigin, Styblinski-Tang) run one thread per
 // Philox group of elements: no chain ever needs another element's value. The others run one
@@ -19,9 +20,8 @@ template <class C, class M, bool kRecord>
 __global__ void __launch_bounds__(chain::kMaxThreads)
     langevin_chain_elem_kernel(const C* __restrict__ x0, C* __restrict__ x_out,
                                C* __restrict__ trajectory, double* __restrict__ partial,
-                               const double* __restrict__ a, const double* __restrict__ b,
-                               LangevinCoef<C> coef, ModelArgs margs, int64_t n, int64_t d,
-                               int64_t n_steps, int64_t thin, PhiloxKey key, uint32_t step0,
+                               Schedule a, Schedule b, LangevinCoef<C> coef, ModelArgs margs,
+                               int64_t n, int64_t d, int64_t n_steps, int64_t thin, PhiloxKey key, uint32_t step0,
                                bool record_energy, bool aligned) {
   constexpr int G = kGroup<C>;
   const M m = chain::make_model<C, M>(margs);
@@ -40,14 +40,29 @@ __global__ void __launch_bounds__(chain::kMaxThreads)
       toff[k] = c * n_keep * d + (i - c * d);
     }
   }
+  // Per-chain schedules: the chain of each of the group's elements (0 past n).
+  const bool per_chain = a.chain_stride != 0 || b.chain_stride != 0;
+  int64_t chain_of[G];
+#pragma unroll
+  for (int k = 0; k < G; ++k) chain_of[k] = per_chain && g * G + k < n ? (g * G + k) / d : 0;
   for (int64_t t = 0; t < n_steps; ++t) {
-    coef.a = C(a[t]);
-    coef.b = C(b[t]);
+    coef.a = C(chain::schedule_at(a, t, 0));
+    coef.b = C(chain::schedule_at(b, t, 0));
     if (active) {
       C z[G];
       group_normals<C>(key, static_cast<uint64_t>(g), step0 + static_cast<uint32_t>(t), z);
+      if (!per_chain) {
 #pragma unroll
-      for (int k = 0; k < G; ++k) x[k] = langevin_point(x[k], m.elem_grad(x[k]), z[k], coef);
+        for (int k = 0; k < G; ++k) x[k] = langevin_point(x[k], m.elem_grad(x[k]), z[k], coef);
+      } else {
+#pragma unroll
+        for (int k = 0; k < G; ++k) {
+          LangevinCoef<C> ck = coef;
+          ck.a = C(chain::schedule_at(a, t, chain_of[k]));
+          ck.b = C(chain::schedule_at(b, t, chain_of[k]));
+          x[k] = langevin_point(x[k], m.elem_grad(x[k]), z[k], ck);
+        }
+      }
       if (kRecord && trajectory != nullptr) {
         const int64_t kept = chain::kept_index(t, thin);
         if (kept >= 0) {
@@ -75,8 +90,8 @@ template <class C, class M, int kD>
 __global__ void __launch_bounds__(chain::kMaxThreads)
     langevin_chain_row_kernel(const C* __restrict__ x0, C* __restrict__ x_out,
                               C* __restrict__ trajectory, double* __restrict__ partial,
-                              C* __restrict__ work, const double* __restrict__ a,
-                              const double* __restrict__ b, LangevinCoef<C> coef, ModelArgs margs,
+                              C* __restrict__ work, Schedule a, Schedule b, LangevinCoef<C> coef,
+                              ModelArgs margs,
                               int64_t batch, int64_t d_arg, int64_t n_steps, int64_t thin,
                               PhiloxKey key, uint32_t step0, bool record_energy) {
   const M m = chain::make_model<C, M>(margs);
@@ -97,9 +112,10 @@ __global__ void __launch_bounds__(chain::kMaxThreads)
     for (int64_t j = 0; j < d; ++j) x[j] = x0[c * d + j];
     e = chain::energy_grad<C>(m, x, g, s, d, record_energy);
   }
+  const int64_t cs = active ? c : 0;  // the chain whose schedule column the thread reads
   for (int64_t t = 0; t < n_steps; ++t) {
-    coef.a = C(a[t]);
-    coef.b = C(b[t]);
+    coef.a = C(chain::schedule_at(a, t, cs));
+    coef.b = C(chain::schedule_at(b, t, cs));
     if (active) {
       chain::NormalCursor<C> z(key, step0 + static_cast<uint32_t>(t));
       for (int64_t j = 0; j < d; ++j)

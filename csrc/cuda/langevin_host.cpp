@@ -25,16 +25,17 @@ at::Tensor langevin_update_op(const at::Tensor& x, const at::Tensor& grad,
                               const std::optional<at::Tensor>& b_chain) {
   checks::langevin_update(x, grad, noise, a, b, clamp_min, clamp_max, grad_clip, step,
                           checks::kCuda, a_chain, b_chain);
-  no_chain_coefficients(a_chain || b_chain, "langevin_update");
   const c10::cuda::CUDAGuard guard(x.device());
   const at::Tensor xc = x.contiguous(), gc = grad.contiguous();
   const at::Tensor nc = noise ? noise->contiguous() : at::Tensor();
   at::Tensor out = at::empty(x.sizes(), x.options());
+  at::Tensor keep[2];
+  const ChainCoeffs per_chain = chain_coeffs(a_chain, b_chain, x, keep);
   check_launch(cuda::langevin_update(xc.const_data_ptr(), gc.const_data_ptr(), data_or_null(nc),
                                      out.data_ptr(), dtype_of(x.scalar_type()), xc.numel(),
                                      coefficients(a, b, clamp_min, clamp_max, grad_clip),
                                      PhiloxArgs{static_cast<uint64_t>(seed), step, nullptr},
-                                     current_launch()),
+                                     current_launch(), per_chain),
                "langevin_update");
   return out;
 }

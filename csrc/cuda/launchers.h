@@ -46,19 +46,30 @@ struct LangevinCoeffs {
   double clamp_min, clamp_max, grad_clip;
 };
 
+// Per-chain coefficients of a per-step op: null, or [B] in the state dtype, entry i replacing
+// the scalar for the `row` consecutive elements of chain i (row = n / B, the product of the
+// event dimensions).
+struct ChainCoeffs {
+  const void* first;   // langevin_update's a, leapfrog_kick_drift's kick, mala_select's a
+  const void* second;  // b, drift, b
+  int64_t row;
+};
+
 // out may alias x (each element is read before it is written, by the same thread).
 // noise == nullptr: xi is drawn from stream 0 (what philox_normal returns for (seed, step)).
+// per_chain: a and b per chain where given (coeffs.a, coeffs.b where not).
 cudaError_t langevin_update(const void* x, const void* grad, const void* noise, void* out,
                             Dtype dtype, int64_t n, LangevinCoeffs coeffs, PhiloxArgs rng,
-                            Launch launch);
+                            Launch launch, ChainCoeffs per_chain = {nullptr, nullptr, 1});
 
 // p' = p - kick * grad; x' = x + drift * inv_mass * p'. inv_mass is null (unit mass) or holds
 // `inv_mass_len` values of the state dtype: 1 (a scalar) or `dim` (diagonal, broadcast over the
-// last dimension, of size `dim`).
+// last dimension, of size `dim`). per_chain: kick and drift per chain where given.
 cudaError_t leapfrog_kick_drift(const void* x, const void* p, const void* grad,
                                 const void* inv_mass, int64_t inv_mass_len, int64_t dim,
                                 void* x_out, void* p_out, Dtype dtype, int64_t n, double kick,
-                                double drift, Launch launch);
+                                double drift, Launch launch,
+                                ChainCoeffs per_chain = {nullptr, nullptr, 1});
 
 // Per-chain Metropolis step: accepted[i] = log(u_i) < log_accept_ratio[i] (NaN rejects);
 // x_out row i = x_proposed row i if accepted else x row i. Per-chain tensors (log ratio,
@@ -69,11 +80,12 @@ cudaError_t metropolis_select(const void* lar, const void* x, const void* x_prop
                               int64_t batch, int64_t row, PhiloxArgs rng, Launch launch);
 
 // MALA acceptance for the proposal y = x - a grad_x + b xi, fused with the selection of state,
-// gradient and energy.
+// gradient and energy. a_chain, b_chain: null, or [B] in the state dtype (chain i's a, b).
 cudaError_t mala_select(const void* x, const void* y, const void* grad_x, const void* grad_y,
                         const void* energy_x, const void* energy_y, void* x_out, void* grad_out,
                         void* energy_out, bool* accepted, Dtype dtype, int64_t batch, int64_t row,
-                        double a, double b, const void* uniform, PhiloxArgs rng, Launch launch);
+                        double a, double b, const void* uniform, PhiloxArgs rng, Launch launch,
+                        const void* a_chain = nullptr, const void* b_chain = nullptr);
 
 // ---- whole chains for the built-in analytic models -------------------------------------------
 // A chain runs n_steps inside one kernel; step t draws Philox step t (stream 0 normals at the
@@ -91,11 +103,19 @@ struct EnergyArgs {
   const void* precision;
 };
 
+// A per-step schedule on the device, float64: the value of step t for chain c is
+// values[t * step_stride + c * chain_stride]. [n_steps]: (1, 0); [n_steps, B]: (B, 1); a
+// [n_steps, B] constant over the steps (a stride-0 view) is its one row [B]: (0, 1).
+struct Schedule {
+  const double* values;
+  int64_t step_stride, chain_stride;
+};
+
 struct ChainArgs {
   Dtype dtype;  // kFloat32 or kFloat64 (callers run half/bfloat16 chains in float32)
   int64_t batch, dim, n_steps, thin;
-  const double* a;  // device float64 [n_steps]: Langevin/MALA drift coefficient; HMC step size
-  const double* b;  // device float64 [n_steps]: Langevin/MALA noise coefficient; null for HMC
+  Schedule a;  // Langevin/MALA drift coefficient; HMC step size
+  Schedule b;  // Langevin/MALA noise coefficient; unused by HMC
   LangevinCoeffs clamp;  // Langevin: clamp bounds and gradient clip (its a, b are unused)
   int n_leapfrog;        // HMC
   const void* inv_mass;  // HMC: null (unit mass) or [dim] on the device, compute type

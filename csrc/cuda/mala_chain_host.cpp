@@ -19,11 +19,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mala_chain_op(
   const c10::cuda::CUDAGuard guard(x0.device());
   prepare_chain(call, Sampler::kMala, checked, x0, params, mean, precision, seed, thin,
                 record_trajectory, record_energy, true, first_step);
-  no_chain_schedules(a.dim() == 2 || b.dim() == 2, "mala_chain");
-  const at::Tensor ad = on_device(a, x0.device(), at::kDouble);
-  const at::Tensor bd = on_device(b, x0.device(), at::kDouble);
-  call.args.a = ad.const_data_ptr<double>();
-  call.args.b = bd.const_data_ptr<double>();
+  call.args.a = device_schedule(call, 0, a);
+  call.args.b = device_schedule(call, 1, b);
   check_chain_launch(cuda::mala_chain(call.x0.const_data_ptr(), call.energy, call.args,
                                       outputs(call), current_launch()),
                      call);

@@ -2,7 +2,8 @@
 // proposal y = x - a[t] grad E(x) + b[t] xi_t (stream 0), accepted iff
 // log u_t < E(x) - E(y) + (|y - x + a gx|^2 - |x - y + a gy|^2) / (2 b^2) (u_t: stream 1 at [B]),
 // the per-step loop of langevin_update + mala_select with the state, its energy and its
-// gradient kept on chip. One thread per chain (chain_common.cuh).
+// gradient kept on chip. One thread per chain (chain_common.cuh); schedules [n_steps, B] give
+// chain c the values a[t, c], b[t, c].
 #include "chain_common.cuh"
 
 namespace torchebm::cuda {
@@ -15,7 +16,7 @@ template <class C, class M, int kD>
 __global__ void __launch_bounds__(chain::kMaxThreads)
     mala_chain_kernel(const C* __restrict__ x0, C* __restrict__ x_out, C* __restrict__ trajectory,
                       double* __restrict__ partial, C* __restrict__ work,
-                      const double* __restrict__ a, const double* __restrict__ b, ModelArgs margs,
+                      Schedule a, Schedule b, ModelArgs margs,
                       int64_t batch, int64_t d_arg, int64_t n_steps, int64_t thin, PhiloxKey key,
                       uint32_t step0, bool record_energy) {
   const M m = chain::make_model<C, M>(margs);
@@ -39,8 +40,9 @@ __global__ void __launch_bounds__(chain::kMaxThreads)
     for (int64_t j = 0; j < d; ++j) x[j] = x0[c * d + j];
     e = chain::energy_grad<C>(m, x, g, s, d, true);
   }
+  const int64_t cs = active ? c : 0;  // the chain whose schedule column the thread reads
   for (int64_t t = 0; t < n_steps; ++t) {
-    const C at = C(a[t]), bt = C(b[t]);
+    const C at = C(chain::schedule_at(a, t, cs)), bt = C(chain::schedule_at(b, t, cs));
     bool accepted = false;
     if (active) {
       // The proposal is langevin_update without clamp or clip.

@@ -35,7 +35,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mala_select_op(
     const std::optional<at::Tensor>& a_chain, const std::optional<at::Tensor>& b_chain) {
   checks::mala_select(x, y, grad_x, grad_y, energy_x, energy_y, a, b, uniform, step,
                       checks::kCuda, a_chain, b_chain);
-  no_chain_coefficients(a_chain || b_chain, "mala_select");
   const int64_t B = x.size(0);
   const c10::cuda::CUDAGuard guard(x.device());
   const at::Tensor xc = x.contiguous(), yc = y.contiguous(), gxc = grad_x.contiguous(),
@@ -47,13 +46,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mala_select_op(
   at::Tensor e_out = at::empty({B}, x.options());
   at::Tensor accepted = at::empty({B}, x.options().dtype(at::kBool));
   const int64_t d = B == 0 ? 0 : xc.numel() / B;
+  at::Tensor keep[2];
+  const ChainCoeffs per_chain = chain_coeffs(a_chain, b_chain, x, keep);
   check_launch(cuda::mala_select(xc.const_data_ptr(), yc.const_data_ptr(), gxc.const_data_ptr(),
                                  gyc.const_data_ptr(), exc.const_data_ptr(), eyc.const_data_ptr(),
                                  x_out.data_ptr(), g_out.data_ptr(), e_out.data_ptr(),
                                  accepted.data_ptr<bool>(), dtype_of(x.scalar_type()), B, d, a, b,
                                  data_or_null(uc),
                                  PhiloxArgs{static_cast<uint64_t>(seed), step, nullptr},
-                                 current_launch()),
+                                 current_launch(), per_chain.first, per_chain.second),
                "mala_select");
   return {x_out, g_out, e_out, accepted};
 }

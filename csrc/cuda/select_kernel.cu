@@ -3,7 +3,8 @@
 // A chain's decision needs its uniform (given, or Philox stream 1 at [B], group by group as
 // philox_uniform draws it) and, for MALA, two sums over its row. MALA assigns a team of `team`
 // lanes (a power of two <= 32, sized to the row) to each row and reduces with warp shuffles; a
-// team of one lane sums in the CPU kernels' order (row_mala_log_ratio).
+// team of one lane sums in the CPU kernels' order (row_mala_log_ratio). MALA's a and b are
+// floats or per chain ([B]: row i takes entry i).
 #include "launchers.h"
 #include "storage.cuh"
 
@@ -59,8 +60,9 @@ __global__ void __launch_bounds__(kThreads)
                        const T* __restrict__ gx, const T* __restrict__ gy,
                        const T* __restrict__ ex, const T* __restrict__ ey, T* __restrict__ x_out,
                        T* __restrict__ g_out, T* __restrict__ e_out, bool* __restrict__ accepted,
-                       int64_t batch, int64_t d, int team, compute_t<T> a, compute_t<T> b,
-                       const T* __restrict__ uniform, PhiloxArgs rng) {
+                       int64_t batch, int64_t d, int team, compute_t<T> a_all,
+                       compute_t<T> b_all, const T* __restrict__ uniform, PhiloxArgs rng,
+                       const T* __restrict__ a_chain, const T* __restrict__ b_chain) {
   using C = compute_t<T>;
   const PhiloxStep ps = resolve(rng);
   const int lane = threadIdx.x & 31;
@@ -74,6 +76,9 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t row = tile * rows_per_warp + sub;
     const bool active = row < batch;
     const int64_t o = active ? row * d : 0;
+    // The row's (a, b): per chain where given.
+    const C a = active && a_chain != nullptr ? to_compute(a_chain[row]) : a_all;
+    const C b = active && b_chain != nullptr ? to_compute(b_chain[row]) : b_all;
     C log_r = C(0);
     if (team == 1) {  // `team` is the same for the whole grid: the branches are warp-uniform
       // The CPU's formula and summation order.
@@ -139,7 +144,7 @@ template <class T>
 cudaError_t run_mala(const void* x, const void* y, const void* gx, const void* gy, const void* ex,
                      const void* ey, void* x_out, void* g_out, void* e_out, bool* accepted,
                      int64_t batch, int64_t d, double a, double b, const void* uniform,
-                     PhiloxArgs rng, Launch launch) {
+                     PhiloxArgs rng, Launch launch, const void* a_chain, const void* b_chain) {
   using C = compute_t<T>;
   if (batch == 0) return cudaSuccess;
   const int team = team_for(d);
@@ -149,7 +154,8 @@ cudaError_t run_mala(const void* x, const void* y, const void* gx, const void* g
       static_cast<const T*>(x), static_cast<const T*>(y), static_cast<const T*>(gx),
       static_cast<const T*>(gy), static_cast<const T*>(ex), static_cast<const T*>(ey),
       static_cast<T*>(x_out), static_cast<T*>(g_out), static_cast<T*>(e_out), accepted, batch, d,
-      team, C(a), C(b), static_cast<const T*>(uniform), rng);
+      team, C(a), C(b), static_cast<const T*>(uniform), rng, static_cast<const T*>(a_chain),
+      static_cast<const T*>(b_chain));
   return launch_status();
 }
 
@@ -167,11 +173,12 @@ cudaError_t metropolis_select(const void* lar, const void* x, const void* x_prop
 cudaError_t mala_select(const void* x, const void* y, const void* grad_x, const void* grad_y,
                         const void* energy_x, const void* energy_y, void* x_out, void* grad_out,
                         void* energy_out, bool* accepted, Dtype dtype, int64_t batch, int64_t row,
-                        double a, double b, const void* uniform, PhiloxArgs rng, Launch launch) {
+                        double a, double b, const void* uniform, PhiloxArgs rng, Launch launch,
+                        const void* a_chain, const void* b_chain) {
   return with_dtype(dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     return run_mala<T>(x, y, grad_x, grad_y, energy_x, energy_y, x_out, grad_out, energy_out,
-                       accepted, batch, row, a, b, uniform, rng, launch);
+                       accepted, batch, row, a, b, uniform, rng, launch, a_chain, b_chain);
   });
 }
 

@@ -209,7 +209,7 @@ def langevin_update(
 
     ``xi`` is ``noise``, or (``noise=None``) ``philox_normal(x.shape, seed, step, x.dtype)``
     generated in-kernel. ``a`` and ``b`` are floats or per-chain tensors ``[B]``
-    (:data:`Coefficient`; CPU kernels only). Returns a new contiguous tensor of x's shape.
+    (:data:`Coefficient`). Returns a new contiguous tensor of x's shape.
     """
     (a, a_chain), (b, b_chain) = _split(a), _split(b)
     return torch.ops.torchebm.langevin_update(
@@ -249,7 +249,7 @@ def leapfrog_kick_drift(
     """``p' = p - kick * grad``; ``x' = x + drift * (inv_mass * p')``. Returns ``(x', p')``.
 
     ``inv_mass``: None (unit mass), 0-d, or ``[x.shape[-1]]``, in x's dtype. ``kick`` and
-    ``drift`` are floats or per-chain tensors ``[B]`` (:data:`Coefficient`; CPU kernels only).
+    ``drift`` are floats or per-chain tensors ``[B]`` (:data:`Coefficient`).
     """
     (kick, kick_chain), (drift, drift_chain) = _split(kick), _split(drift)
     return torch.ops.torchebm.leapfrog_kick_drift(
@@ -312,7 +312,7 @@ def mala_select(
     ``log r = E(x) - E(y) + (|y - x + a grad_x|^2 - |x - y + a grad_y|^2) / (2 b^2)`` per row;
     accept iff ``log(u) < log r`` (u as in ``metropolis_select``). A NaN or +inf proposal
     energy rejects. ``a`` and ``b`` are floats or per-chain tensors ``[B]``
-    (:data:`Coefficient`; CPU kernels only). Returns ``(x_out, grad_out, energy_out, accepted)``.
+    (:data:`Coefficient`). Returns ``(x_out, grad_out, energy_out, accepted)``.
     """
     (a, a_chain), (b, b_chain) = _split(a), _split(b)
     return torch.ops.torchebm.mala_select(
@@ -398,7 +398,7 @@ def langevin_chain(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``n_steps = len(a)`` Langevin steps in one call; step t is ``langevin_update`` with
     ``(a[t], b[t])`` (schedules ``[n_steps]``, or ``[n_steps, B]`` for per-chain values: chain
-    ``i`` takes ``a[t, i]``; CPU kernels only), the closed-form gradient and in-kernel noise at
+    ``i`` takes ``a[t, i]``), the closed-form gradient and in-kernel noise at
     ``(seed, step=first_step + t)``. Calls over consecutive slices of the schedules, each from
     the state the previous one returned with ``first_step`` advanced by its length, give
     exactly the states of one call (``MCMCSampler._run_chain`` runs long chains so).
@@ -453,7 +453,7 @@ def mala_chain(
     first_step: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``len(a)`` MALA steps in one call (schedules ``[n_steps]`` or, per chain,
-    ``[n_steps, B]``: CPU kernels only; see docs/kernels.md for the per-step equivalent),
+    ``[n_steps, B]``; see docs/kernels.md for the per-step equivalent),
     step t drawing the noise of step ``first_step + t`` (as ``langevin_chain``).
 
     Returns ``(x, trajectory, energy_mean, acceptance_rate [n_steps])``.
@@ -503,7 +503,7 @@ def hmc_chain(
     first_step: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``len(step_size)`` HMC transitions of ``n_leapfrog`` leapfrog steps each, in one call
-    (``step_size`` ``[n_steps]``, or ``[n_steps, B]`` per chain: CPU kernels only)
+    (``step_size`` ``[n_steps]``, or ``[n_steps, B]`` per chain)
     (``n_leapfrog`` gradient evaluations per transition, plus one of ``x0`` at the start of the
     call; see docs/kernels.md), transition t drawing the noise of step ``first_step + t`` (as
     ``langevin_chain``).

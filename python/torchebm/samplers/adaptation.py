@@ -6,8 +6,8 @@ runs the chains for ``n_steps`` steps while adapting, stores what it learned in 
 (its :class:`AdaptationState`, part of ``state_dict()``), and returns the chains' states; every
 later ``sample()`` call then runs with the adapted settings (fixed, so the chains are exact
 MCMC for :math:`e^{-E}`) until :meth:`~Adaptive.reset_adaptation`. Per-chain step sizes reach
-the kernels as tensors ``[B]`` (the per-step ops) or schedules ``[n_steps, B]`` (the CPU
-whole-chain ops of the analytic models).
+the kernels as tensors ``[B]`` (the per-step ops) or schedules ``[n_steps, B]`` (the
+whole-chain ops of the analytic models), on the CPU and CUDA alike.
 
 Step size (``adapt="step_size"``): dual averaging (Nesterov 2009, in the form of Hoffman and
 Gelman 2014, section 3.2) of :math:`\log\epsilon` towards a target acceptance rate
@@ -461,8 +461,8 @@ class Adaptive:
         """Why the whole-chain op cannot run the adapted sampler, or None."""
         if self.adaptation is None:
             return None
-        if self.adaptation.per_chain and (x.device.type != "cpu" or model.kind != "analytic"):
-            return ("per-chain adapted step sizes (only the CPU chain ops of the analytic models "
+        if self.adaptation.per_chain and model.kind != "analytic":
+            return ("per-chain adapted step sizes (only the chain ops of the analytic models "
                     "take per-chain schedules)")
         if self.adaptation.chees is not None and self.adaptation.chees.jitter is not None:
             return "jittered trajectory lengths (the whole-chain op takes one n_leapfrog)"

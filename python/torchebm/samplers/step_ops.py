@@ -90,17 +90,10 @@ class StepOps(Protocol):
         of the state, its gradient and its energy. Returns ``(x, grad, energy, accepted)``."""
 
 
-def _host_kernel(x: torch.Tensor, *coefficients) -> bool:
-    """Whether a per-step op runs in its kernel: always for float coefficients; per-chain
-    tensor coefficients only on the CPU (the CUDA kernels take floats only)."""
-    return x.device.type == "cpu" or not any(isinstance(c, torch.Tensor) for c in coefficients)
-
-
 class FusedStepOps:
     """:class:`StepOps` by the compiled kernels; every draw is Philox at ``(seed, t)``.
 
-    Per-chain step sizes (tensors ``[B]``) run in the CPU kernels; on a GPU those steps are the
-    reference arithmetic on the same Philox draws (the CUDA kernels take floats only)."""
+    Step sizes are floats or per-chain tensors ``[B]``; the CPU and CUDA kernels take both."""
 
     def __init__(self, seed: int):
         self.seed = seed
@@ -108,18 +101,11 @@ class FusedStepOps:
     def normal(self, like: torch.Tensor, t: int) -> torch.Tensor:
         return ops.philox_normal(list(like.shape), self.seed, t, like.dtype, like.device)
 
-    def _uniform(self, x: torch.Tensor, t: int) -> torch.Tensor:
-        return ops.philox_uniform([x.shape[0]], self.seed, t, x.dtype, x.device)
-
     def langevin_update(self, x, grad, a, b, t, clamp=None, grad_clip=None):
         lo, hi = clamp if clamp is not None else (None, None)
-        if not _host_kernel(x, a, b):
-            return reference.langevin_update(x, grad, self.normal(x, t), a, b, lo, hi, grad_clip)
         return ops.langevin_update(x, grad, None, a, b, lo, hi, grad_clip, self.seed, t)
 
     def kick_drift(self, x, p, grad, kick, drift, inv_mass):
-        if not _host_kernel(x, kick, drift):
-            return reference.leapfrog_kick_drift(x, p, grad, kick, drift, inv_mass)
         return ops.leapfrog_kick_drift(x, p, grad, kick, drift, inv_mass)
 
     kick = staticmethod(momentum_kick)
@@ -128,10 +114,6 @@ class FusedStepOps:
         return ops.metropolis_select(log_accept_ratio, x, x_proposed, None, self.seed, t)
 
     def mala_select(self, x, y, grad_x, grad_y, energy_x, energy_y, a, b, t):
-        if not _host_kernel(x, a, b):
-            return reference.mala_select(
-                x, y, grad_x, grad_y, energy_x, energy_y, a, b, self._uniform(x, t)
-            )
         return ops.mala_select(x, y, grad_x, grad_y, energy_x, energy_y, a, b, None, self.seed, t)
 
 
