@@ -69,8 +69,9 @@ class ChainResult:
 
 # The chain ops' per-step schedule arguments, sliced per block by MCMCSampler._run_chain.
 _CHAIN_SCHEDULES = ("a", "b", "step_size")
-# Element-steps of the first block of a whole-chain run (MCMCSampler._run_chain): milliseconds.
-_FIRST_BLOCK_WORK = 1 << 22
+# Element-steps of the first block of a whole-chain run (MCMCSampler._run_chain): well under a
+# second on a CPU, and large enough that a benchmark-sized chain runs in one or two calls.
+_FIRST_BLOCK_WORK = 1 << 28
 
 
 def _first_chain_block(x: torch.Tensor, model_args: dict, fixed: dict) -> int:
