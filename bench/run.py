@@ -208,6 +208,7 @@ def summarise(workload: W.Workload, results: dict, args) -> dict:
             if slow in workload.impls and fast in workload.impls:
                 speedup[key] = _ratio(results, slow, fast)
     bandwidth = _bandwidth(results, args) if workload.name == "gpu_langevin_bandwidth" else None
+    bound = _compute_bound(results)
     targets = workload.gpu_targets if args.device.startswith("cuda") else workload.targets
     # A target names a speedup entry ("op_vs_..."), or one of the fused path ("vs_...").
     measured = {key: speedup.get(key if key in speedup else f"fused_{key}") for key in targets}
@@ -235,7 +236,32 @@ def summarise(workload: W.Workload, results: dict, args) -> dict:
     }
     if bandwidth is not None:
         out["bandwidth"] = bandwidth
+    if bound is not None:
+        out["compute_bound"] = bound
     return out
+
+
+def _compute_bound(results: dict):
+    """Where the hand-written eager worker counted the operations of one timed run and measured
+    the machine's GEMM rate (bench.workloads.compute_bound): each implementation's achieved
+    rate as a fraction of that GEMM rate, and the largest speed-up over the hand-written eager
+    loop that any implementation doing the same operations could reach (GEMM rate / the eager
+    loop's achieved rate)."""
+    info = results.get("hand_eager", {}).get("info", {})
+    if "flops_per_run" not in info or results["hand_eager"].get("status") != "ok":
+        return None
+    flops, peak = info["flops_per_run"], info["gemm_flops_per_s"]
+    achieved = {
+        impl: flops / entry["median_s"]
+        for impl, entry in results.items()
+        if entry.get("status") == "ok"
+    }
+    return {
+        "flops_per_run": flops,
+        "gemm_flops_per_s": peak,
+        "fraction_of_gemm_rate": {impl: rate / peak for impl, rate in achieved.items()},
+        "max_speedup_over_hand_eager": peak / achieved["hand_eager"],
+    }
 
 
 def _peak_bandwidth(device_name: str, override_tbs):
@@ -493,6 +519,19 @@ def footnotes(report: dict) -> list:
             notes.append(
                 f"{name} / {impl}: {bw['bytes_per_s'] / 1e9:.0f} GB/s"
                 + (f" = {frac:.0%} of peak ({bw['peak_source']})" if frac else " (peak unknown)")
+            )
+        bound = wl.get("compute_bound")
+        if bound is not None:
+            shares = ", ".join(
+                f"{impl} {share:.0%}" for impl, share in bound["fraction_of_gemm_rate"].items()
+            )
+            notes.append(
+                f"{name}: compute bound: {bound['flops_per_run'] / 1e9:.2f} GFLOP per timed run "
+                f"(torch.utils.flop_counter), GEMM rate {bound['gemm_flops_per_s'] / 1e9:.0f} "
+                f"GFLOP/s ({W.PEAK_GEMM_SIZE}^3 float32 torch.mm, same threads); achieved "
+                f"share of it: {shares}; no float32 implementation of these operations can beat "
+                f"the hand-written eager loop by more than "
+                f"{bound['max_speedup_over_hand_eager']:.2f}x"
             )
         for key in (
             "fused_vs_torchebm089_triton", "op_vs_torchebm089_triton", "cudagraph_vs_fused",

@@ -36,6 +36,7 @@ import json
 import math
 import os
 import platform
+import statistics
 import sys
 import time
 import traceback
@@ -347,6 +348,10 @@ def mlp_weights(seed: int = SEED + 2) -> dict:
 
 
 NET_SEEDS = {"mlp": SEED + 2, "ring": SEED + 4, "conv": SEED + 6}
+# Networks whose workloads are bound by the machine's arithmetic rate (convolutions: most of
+# each step is oneDNN's convolution forward and backward, on every implementation alike): their
+# hand-written eager worker also records compute_bound() in its info.
+COMPUTE_BOUND_NETS = ("conv",)
 NETS = {"mlp": mlp_net, "ring": ring_net, "conv": conv_net}
 
 
@@ -596,6 +601,47 @@ def hand_langevin_chain(model: torch.nn.Module, a: float, b: float, compiled: bo
     return chain
 
 
+PEAK_GEMM_SIZE = 2048  # square float32 matmul whose rate stands for the machine's peak
+
+
+def gemm_rate(device: str, n: int = PEAK_GEMM_SIZE, repeats: int = 7) -> float:
+    """Floating-point operations per second of an ``n x n`` float32 ``torch.mm`` on ``device``
+    (median of ``repeats`` after two warm-ups), on the threads this worker was given: the rate
+    of the library's best-tuned kernel, taken as what the machine can sustain."""
+    g = _generator(SEED)
+    a = torch.randn(n, n, generator=g).to(device)
+    b = torch.randn(n, n, generator=g).to(device)
+    times = _time_runs(lambda: None, lambda _: torch.mm(a, b), repeats, 2, device)
+    return 2.0 * n**3 / statistics.median(times)
+
+
+def compute_bound(run: Callable, state, device: str) -> dict:
+    """Work of one timed run ``run(state)`` counted by ``torch.utils.flop_counter`` (matmuls
+    and convolutions, forward and backward: a multiply-add is 2 operations) and the machine's
+    GEMM rate, for the compute bound of a workload: no implementation doing the same
+    operations at float32 can run faster than ``flops / gemm_flops_per_s``."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    class Totals:
+        """Stands in for FlopCounterMode's module tracker, whose hooks refuse
+        ``torch.autograd.grad`` on a leaf input (as every Langevin step here does): the counts
+        all go to the counter's "Global" total."""
+
+        parents = ("Global",)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    counter = FlopCounterMode(display=False)
+    counter.mod_tracker = Totals()
+    with counter:
+        run(state)
+    return {"flops_per_run": int(counter.get_total_flops()), "gemm_flops_per_s": gemm_rate(device)}
+
+
 def _compile_info(impl: str) -> dict:
     """What torch.compile did in this process (graph breaks, graphs compiled), and where
     inductor kept its cache: for the implementations that compile."""
@@ -638,6 +684,8 @@ def _neural_langevin(kind, event_shape, impl, size, repeats, warmup, device):
     )
     if sampler is not None:
         info.update(sampler.path_taken())
+    if impl == "hand_eager" and kind in COMPUTE_BOUND_NETS:
+        info.update(compute_bound(run, x0.clone(), device))
     info.update(_compile_info(impl))
     return {"times_s": times, "work": n * n_steps, "info": info}
 
@@ -765,6 +813,8 @@ def _pcd(kind, data, data_source, impl, size, repeats, warmup, device):
     times = _time_runs(setup, run, repeats, warmup, device, info=info, compiled=impl in COMPILED)
     if sampler is not None:
         info.update(sampler.path_taken())
+    if impl == "hand_eager" and kind in COMPUTE_BOUND_NETS:
+        info.update(compute_bound(run, setup(), device))
     info["final_loss"] = last_loss.get("value")
     info.update(_compile_info(impl))
     return {"times_s": times, "work": n_iters, "info": info}

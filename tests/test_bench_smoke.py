@@ -162,6 +162,28 @@ def test_bench_neural_quick_run_compares_ours_with_the_hand_written_loop(neural_
         assert fused["info"]["final_loss"] is not None
     conv = report["workloads"]["conv_langevin_b128"]
     assert conv["group"] == "conv_langevin" and conv["size"] == {"n_chains": 16, "n_steps": 3}
+    if conv["results"]["hand_eager"]["status"] == "ok":
+        # One Langevin step is the network's forward and its input gradient, each with the
+        # multiply-adds of conv 1->32, 32->64, 64->64 (3x3 on 8x8) and the 4096 -> 1 head.
+        macs = (1 * 32 + 32 * 64 + 64 * 64) * 9 * 64 + 64 * 64
+        bound = conv["compute_bound"]
+        assert bound["flops_per_run"] == 16 * 3 * 2 * (2 * macs)
+        assert bound["gemm_flops_per_s"] > 0
+
+
+def test_compute_bound_summary():
+    """Achieved rates are shares of the GEMM rate, and the largest possible speed-up over the
+    eager loop is the GEMM rate over the eager loop's achieved rate."""
+    bench_run, _ = _bench_modules()
+    info = {"flops_per_run": 6e9, "gemm_flops_per_s": 100e9}
+    res = {"fused": _fake(0.1), "hand_eager": {**_fake(0.08), "info": info}}
+    for entry in res.values():
+        entry["median_s"] = entry["times_s"][0]
+    bound = bench_run._compute_bound(res)
+    assert bound["fraction_of_gemm_rate"] == pytest.approx({"fused": 0.6, "hand_eager": 0.75})
+    assert bound["max_speedup_over_hand_eager"] == pytest.approx(100 / 75)
+    del res["hand_eager"]["info"]
+    assert bench_run._compute_bound(res) is None
 
 
 def test_ring_data_mirror_equals_torchebm_datasets():
