@@ -56,6 +56,8 @@ def real_number(
 def count(owner: str, name: str, value: object, *, minimum: int, maximum: Optional[int] = None) -> int:
     """``value`` as an int in ``[minimum, maximum]``; an integral float such as ``1e3`` is
     accepted. ``maximum`` bounds a count that sizes work (e.g. ``N_LEAPFROG_MAX``)."""
+    if type(value) is int and value >= minimum and (maximum is None or value <= maximum):
+        return value  # the common case, checked in a few operations (every sample() call)
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):

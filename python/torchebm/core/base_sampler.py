@@ -80,11 +80,17 @@ _SEED_HIGH = 2**63 - 1
 
 
 def _first_tensor(module: nn.Module) -> Optional[torch.Tensor]:
-    for tensor in module.parameters():
-        return tensor
-    for tensor in module.buffers():
-        return tensor
-    return None
+    """The module's first parameter (in ``parameters()`` order), else its first buffer, else
+    None: one walk over the modules (every ``sample()`` call asks, through
+    :meth:`BaseSampler._check_model_device`)."""
+    first_buffer = None
+    for m in module.modules():
+        for tensor in m._parameters.values():
+            if tensor is not None:
+                return tensor
+        if first_buffer is None:
+            first_buffer = next((t for t in m._buffers.values() if t is not None), None)
+    return first_buffer
 
 
 def _parameter_dtype(module: nn.Module) -> Optional[torch.dtype]:
@@ -353,7 +359,10 @@ class BaseSampler(Schedulable, ABC):
                 f"pass x on cpu or cuda (the sampler is on {self.device})"
             )
         self._check_sampler_device()
-        return x.detach().to(device=self._torchebm_probe.device, dtype=self.state_dtype(x))
+        device, dtype = self._torchebm_probe.device, self.state_dtype(x)
+        x = x.detach()
+        # .to() would return x itself here too; the comparison is cheaper than its parsing.
+        return x if x.dtype == dtype and x.device == device else x.to(device=device, dtype=dtype)
 
     def _draw_seed(self, generator: Optional[torch.Generator] = None) -> int:
         """One 64-bit Philox key for a whole ``sample()`` call, from ``generator`` (else the
@@ -379,6 +388,8 @@ class BaseSampler(Schedulable, ABC):
     def _prepare_model_kwargs(self, y: Any = None, model_kwargs: Optional[dict] = None) -> dict:
         """``model_kwargs`` with ``y`` folded in, tensors moved to the sampler's device (their
         dtype is kept). Passing ``y`` both ways raises ``ValueError``."""
+        if y is None and model_kwargs is None:
+            return {}
         owner = type(self).__name__
         if model_kwargs is not None and not isinstance(model_kwargs, dict):
             raise TypeError(

@@ -78,14 +78,23 @@ def check_backend(backend: object) -> str:
 def has_kernel(name: str, device_type: str) -> bool:
     """Whether op ``torchebm::<name>`` has a kernel for ``device_type`` (``"cpu"``, ``"cuda"``)
     in the loaded library: the one test of what a build contains (true for CUDA kernels on a
-    machine without a GPU, too)."""
+    machine without a GPU, too). A kernel found is remembered (every ``sample()`` call asks):
+    the library registers its kernels when it loads and never removes them."""
+    if (name, device_type) in _KERNELS_FOUND:
+        return True
     key = _DISPATCH_KEYS.get(device_type)
     if key is None or not load_ops() or not hasattr(torch.ops.torchebm, name):
         return False
-    return any(
+    found = any(
         torch._C._dispatch_has_kernel_for_dispatch_key(f"torchebm::{name}", k)
         for k in (key, *_ANY_BACKEND_KEYS)
     )
+    if found:
+        _KERNELS_FOUND.add((name, device_type))
+    return found
+
+
+_KERNELS_FOUND: set[tuple[str, str]] = set()  # (op, device type) pairs has_kernel found
 
 
 def op_blocker(name: str, device: torch.device) -> Optional[str]:

@@ -15,6 +15,7 @@ from torchebm.core.base_scheduler import BaseScheduler
 from torchebm.samplers import algorithms
 from torchebm.samplers.langevin_cuda_graph import LangevinCudaGraphs
 from torchebm.samplers.mcmc_sampler import MCMCSampler
+from torchebm.samplers.schedule_cache import pointwise, scheduler_state
 
 Scheduled = Union[float, BaseScheduler]
 
@@ -24,6 +25,26 @@ def langevin_coefficients(step_size: float, noise_scale: float) -> tuple[float, 
     ``a = eta``, ``b = sigma * sqrt(2 * eta)`` (the Euler-Maruyama discretisation of Langevin
     diffusion at temperature sigma^2). Shared by Langevin dynamics and the MALA proposal."""
     return step_size, noise_scale * math.sqrt(2.0 * step_size)
+
+
+def coefficient_schedules(sampler: MCMCSampler, noise: str, n_steps: int) -> dict[str, torch.Tensor]:
+    """The chain ops' ``a`` and ``b`` ``float64 [n_steps]`` from ``sampler``'s ``step_size``
+    scheduler and its ``noise`` scheduler: :func:`langevin_coefficients` step by step for
+    ``noise="noise_scale"``; ``b`` = the values of ``noise="noise_std"``. Constant views when
+    both schedules are constant; kept by the sampler for later calls from the same scheduler
+    states (:meth:`~torchebm.samplers.mcmc_sampler.MCMCSampler.kept_schedules`). Shared by
+    Langevin dynamics and MALA."""
+    states = [scheduler_state(sampler.schedulers[name]) for name in ("step_size", noise)]
+    key = None if None in states else ("langevin coefficients", noise, n_steps, *states)
+
+    def build() -> dict[str, torch.Tensor]:
+        a = sampler.scheduled_values("step_size", n_steps)
+        b = sampler.scheduled_values(noise, n_steps)
+        if noise == "noise_scale":
+            b = pointwise(lambda sigma, eta: sigma * torch.sqrt(2.0 * eta), b, a)
+        return {"a": a, "b": b}
+
+    return sampler.kept_schedules(key, n_steps, build)
 
 
 class LangevinDynamics(LangevinCudaGraphs, MCMCSampler, algorithm=algorithms.LANGEVIN):
@@ -146,13 +167,10 @@ class LangevinDynamics(LangevinCudaGraphs, MCMCSampler, algorithm=algorithms.LAN
         return {"clamp": self.clamp, "grad_clip": self.grad_clip}
 
     def _chain_arguments(self, x: torch.Tensor, n_steps: int) -> dict[str, Any]:
-        a = self.scheduled_values("step_size", n_steps)
-        if self.noise_std is not None:
-            b = self.scheduled_values("noise_std", n_steps)
-        else:
-            b = self.scheduled_values("noise_scale", n_steps) * torch.sqrt(2.0 * a)
+        noise = "noise_scale" if self.noise_std is None else "noise_std"
         lo, hi = self.clamp if self.clamp is not None else (None, None)
-        return {"a": a, "b": b, "clamp_min": lo, "clamp_max": hi, "grad_clip": self.grad_clip}
+        return {**coefficient_schedules(self, noise, n_steps), "clamp_min": lo, "clamp_max": hi,
+                "grad_clip": self.grad_clip}
 
     def __repr__(self) -> str:
         return (
@@ -162,4 +180,4 @@ class LangevinDynamics(LangevinCudaGraphs, MCMCSampler, algorithm=algorithms.LAN
         )
 
 
-__all__ = ["LangevinDynamics", "langevin_coefficients"]
+__all__ = ["LangevinDynamics", "coefficient_schedules", "langevin_coefficients"]

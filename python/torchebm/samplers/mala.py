@@ -13,7 +13,7 @@ from torchebm.core.base_module import DeviceLike
 from torchebm.core.base_scheduler import BaseScheduler
 from torchebm.samplers import algorithms
 from torchebm.samplers.adaptation import Adaptive, acceptance_probability
-from torchebm.samplers.langevin_dynamics import langevin_coefficients
+from torchebm.samplers.langevin_dynamics import coefficient_schedules, langevin_coefficients
 from torchebm.samplers.mcmc_sampler import MCMCSampler
 
 Scheduled = Union[float, BaseScheduler]
@@ -103,8 +103,7 @@ class MetropolisAdjustedLangevin(Adaptive, MCMCSampler, algorithm=algorithms.MAL
             sigma = self.get_scheduled_value("noise_scale")
             b = sigma * torch.sqrt(2.0 * (a[0] if a.dim() == 2 else a))
             return {"a": a, "b": b.expand(a.shape) if a.dim() == 2 else b}
-        a = self.scheduled_values("step_size", n_steps)
-        return {"a": a, "b": self.scheduled_values("noise_scale", n_steps) * torch.sqrt(2.0 * a)}
+        return coefficient_schedules(self, "noise_scale", n_steps)
 
     def __repr__(self) -> str:
         return (

@@ -33,6 +33,7 @@ from torchebm import integrators
 from torchebm.kernels import dispatch, mlp, ops
 from torchebm.samplers.algorithms import Algorithm, ChainState, Target
 from torchebm.samplers.compiled_step import CompiledSteps, compiled_step_blocker
+from torchebm.samplers.schedule_cache import ScheduleCache, constant_steps, constant_value, scheduler_state
 from torchebm.samplers.step_ops import FusedStepOps, ReferenceStepOps, StepOps
 from torchebm.utils.progress import progress as progress_bar
 
@@ -140,7 +141,9 @@ def _one_thread_at_a_time(sample: Callable) -> Callable:
 
     @functools.wraps(sample)
     def guarded(self, *args, **kwargs):
-        lock = self.__dict__.setdefault("_sample_lock", threading.Lock())
+        lock = self.__dict__.get("_sample_lock")
+        if lock is None:
+            lock = self.__dict__["_sample_lock"] = threading.Lock()
         if lock.acquire(blocking=False):
             self.__dict__["_sample_thread"] = threading.get_ident()
             try:
@@ -245,11 +248,35 @@ class MCMCSampler(BaseSampler):
 
     def scheduled_values(self, name: str, n_steps: int) -> torch.Tensor:
         """The values the scheduler ``name`` gives the next ``n_steps`` steps, ``float64
-        [n_steps]`` on the CPU (the chain ops check them there and copy them to a GPU state's
-        device through pinned memory, without synchronising), each checked as
-        :meth:`get_scheduled_value` checks it."""
-        values = self.schedulers[name].values_tensor(n_steps)
+        [n_steps]`` on the CPU (the chain ops check them there; see
+        :mod:`~torchebm.samplers.schedule_cache` for their copies on a GPU), each checked as
+        :meth:`get_scheduled_value` checks it. A constant schedule is a stride-0 view of its
+        one value. The tensor is kept for later calls from the same scheduler state
+        (:meth:`kept_schedules`): read it, do not write it."""
+        scheduler = self.schedulers[name]
+        return self.kept_schedules(
+            ("values", name, n_steps, scheduler_state(scheduler)), n_steps,
+            lambda: self._checked_values(name, n_steps),
+        )
+
+    def kept_schedules(self, key: Any, n_steps: int, build: Callable[[], Any]) -> Any:
+        """``build()`` (schedules ``[n_steps]``, a tensor or a dict of them), kept by the
+        sampler under ``key`` (which must determine them; None: not kept), so that calls from
+        the same scheduler states build them once (:class:`~torchebm.samplers.schedule_cache.ScheduleCache`)."""
+        cache = self.__dict__.get("_schedule_cache")
+        if cache is None:
+            cache = self.__dict__["_schedule_cache"] = ScheduleCache()
+        return cache.get(key, n_steps, build)
+
+    def _checked_values(self, name: str, n_steps: int) -> torch.Tensor:
+        scheduler = self.schedulers[name]
         rule = self.__dict__.get("_value_rules", {}).get(name)
+        value = constant_value(scheduler)
+        if value is not None:
+            if rule is not None and n_steps and not _allowed(value, rule):
+                self._bad_value(name, value, 0, rule)
+            return constant_steps(value, n_steps)
+        values = scheduler.values_tensor(n_steps)
         if rule is not None and n_steps:
             ok = torch.isfinite(values) & ((values > 0) if rule == "positive" else (values >= 0))
             if not bool(ok.all()):
@@ -415,8 +442,9 @@ class MCMCSampler(BaseSampler):
                 chain_blocker=chain_blocker,
                 sampler=owner,
             )
-        self.last_path = route.path
-        self.last_route = route
+        # Plain attributes, set past nn.Module.__setattr__ (which looks for a parameter,
+        # buffer or submodule of the name first): every call sets them.
+        self.__dict__.update(last_path=route.path, last_route=route)
 
         n_kept = n_steps // thin
         b = state.shape[0]
@@ -493,28 +521,39 @@ class MCMCSampler(BaseSampler):
         (:data:`_FIRST_BLOCK_WORK`), each later one by the wall time of the block before, to
         take about :attr:`chain_block_seconds`; a chain within the first block runs in one
         call. Between blocks Python handles signals (a KeyboardInterrupt stops the chain) and
-        a GPU state's stream is synchronised, so no more than a block is queued."""
-        op = getattr(mlp if model.kind == "mlp" else ops, self._chain_op(model))
+        a GPU state's stream is synchronised, so no more than a block is queued.
+
+        On a GPU, the schedules the sampler keeps (:meth:`kept_schedules`) go to the op as
+        their copies on the state's device once the op has accepted them."""
+        name = self._chain_op(model)
+        op = getattr(mlp if model.kind == "mlp" else ops, name)
         model_args = model.op_args()
         arguments = self._chain_arguments(x, n_steps)
         fixed = {k: v for k, v in arguments.items() if k not in _CHAIN_SCHEDULES}
         schedules = {k: v for k, v in arguments.items() if k in _CHAIN_SCHEDULES}
+        host_schedules = schedules
+        if x.is_cuda:
+            cache = self.__dict__.get("_schedule_cache")
+            if cache is not None:
+                schedules = {k: cache.on_device(name, k, v, x) for k, v in schedules.items()}
 
         def run_block(x0: torch.Tensor, start: int, stop: int, block_thin: int, record: bool):
-            sliced = {k: v[start:stop] for k, v in schedules.items()}
+            sliced = schedules if (start, stop) == (0, n_steps) else {
+                k: v[start:stop] for k, v in schedules.items()
+            }
             return op(x0=x0, seed=seed, thin=block_thin, record_trajectory=record,
                       record_energy=record_energy, first_step=start, **model_args, **fixed, **sliced)
 
-        length = _first_chain_block(x, model_args, fixed)
+        length = _first_chain_block(x, model_args, fixed) if n_steps > 1 else 1
         if length >= n_steps:
             x, trajectory, energy, *acceptance = run_block(x, 0, n_steps, thin, record_trajectory)
+            self._schedules_accepted(name, host_schedules, schedules, x)
             return ChainResult(
                 x,
                 trajectory if record_trajectory else None,
                 energy if record_energy else None,
                 acceptance[0] if acceptance else None,
             )
-        name = self._chain_op(model)
         n_kept = n_steps // thin
         trajectory = energy = acceptance_rate = None
         if record_trajectory:  # one output, the blocks write into it (no concatenation)
@@ -542,7 +581,15 @@ class MCMCSampler(BaseSampler):
             block = stop - start
             length = max(1, int(block * min(8.0, self.chain_block_seconds / max(elapsed, 1e-6))))
             start = stop
+        self._schedules_accepted(name, host_schedules, schedules, x)
         return ChainResult(x, trajectory, energy, acceptance_rate)
+
+    def _schedules_accepted(self, op: str, host: dict, passed: dict, x: torch.Tensor) -> None:
+        """After ``op`` ran every step on a GPU state ``x``: the host schedules it was given
+        (``passed[k] is host[k]``) passed its checks, so kept ones get their device copies."""
+        cache = self.__dict__.get("_schedule_cache")
+        if x.is_cuda and cache is not None:
+            cache.accepted(op, {k: v for k, v in host.items() if passed[k] is v and v.is_cpu}, x)
 
     def _compiled_loop(self, route: dispatch.Route, x: torch.Tensor, fixed: dict, mk: dict, seed: int, loop: tuple):
         """The step loop with compiled steps, or None after switching this call to the fused
@@ -583,7 +630,7 @@ class MCMCSampler(BaseSampler):
         # Compiled steps are process-local (code objects, guards): a pickled or copied sampler
         # compiles again on first use. The thread guard is per object.
         state = dict(super().__getstate__())
-        for key in ("_compiled_steps", "_sample_lock", "_sample_thread"):
+        for key in ("_compiled_steps", "_sample_lock", "_sample_thread", "_schedule_cache"):
             state.pop(key, None)
         return state
 
@@ -784,6 +831,11 @@ def _check_finite(owner: str, x: torch.Tensor) -> None:
     """
     if x.device.type != "cpu":
         return
+    # A finite sum means every element is finite (a NaN or an infinity makes the sum NaN or
+    # infinite): one reduction, cheaper than isfinite().all(); a sum that overflows falls
+    # through to the element-wise test below.
+    if math.isfinite(x.sum().item()):
+        return
     finite = torch.isfinite(x)
     if bool(finite.all()):
         return
@@ -841,7 +893,8 @@ class _Recorder:
 def _finish(final, trajectory, diag, return_trajectory: bool, return_diagnostics: bool, dtype: torch.dtype):
     """The call's result, the states in ``dtype`` (a half dtype's chains ran in float32)."""
     out = trajectory if return_trajectory else final
-    out = out.to(dtype)
+    if out.dtype != dtype:
+        out = out.to(dtype)
     return (out, diag) if return_diagnostics else out
 
 
