@@ -155,7 +155,11 @@ pytest_step() { # pytest_step FILE...: the files' cuda tests (real), or their co
   x "$PY" -m pytest "${mode[@]}" -p no:cacheprovider --continue-on-collection-errors \
     -o faulthandler_timeout=120 --junitxml="$WORK/$CURRENT.xml" "$@" ${PYTEST_ARGS:-}
   STEP_NOTE=$(last_line "passed|failed|error|skipped|no tests ran|collected|selected")
-  if [ "$STEP_RC" = 5 ]; then STEP_STATUS=NONE; fi # pytest: no test was selected
+  if [ "$STEP_RC" = 5 ]; then
+    STEP_STATUS=NONE # pytest: no test was selected
+  elif [ "$MODE" = run ] && [ "$STEP_RC" = 0 ] && ! grep -q passed <<< "$STEP_NOTE"; then
+    STEP_STATUS=FAIL:skipped # on a GPU, tests that all skip ran nothing: see the reasons (-rs)
+  fi
 }
 
 # ---- benchmark helpers ---------------------------------------------------------------------------
