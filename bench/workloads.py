@@ -1023,6 +1023,73 @@ def ais_doublewell(impl, size, repeats, warmup, device):
     return {"times_s": times, "work": size["n_chains"] * size["n_temps"], "info": info}
 
 
+# ---- the fixed host cost of a sample() call (issue 15) ----------------------------------------
+
+OVERHEAD_LEAPFROG = 5  # HMC's leapfrog steps in sample_overhead's HMC figure
+
+
+def sample_overhead(impl, size, repeats, warmup, device):
+    """The fixed cost of one call: ``n_steps`` (1) Langevin step of ``n_chains`` (16)
+    double-well chains (d = 2, step 0.01, noise scale 1), so that the call's own work is
+    negligible. A timed run makes ``n_calls`` calls on the same state (``work`` counts calls).
+
+    ``fused``: our ``sample()``; ``torchebm089``: 0.8.9's; ``fused-op``: our whole-chain op
+    called directly, schedules prepared once (the floor under our sampler);
+    ``torchebm089-triton``: 0.8.9's Triton chain function (CUDA). ``info``: microseconds per
+    call (``us_per_call``) and, for the samplers, those of MALA (ours) and HMC
+    (``OVERHEAD_LEAPFROG`` leapfrog steps) on the same chains, timed the same way."""
+    (DoubleWellModel,) = _import_api("DoubleWellModel", module="torchebm.core")
+    x0 = _initial_state(size["n_chains"], size["dim"], device).contiguous()
+    n_steps, n_calls = size["n_steps"], size["n_calls"]
+    counter = iter(range(10**12))
+    model = DoubleWellModel().to(device)
+    if impl == "torchebm089-triton":
+        if not device.startswith("cuda"):
+            raise Unavailable("0.8.9's Triton chain function runs on CUDA only")
+        chain = _triton_089("doublewell_langevin_chain")
+        call = lambda x: chain(x, n_steps, LANGEVIN_STEP, 1.0, 2.0, 1.0, seed=next(counter))  # noqa: E731
+        calls = {"langevin": call}
+    elif impl == "fused-op":
+        from torchebm.kernels import ops
+        from torchebm.samplers.mcmc_sampler import kernel_model
+
+        spec, why = kernel_model(model, x0)
+        if spec is None:
+            raise Unavailable(f"no chain kernel for DoubleWellModel: {why}")
+        a = torch.full((n_steps,), LANGEVIN_STEP, dtype=torch.float64, device=device)
+        b = torch.full((n_steps,), math.sqrt(2.0 * LANGEVIN_STEP), dtype=torch.float64, device=device)
+        call = lambda x: ops.langevin_chain(spec.name, x, a, b, spec.params, seed=next(counter))  # noqa: E731
+        calls = {"langevin": call}
+    else:
+        names = ("LangevinDynamics", "HamiltonianMonteCarlo") + (("MALA",) if impl in OURS else ())
+        classes = dict(zip(names, _samplers_api(*names)))
+        samplers = {
+            "langevin": _Sampler(classes["LangevinDynamics"], model, impl, device,
+                                 step_size=LANGEVIN_STEP, noise_scale=1.0),
+            "hmc": _Sampler(classes["HamiltonianMonteCarlo"], model, impl, device,
+                            step_size=LANGEVIN_STEP, n_leapfrog_steps=OVERHEAD_LEAPFROG),
+        }
+        if "MALA" in classes:
+            samplers["mala"] = _Sampler(classes["MALA"], model, impl, device, step_size=LANGEVIN_STEP)
+        calls = {k: (lambda x, s=s: s.sample(x, n_steps)) for k, s in samplers.items()}
+
+    def run_calls(call):
+        def run(x):
+            for _ in range(n_calls):
+                call(x)
+        return run
+
+    info = {}
+    times = {}
+    for kind, call in calls.items():
+        times[kind] = _time_runs(lambda: x0.clone(), run_calls(call), repeats, warmup, device)
+        key = "us_per_call" if kind == "langevin" else f"{kind}_us_per_call"
+        info[key] = round(statistics.median(times[kind]) / n_calls * 1e6, 2)
+    if impl not in ("fused-op", "torchebm089-triton"):
+        info.update(sampler_path(samplers["langevin"].sampler))
+    return {"times_s": times["langevin"], "work": n_calls, "info": info}
+
+
 # ----------------------------------------------------------------------------------------------
 # The registry: sizes, implementations and targets. ``run.py`` reads it; nothing here runs.
 
@@ -1217,6 +1284,17 @@ WORKLOADS = {
             impls=("fused", "fused-cudagraph", "reference", "torchebm089"),
             targets={},
             devices=("cuda",),
+        ),
+        Workload(
+            "sample_overhead",
+            sample_overhead,
+            "host cost of one sample() call: 1 Langevin step of 16 double-well chains (d=2), "
+            "work = calls",
+            full={"n_chains": 16, "dim": 2, "n_steps": 1, "n_calls": 2000},
+            quick={"n_chains": 16, "dim": 2, "n_steps": 1, "n_calls": 20},
+            impls=("fused", "fused-op", "torchebm089", "torchebm089-triton"),
+            targets={},
+            unit="iterations",
         ),
     ]
 }

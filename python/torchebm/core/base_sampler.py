@@ -60,10 +60,9 @@ loads in strict mode.
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 from abc import ABC, abstractmethod
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 from torch import nn
@@ -453,24 +452,31 @@ class BaseSampler(Schedulable, ABC):
         return f"{type(self).__name__}(model={type(self.model).__name__})"
 
 
-@contextlib.contextmanager
-def norm_layers_in_eval(model: nn.Module) -> Iterator[None]:
-    """Within the block, the model's normalisation layers that keep running statistics
-    (``BatchNorm*``, ``SyncBatchNorm``, ``InstanceNorm*`` with ``track_running_stats=True``)
-    and are in training mode are in eval mode; their modes are restored on exit, exceptions
-    included. Sampling thus neither updates their running statistics with the chains' states
-    nor couples the chains through batch statistics: each chain's energy is that of the model
-    in eval mode. Other layers (dropout...) keep their mode."""
-    switched = [
-        m for m in model.modules()
-        if m.training and isinstance(m, _RUNNING_STAT_NORMS) and m.track_running_stats
-    ]
-    for m in switched:
-        m.train(False)
-    try:
-        yield
-    finally:
-        for m in switched:
+class norm_layers_in_eval:
+    """``with norm_layers_in_eval(model):`` within the block, the model's normalisation layers
+    that keep running statistics (``BatchNorm*``, ``SyncBatchNorm``, ``InstanceNorm*`` with
+    ``track_running_stats=True``) and are in training mode are in eval mode; their modes are
+    restored on exit, exceptions included. Sampling thus neither updates their running
+    statistics with the chains' states nor couples the chains through batch statistics: each
+    chain's energy is that of the model in eval mode. Other layers (dropout...) keep their mode.
+
+    A class rather than a generator-based context manager: every ``sample()`` call enters one,
+    and this costs a fraction of a generator's set-up."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.switched: list[nn.Module] = []
+
+    def __enter__(self) -> None:
+        self.switched = [
+            m for m in self.model.modules()
+            if m.training and isinstance(m, _RUNNING_STAT_NORMS) and m.track_running_stats
+        ]
+        for m in self.switched:
+            m.train(False)
+
+    def __exit__(self, *exc_info: Any) -> None:
+        for m in self.switched:
             m.train(True)
 
 

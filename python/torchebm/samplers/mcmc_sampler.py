@@ -81,7 +81,7 @@ def _first_chain_block(x: torch.Tensor, model_args: dict, fixed: dict) -> int:
     tensors = [v for v in model_args.values() if isinstance(v, torch.Tensor)]
     tensors += [t for v in model_args.values() if isinstance(v, (list, tuple)) for t in v
                 if isinstance(t, torch.Tensor)]
-    per_gradient = x.shape[0] * (x[0].numel() + sum(t.numel() for t in tensors))
+    per_gradient = x.shape[0] * (math.prod(x.shape[1:]) + sum(t.numel() for t in tensors))
     return max(1, _FIRST_BLOCK_WORK // max(1, per_gradient * int(fixed.get("n_leapfrog", 1))))
 
 
