@@ -93,10 +93,18 @@ def _first_tensor(module: nn.Module) -> Optional[torch.Tensor]:
 
 
 def _parameter_dtype(module: nn.Module) -> Optional[torch.dtype]:
-    for param in module.parameters():
-        if param.is_floating_point():
-            return param.dtype
+    """The dtype of the module's first floating parameter (``parameters()`` order), or None;
+    a walk over the modules' own parameters (the fused path asks at every step)."""
+    for m in module.modules():
+        for param in m._parameters.values():
+            if param is not None and param.is_floating_point():
+                return param.dtype
     return None
+
+
+def _in_dtype(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``t.to(dtype)``, without the call where ``t`` has that dtype already (every step)."""
+    return t if t.dtype == dtype else t.to(dtype)
 
 
 def model_dtype(model: nn.Module) -> Optional[torch.dtype]:
@@ -410,7 +418,7 @@ class BaseSampler(Schedulable, ABC):
         """``E(x)`` ``[B]`` in the state's dtype, under the sampler's autocast."""
         with torch.no_grad(), self.autocast_context():
             energy = self.model(self._model_input(x), **(mk or {}))
-        return energy.to(x.dtype)
+        return _in_dtype(energy, x.dtype)
 
     def _model_gradient(self, x: torch.Tensor, mk: Optional[dict] = None) -> torch.Tensor:
         """``∇E(x)`` in the state's dtype: the model's own ``gradient`` (called without keyword
@@ -426,7 +434,7 @@ class BaseSampler(Schedulable, ABC):
                 grad = gradient(xin, mk)
             else:
                 grad = gradient(xin)
-        return grad.to(x.dtype)
+        return _in_dtype(grad, x.dtype)
 
     def _energy_and_gradient(
         self, x: torch.Tensor, mk: Optional[dict] = None
@@ -438,11 +446,14 @@ class BaseSampler(Schedulable, ABC):
             return self._model_energy(x, mk), self._model_gradient(x, mk)
         with self.autocast_context():
             energy, grad = energy_and_gradient(self.model, self._model_input(x), mk)
-        return energy.to(x.dtype), grad.to(x.dtype)
+        return _in_dtype(energy, x.dtype), _in_dtype(grad, x.dtype)
 
     def _check_model_device(self) -> None:
         first = _first_tensor(self.model)
-        if first is not None and not _same_device(first.device, self._torchebm_probe.device):
+        if first is None:
+            return
+        device = self._torchebm_probe.device
+        if first.device != device and not _same_device(first.device, device):
             raise ValueError(
                 f"{type(self).__name__}: the model is on {first.device} but the sampler on "
                 f"{self.device}; move both with sampler.to(device)"

@@ -27,7 +27,7 @@ from torch import nn
 
 from torchebm.core.argument_checks import count, event_shape, flag, scheduled_value
 from torchebm.core.base_module import DeviceLike, warn_once
-from torchebm.core.base_sampler import BaseSampler, norm_layers_in_eval
+from torchebm.core.base_sampler import BaseSampler, _in_dtype, norm_layers_in_eval
 from torchebm.diagnostics.sampler_diagnostics import Diagnostics, batch_moments
 from torchebm import integrators
 from torchebm.kernels import dispatch, mlp, ops
@@ -693,9 +693,11 @@ class MCMCSampler(BaseSampler):
         steps: Any = range(n_steps)
         if self.progress:
             steps = progress_bar(steps, total=n_steps, desc=self._progress_desc())
+        schedulers = self._subtree_schedulers()  # step_schedulers() without a walk per step
         for t in steps:
             state, accepted = step(state, t, self._step_arguments())
-            self.step_schedulers()
+            for scheduler in schedulers:
+                scheduler.step()
             if (t + 1) % thin == 0:
                 recorder.keep((t + 1) // thin - 1, state, lambda s=state: self._state_energy(s, mk), accepted)
         return state.x, recorder.trajectory, recorder.result(x.shape[0])
@@ -892,9 +894,7 @@ class _Recorder:
 
 def _finish(final, trajectory, diag, return_trajectory: bool, return_diagnostics: bool, dtype: torch.dtype):
     """The call's result, the states in ``dtype`` (a half dtype's chains ran in float32)."""
-    out = trajectory if return_trajectory else final
-    if out.dtype != dtype:
-        out = out.to(dtype)
+    out = _in_dtype(trajectory if return_trajectory else final, dtype)
     return (out, diag) if return_diagnostics else out
 
 
