@@ -239,15 +239,18 @@ def test_long_non_constant_schedules_are_not_kept():
     assert constant.scheduled_values("step_size", n) is constant.scheduled_values("step_size", n)
 
 
-def test_the_cache_keeps_at_most_max_entries():
-    sampler = _sampler("mala", 0.01)
+@pytest.mark.parametrize("kind", SAMPLERS)
+def test_a_sampler_keeps_the_schedules_of_its_last_max_entries_chain_lengths(kind):
+    sampler = _sampler(kind, LinearScheduler(0.02, 0.01, 10))
     x = torch.randn(4, 2)
-    for n_steps in range(1, 3 * schedule_cache.MAX_ENTRIES):
-        sampler.sample(x, n_steps=n_steps)
-    kept = sampler.__dict__["_schedule_cache"]._entries
-    assert len(kept) == schedule_cache.MAX_ENTRIES
-    last = 3 * schedule_cache.MAX_ENTRIES - 1
-    assert sampler.scheduled_values("step_size", last) is sampler.scheduled_values("step_size", last)
+    lengths = range(1, 3 * schedule_cache.MAX_ENTRIES)
+    name = SAMPLERS[kind][2][0]
+    built = {n: sampler._chain_arguments(x, n)[name] for n in lengths}
+    recent = lengths[-schedule_cache.MAX_ENTRIES:]
+    assert all(sampler._chain_arguments(x, n)[name] is built[n] for n in recent)
+    assert sampler._chain_arguments(x, lengths[-schedule_cache.MAX_ENTRIES - 1])[name] is not built[
+        lengths[-schedule_cache.MAX_ENTRIES - 1]
+    ]
 
 
 def test_copies_pickles_and_checkpoints_do_not_carry_the_cache():
@@ -336,3 +339,10 @@ def test_a_cuda_device_copy_serves_only_the_dtype_the_op_accepted():
     for _ in range(2):
         with pytest.raises(RuntimeError, match=r"step_size\[0\] must be finite and > 0 in float32"):
             sampler.sample(torch.randn(4, 2, device="cuda"), n_steps=2)
+
+
+def test_the_limits_docs_performance_states():
+    # docs/performance.md, "The fixed cost of a sample() call": "Schedules longer than 65,536
+    # steps that are not constant are not kept"; "its 8 most recently used ... combinations".
+    assert schedule_cache.MAX_KEPT_STEPS == 65_536
+    assert schedule_cache.MAX_ENTRIES == 8

@@ -38,8 +38,9 @@ def coefficient_schedules(sampler: MCMCSampler, noise: str, n_steps: int) -> dic
     key = None if None in states else ("langevin coefficients", noise, n_steps, *states)
 
     def build() -> dict[str, torch.Tensor]:
-        a = sampler.scheduled_values("step_size", n_steps)
-        b = sampler.scheduled_values(noise, n_steps)
+        # Not kept one by one as well: one kept entry per (scheduler states, n_steps).
+        a = sampler._checked_values("step_size", n_steps)
+        b = sampler._checked_values(noise, n_steps)
         if noise == "noise_scale":
             b = pointwise(lambda sigma, eta: sigma * torch.sqrt(2.0 * eta), b, a)
         return {"a": a, "b": b}

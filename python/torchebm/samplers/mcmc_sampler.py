@@ -269,6 +269,7 @@ class MCMCSampler(BaseSampler):
         return cache.get(key, n_steps, build)
 
     def _checked_values(self, name: str, n_steps: int) -> torch.Tensor:
+        """:meth:`scheduled_values` built afresh (not kept)."""
         scheduler = self.schedulers[name]
         rule = self.__dict__.get("_value_rules", {}).get(name)
         value = constant_value(scheduler)
