@@ -1290,7 +1290,7 @@ WORKLOADS = {
             sample_overhead,
             "host cost of one sample() call: 1 Langevin step of 16 double-well chains (d=2), "
             "work = calls",
-            full={"n_chains": 16, "dim": 2, "n_steps": 1, "n_calls": 2000},
+            full={"n_chains": 16, "dim": 2, "n_steps": 1, "n_calls": 1000},
             quick={"n_chains": 16, "dim": 2, "n_steps": 1, "n_calls": 20},
             impls=("fused", "fused-op", "torchebm089", "torchebm089-triton"),
             targets={},
