@@ -441,7 +441,12 @@ if [ "$MODE" = dry ]; then
 fi
 mkdir -p "$OUT" || exit 1
 OUT=$(cd "$OUT" && pwd)
-rm -rf "$WORK" && mkdir -p "$WORK" || exit 1
+# WORK is emptied: only a folder this script made (it leaves a mark there) or a new one.
+if [ -e "$WORK" ] && [ ! -e "$WORK/.gpu_check_work" ] && [ -n "$(ls -A "$WORK" 2> /dev/null)" ]; then
+  echo "GPU_CHECK_WORK=$WORK is not empty and was not made by gpu_check.sh: not emptying it" >&2
+  exit 2
+fi
+rm -rf "$WORK" && mkdir -p "$WORK" && touch "$WORK/.gpu_check_work" || exit 1
 SUMMARY=$OUT/summary.txt
 : > "$SUMMARY"
 say() { echo "$*" | tee -a "$SUMMARY"; }
@@ -473,7 +478,7 @@ export TORCH_CUDA_ARCH_LIST PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INDEX=1 PYTHO
 
 pack() { # the archive of WORK, replaced whole (a run cut mid-write keeps the previous one)
   tar -czf "$OUT/.gpu_check.tar.gz.part" -C "$WORK" --exclude=trajectories --exclude='inductor__*' \
-    --exclude='*-checkpoint' --exclude='*.sqlite' . 2> /dev/null &&
+    --exclude='*-checkpoint' --exclude='*.sqlite' --exclude='*.nsys-rep' --exclude=.gpu_check_work . 2> /dev/null &&
     mv -f "$OUT/.gpu_check.tar.gz.part" "$OUT/gpu_check.tar.gz"
 }
 
@@ -530,6 +535,8 @@ overall=PASS
   [ -f "$WORK/profile.log" ] && printf '\n== profile\n' && grep -E "^(dense |overhead:|doublewell |mlp |update )" "$WORK/profile.log"
 } >> "$SUMMARY"
 pack
+# The details, then the step table again: a caller that keeps only the end of the output sees it.
 echo
-cat "$SUMMARY"
+sed -n '/^overall: /,$p' "$SUMMARY" | tail -n +2
+sed -n '1,/^overall: /p' "$SUMMARY"
 [ "$overall" = PASS ]

@@ -44,6 +44,7 @@ import pstats
 import statistics
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import torch
@@ -374,14 +375,22 @@ def main(argv=None) -> int:
     timer = Timer(dev, repeats, warmup=1 if args.quick else 3)
     res: dict = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
                  "torch": torch.__version__, "quick": args.quick, "repeats": repeats}
+    failed = []
     for name in sections:
         t0 = time.perf_counter()
-        res[name] = SECTIONS[name](dev, timer, args)
+        try:
+            res[name] = SECTIONS[name](dev, timer, args)
+        except Exception:  # recorded; the other sections still run
+            traceback.print_exc()
+            res[name] = {"error": traceback.format_exc()}
+            failed.append(name)
         res[name]["section_s"] = round(time.perf_counter() - t0, 2)
         if args.out:  # after each section: a run cut short keeps what it finished
             Path(args.out).write_text(json.dumps(res, indent=1, default=str) + "\n")
     print(json.dumps(brief(res), indent=1, default=str))
-    return 0
+    if failed:
+        print(f"gpu_profile.py: sections that raised: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -94,6 +94,15 @@ def test_unknown_options_and_step_names_are_refused_by_name():
     assert proc.returncode == 2 and "GPU_CHECK_BUDGET_S" in proc.stderr
 
 
+def test_a_work_folder_it_did_not_make_is_left_alone(tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "keep.txt").write_text("not the script's")
+    proc = run_script("--dry-run", str(tmp_path / "out"), env={"GPU_CHECK_WORK": str(work)})
+    assert proc.returncode == 2 and "not emptying it" in proc.stderr
+    assert (work / "keep.txt").exists()
+
+
 def test_a_spent_budget_skips_every_step_and_still_writes_the_outputs(tmp_path):
     out, work = tmp_path / "out", tmp_path / "work"
     proc = run_script("--dry-run", str(out), env={"GPU_CHECK_BUDGET_S": "0", "GPU_CHECK_WORK": str(work)})
