@@ -64,21 +64,33 @@ TORCH_LIBRARY(torchebm, m) {
 
   // ---- whole-chain ops for the analytic models ---------------------------------------------
   // Step t of a chain op draws the noise of step first_step + t (a chain run in blocks).
+  // Tempering (optional; checks::tempering): with beta [n_steps + 1] or [n_steps + 1, B],
+  // transition t targets beta[t+1] E + (1 - beta[t+1]) E0, E0 the Gaussian base
+  // 1/2 (x - base_mean)^T base_precision (x - base_mean) (or beta[t+1] E without a base), the
+  // energy means are the tempered targets', and log_weight (float64 [B]) is added
+  // sum_t (beta[t+1] - beta[t]) (E0(x_t) - E(x_t)), x_t the state before transition t.
   // Returns (x, trajectory, energy_mean).
   m.def(
       "langevin_chain(str energy, Tensor x0, Tensor a, Tensor b, float[] params, Tensor? mean, "
       "Tensor? precision, float? clamp_min, float? clamp_max, float? grad_clip, int seed, "
-      "int thin, bool record_trajectory, bool record_energy, int first_step=0) -> "
-      "(Tensor, Tensor, Tensor)");
-  // Returns (x, trajectory, energy_mean, acceptance_rate).
+      "int thin, bool record_trajectory, bool record_energy, int first_step=0, "
+      "Tensor? beta=None, Tensor? base_mean=None, Tensor? base_precision=None, "
+      "Tensor(a!)? log_weight=None) -> (Tensor, Tensor, Tensor)");
+  // Returns (x, trajectory, energy_mean, acceptance_rate). hmc_chain's leapfrog_steps (int64
+  // [n_steps], shared by the chains), when given, replaces n_leapfrog: transition t takes
+  // leapfrog_steps[t] leapfrog steps.
   m.def(
       "mala_chain(str energy, Tensor x0, Tensor a, Tensor b, float[] params, Tensor? mean, "
       "Tensor? precision, int seed, int thin, bool record_trajectory, bool record_energy, "
-      "int first_step=0) -> (Tensor, Tensor, Tensor, Tensor)");
+      "int first_step=0, Tensor? beta=None, Tensor? base_mean=None, "
+      "Tensor? base_precision=None, Tensor(a!)? log_weight=None) -> "
+      "(Tensor, Tensor, Tensor, Tensor)");
   m.def(
       "hmc_chain(str energy, Tensor x0, Tensor step_size, int n_leapfrog, Tensor? inv_mass, "
       "float[] params, Tensor? mean, Tensor? precision, int seed, int thin, "
-      "bool record_trajectory, bool record_energy, int first_step=0) -> "
+      "bool record_trajectory, bool record_energy, int first_step=0, "
+      "Tensor? leapfrog_steps=None, Tensor? beta=None, Tensor? base_mean=None, "
+      "Tensor? base_precision=None, Tensor(a!)? log_weight=None) -> "
       "(Tensor, Tensor, Tensor, Tensor)");
 
   // ---- CUDA-graph-safe RNG (CUDA kernels only; docs/kernels.md, "CUDA graphs") -------------

@@ -229,6 +229,101 @@ def test_per_chain_adapted_chain_path_equals_fused_path(chain_ops, cls, kw):
         assert close.double().mean() >= 0.95
 
 
+# ----------------------------------------------------------------------------- leapfrog_steps
+def _hmc_varying_loop(x0, eps, steps, inv_mass, seed):
+    """The per-step loop hmc_chain with ``leapfrog_steps=steps`` equals (the double well (1.5,
+    1), d = 3): transition t is leapfrog_kick_drift's half kick + drift, steps[t] - 1 kick +
+    drift pairs and a final half kick, then metropolis_select, the accepted state's gradient
+    and energy carried over."""
+    params = [1.5, 1.0]
+    x = x0.clone()
+    e, g = ops.analytic_energy_grad("double_well", x, params, None, None)
+    for t in range(eps.shape[0]):
+        h, n_leap = eps[t].item(), int(steps[t])
+        p = ops.philox_normal(x.shape, seed, t, x.dtype) / inv_mass.sqrt()
+        h0 = e + 0.5 * (inv_mass * p * p).sum(-1)
+        xn, p = ops.leapfrog_kick_drift(x, p, g, h / 2, h, inv_mass)
+        for step in range(1, n_leap + 1):
+            en, gn = ops.analytic_energy_grad("double_well", xn, params, None, None)
+            if step < n_leap:
+                xn, p = ops.leapfrog_kick_drift(xn, p, gn, h, h, inv_mass)
+        _, p = ops.leapfrog_kick_drift(xn, p, gn, h / 2, 0.0, inv_mass)
+        h1 = en + 0.5 * (inv_mass * p * p).sum(-1)
+        x, acc = ops.metropolis_select(h0 - h1, x, xn, None, seed, t)
+        e = torch.where(acc, en, e)
+        g = torch.where(acc[:, None], gn, g)
+    return x
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_hmc_chain_takes_a_leapfrog_count_per_transition(chain_ops, dtype):
+    """``leapfrog_steps[t]`` leapfrog steps at transition t: the chain equals its per-step loop
+    (to rounding: the loop sums the kinetic energy in another order, as in
+    tests/test_kernels_chain.py), equals bit for bit one-transition calls with ``n_leapfrog =
+    leapfrog_steps[t]`` and ``first_step = t``, and two calls over the halves of the schedules;
+    equal entries give the ``n_leapfrog`` form bit for bit."""
+    b, n = 300, 7
+    x0 = torch.randn(b, 3, generator=_gen(21), dtype=dtype)
+    eps = torch.linspace(0.15, 0.1, n, dtype=torch.float64)
+    steps = torch.tensor([1, 4, 2, 7, 3, 1, 5])
+    inv_mass = torch.tensor([0.5, 1.0, 2.0], dtype=dtype)
+    args = dict(params=[1.5, 1.0], seed=11)
+    whole = ops.hmc_chain("double_well", x0, eps, 1, inv_mass, thin=1, record_trajectory=True,
+                          record_energy=True, leapfrog_steps=steps, **args)
+    x = x0
+    for t in range(n):
+        x, _, _, _ = ops.hmc_chain("double_well", x, eps[t:t + 1], int(steps[t]), inv_mass,
+                                   first_step=t, **args)
+    assert torch.equal(x, whole[0])
+    first = ops.hmc_chain("double_well", x0, eps[:3], 1, inv_mass, thin=1, record_trajectory=True,
+                          record_energy=True, leapfrog_steps=steps[:3], **args)
+    second = ops.hmc_chain("double_well", first[0], eps[3:], 1, inv_mass, thin=1,
+                           record_trajectory=True, record_energy=True, leapfrog_steps=steps[3:],
+                           first_step=3, **args)
+    for k in range(1, 4):  # trajectory, energy_mean, acceptance_rate
+        assert torch.equal(torch.cat([first[k], second[k]], dim=1 if k == 1 else 0), whole[k])
+    assert torch.equal(second[0], whole[0])
+    loop = _hmc_varying_loop(x0, eps, steps, inv_mass, 11)
+    close = (whole[0] - loop).abs().amax(-1) <= 1e3 * torch.finfo(dtype).eps * (1 + loop.abs().amax(-1))
+    assert close.double().mean() >= 0.99
+    same = ops.hmc_chain("double_well", x0, eps, 1, inv_mass, leapfrog_steps=torch.full((n,), 4),
+                         **args)
+    assert all(torch.equal(u, v) for u, v in
+               zip(same, ops.hmc_chain("double_well", x0, eps, 4, inv_mass, **args)))
+
+
+def test_leapfrog_steps_are_checked(chain_ops):
+    x0 = torch.randn(4, 3)
+    eps = torch.full((5,), 0.1, dtype=torch.float64)
+
+    def run(steps):
+        return ops.hmc_chain("double_well", x0, eps, 2, None, [1.0, 1.0], leapfrog_steps=steps)
+
+    with pytest.raises(RuntimeError, match=r"leapfrog_steps must be a per-step tensor \[n_steps\] \(n_steps = 5\), got shape \[4\]"):
+        run(torch.ones(4, dtype=torch.int64))
+    with pytest.raises(RuntimeError, match="leapfrog_steps must be an int64 tensor, got Int"):
+        run(torch.ones(5, dtype=torch.int32))
+    with pytest.raises(RuntimeError, match=r"leapfrog_steps\[3\] must be in \[1, 2\^31 - 1\].*got 0"):
+        run(torch.tensor([1, 2, 3, 0, 1]))
+    with pytest.raises(RuntimeError, match=r"leapfrog_steps\[0\] must be in \[1, 2\^31 - 1\].*got 2147483648"):
+        run(torch.tensor([2**31, 2, 3, 1, 1]))
+    meta = torch.empty(4, 3, device="meta")
+    out = ops.hmc_chain("double_well", meta, eps, 2, None, [1.0, 1.0],
+                        leapfrog_steps=torch.ones(5, dtype=torch.int64))
+    assert out[0].shape == (4, 3) and out[3].shape == (5,)
+    with pytest.raises(RuntimeError, match="leapfrog_steps must be an int64 tensor \\[n_steps\\]"):
+        ops.hmc_chain("double_well", meta, eps, 2, None, [1.0, 1.0],
+                      leapfrog_steps=torch.ones(4, dtype=torch.int64))
+
+
+def test_leapfrog_steps_pass_opcheck(chain_ops):
+    x0 = torch.randn(6, 3, dtype=torch.float64)
+    eps = torch.full((4,), 0.1, dtype=torch.float64)
+    torch.library.opcheck(torch.ops.torchebm.hmc_chain,
+                          ("double_well", x0, eps, 1, None, [1.0, 1.0], None, None, 3, 1, True,
+                           True, 0, torch.tensor([2, 1, 3, 2])))
+
+
 # ----------------------------------------------------------------------------- dual averaging
 def test_dual_averaging_follows_its_equations():
     """Three iterations against the recursion written out (module docstring)."""
@@ -390,7 +485,56 @@ def test_chees_jitters_the_number_of_leapfrog_steps(per_step_ops, require_path):
     seen = [s._next_leapfrog_steps() for _ in range(8)]
     assert len(set(seen)) > 1  # Halton fractions of the trajectory length
     s.sample(x=x, n_steps=3)
-    assert "jittered" in s.last_route.skipped[0]
+    assert s.last_path == "chain"  # the jittered counts go to hmc_chain as leapfrog_steps
+
+
+@pytest.mark.parametrize("jitter", ["halton", "uniform"])
+def test_jittered_chees_chain_path_equals_fused_path(per_step_ops, require_path, jitter,
+                                                     monkeypatch):
+    """After a jittered ChEES warm-up the analytic model's chain op (leapfrog_steps) draws the
+    same sequence of L as the per-step loop and runs the same transitions (HMC's chain op sums
+    the kinetic energy in another order: the same states up to rounding); a run in blocks
+    equals one call bit for bit, and both leave the jitter where the per-step loop leaves it."""
+    require_path(HamiltonianMonteCarlo, "chain")
+    cov = torch.diag(torch.tensor([0.01, 9.0]))
+    chain = HamiltonianMonteCarlo(GaussianModel(torch.zeros(2), cov), step_size=0.05,
+                                  n_leapfrog_steps=4)
+    x = chain.warmup(n_samples=64, dim=2, n_steps=100, generator=_gen(22), adapt="chees",
+                     jitter=jitter)
+    state = chain.state_dict()
+    fused = HamiltonianMonteCarlo(NoSpecGaussian(torch.zeros(2), cov), step_size=0.05,
+                                  n_leapfrog_steps=4)
+    fused.load_state_dict(state)
+    a = chain.sample(x=x, n_steps=20, return_trajectory=True, generator=_gen(23))
+    b = fused.sample(x=x, n_steps=20, return_trajectory=True, generator=_gen(23))
+    assert (chain.last_path, fused.last_path) == ("chain", "fused")
+    close = (a - b).abs().amax(dim=(1, 2)) <= 1e-4
+    assert close.double().mean() >= 0.95
+    assert chain.adaptation.jitter_count == fused.adaptation.jitter_count
+    blocked = HamiltonianMonteCarlo(GaussianModel(torch.zeros(2), cov), step_size=0.05,
+                                    n_leapfrog_steps=4)
+    blocked.load_state_dict(state)
+    from torchebm.samplers import mcmc_sampler
+    monkeypatch.setattr(mcmc_sampler, "_FIRST_BLOCK_WORK", 1)  # blocks of one step
+    monkeypatch.setattr(blocked, "chain_block_seconds", 0.0)
+    assert torch.equal(blocked.sample(x=x, n_steps=20, return_trajectory=True,
+                                      generator=_gen(23)), a)
+
+
+def test_jittered_chees_chain_path_is_exact(require_path):
+    """The jittered ChEES sampler on the chain path: as test_adapted_samplers_are_exact (150
+    warm-up steps, 300 adapted steps, KS per dimension; 2000 chains, KS resolution 0.022), with
+    the analytic model so the 300 steps run as one hmc_chain call with per-transition leapfrog
+    counts."""
+    require_path(HamiltonianMonteCarlo, "chain")
+    s = HamiltonianMonteCarlo(GaussianModel(MEAN, torch.diag(STD**2)), step_size=0.05,
+                              n_leapfrog_steps=2)
+    g = _gen(24)
+    x = s.warmup(n_samples=2000, dim=2, n_steps=150, generator=g, adapt="chees")
+    assert float(s.adaptation.step_size.min()) > 0.1
+    draws = s.sample(x=x, n_steps=300, generator=g)
+    assert s.last_path == "chain"
+    _ks_gaussian(draws, "HamiltonianMonteCarlo chees (chain op)")
 
 
 def test_warmup_arguments_are_checked():

@@ -526,6 +526,33 @@ def test_chains_match_the_cpu(name, d, sampler):
         torch.testing.assert_close(got.cpu(), want, rtol=1e-9, atol=1e-9)
 
 
+@parity
+@pytest.mark.parametrize("name,d", [("double_well", 2), ("double_well", 7), ("gaussian", 5)])
+def test_hmc_leapfrog_steps_match_the_cpu(name, d):
+    """hmc_chain's per-transition leapfrog counts (on the host and on the device) run what the
+    CPU kernel runs; equal counts equal the n_leapfrog form bit for bit."""
+    B, n = 200, 12
+    x0 = randn(B, d, dtype=F64, seed=6) * 0.5
+    params, mean, prec = model_args(name, d, F64)
+    eps = torch.full((n,), 1e-2, dtype=F64)
+    steps = torch.tensor([1, 5, 2, 9, 3, 1, 4, 4, 7, 2, 1, 6])
+
+    def call(ops, dev, leapfrog_steps, n_leapfrog=1):
+        mv = None if mean is None else mean.to(dev)
+        pv = None if prec is None else prec.to(dev)
+        return ops.hmc_chain(name, x0.to(dev), eps, n_leapfrog, None, list(params), mv, pv, SEED, 2,
+                             True, True, 0, leapfrog_steps)
+
+    want = call(CPU_OPS, torch.device("cpu"), steps)
+    for where in (steps, steps.to(DEV)):
+        for got, ref in zip(call(OPS, DEV, where), want):
+            torch.testing.assert_close(got.cpu(), ref, rtol=1e-9, atol=1e-9)
+    same = call(OPS, DEV, torch.full((n,), 4))
+    assert all(torch.equal(u, v) for u, v in zip(same, call(OPS, DEV, None, 4)))
+    with pytest.raises(RuntimeError, match=r"leapfrog_steps\[1\] must be in \[1, 2\^31 - 1\]"):
+        call(OPS, DEV, torch.tensor([1, 0] + [1] * (n - 2)))
+
+
 def per_chain_chain(ops, sampler, name, x0, first, second, dev=DEV):
     """One chain op with schedules ``first`` (a / step_size) and ``second`` (b; unused by HMC)."""
     params, mean, prec = model_args(name, x0.shape[1], F64)

@@ -147,22 +147,86 @@ TORCHEBM_MULTIVERSION void energy_grad_rows(const M& m, const T* x, T* g, T* e, 
   }
 }
 
+// A Gaussian's mean [d] and precision [d, d] in T, with the precision padded for the blocked
+// GEMM: owns what model() points to.
+template <class T>
+struct GaussianStorage {
+  at::Tensor mu;
+  std::vector<T> padded;
+  int64_t dp = 0;
+  GaussianStorage(const at::Tensor& mean, const at::Tensor& precision, int64_t d) {
+    mu = mean.to(c10::CppTypeToScalarType<T>::value).contiguous();
+    const at::Tensor prec = precision.to(c10::CppTypeToScalarType<T>::value).contiguous();
+    const int64_t lanes = vec64_lanes<T>();
+    dp = (d + lanes - 1) / lanes * lanes;
+    padded.assign(static_cast<size_t>(d * dp), T(0));
+    const T* src = prec.const_data_ptr<T>();
+    for (int64_t k = 0; k < d; ++k) std::memcpy(&padded[k * dp], src + k * d, sizeof(T) * d);
+  }
+  GaussianBlocked<T> model() const { return {mu.const_data_ptr<T>(), padded.data(), dp}; }
+};
+
 // Calls f(model) with model type M<T>, owning what it needs for the call (the Gaussian's
 // padded precision).
 template <class M, class T, class F>
 void call_with_model(F& f, c10::ArrayRef<double> params, const std::optional<at::Tensor>& mean,
                      const std::optional<at::Tensor>& precision, int64_t d) {
   if constexpr (std::is_same_v<M, Gaussian<T>>) {
-    const at::Tensor mu = mean->to(c10::CppTypeToScalarType<T>::value).contiguous();
-    const at::Tensor prec = precision->to(c10::CppTypeToScalarType<T>::value).contiguous();
-    const int64_t lanes = vec64_lanes<T>();
-    const int64_t dp = (d + lanes - 1) / lanes * lanes;
-    std::vector<T> padded(static_cast<size_t>(d * dp), T(0));
-    const T* src = prec.const_data_ptr<T>();
-    for (int64_t k = 0; k < d; ++k) std::memcpy(&padded[k * dp], src + k * d, sizeof(T) * d);
-    f(GaussianBlocked<T>{mu.const_data_ptr<T>(), padded.data(), dp});
+    const GaussianStorage<T> g(*mean, *precision, d);
+    f(g.model());
   } else {
     f(M(params.data()));
+  }
+}
+
+// A model M tempered along a path (the chain ops' beta): row i's energy and gradient are
+//   E_b = b_i E + (1 - b_i) E0,  grad E_b = b_i grad E + (1 - b_i) grad E0
+// with E0(x) = 1/2 (x - m0)^T P0 (x - m0) the Gaussian base, or E_b = b_i E without one. The
+// row values b_i are set by the kernel (chain_common.h: Tempering) before each evaluation;
+// every evaluation also keeps the rows' untempered E and E0 (0 without a base), which the AIS
+// log weights are made of. One per thread: it holds that thread's buffers.
+template <class T, class M>
+struct Tempered {
+  using Model = M;
+  const M& m;
+  std::optional<GaussianBlocked<T>> base;
+  int64_t d;
+  mutable std::vector<T> beta, energy, base_energy, base_grad, base_scratch;
+  Tempered(const M& model, std::optional<GaussianBlocked<T>> base_model, int64_t rows, int64_t dim)
+      : m(model), base(base_model), d(dim), beta(rows), energy(rows), base_energy(rows, T(0)),
+        base_grad(base_model ? rows * dim : 0),
+        base_scratch(base_model ? scratch_size<T>(*base_model, rows, dim) : 0) {}
+};
+
+template <class T>
+struct is_tempered : std::false_type {};
+template <class T, class M>
+struct is_tempered<Tempered<T, M>> : std::true_type {};
+
+template <class T, class M>
+int64_t scratch_size(const Tempered<T, M>& t, int64_t rows, int64_t d) {
+  return scratch_size<T>(t.m, rows, d);
+}
+
+template <class T, class M>
+void energy_grad_rows(const Tempered<T, M>& t, const T* x, T* g, T* e, int64_t rows, int64_t d,
+                      T* scratch) {
+  energy_grad_rows<T>(t.m, x, g, t.energy.data(), rows, d, scratch);
+  if (t.base) {
+    energy_grad_rows<T>(*t.base, x, t.base_grad.data(), t.base_energy.data(), rows, d,
+                        t.base_scratch.data());
+  }
+  for (int64_t i = 0; i < rows; ++i) {
+    const T b = t.beta[i], c = T(1) - b;
+    T* gi = g + i * d;
+    if (t.base) {
+      const T* g0 = t.base_grad.data() + i * d;
+      for (int64_t j = 0; j < d; ++j) gi[j] = b * gi[j] + c * g0[j];
+      if (e) e[i] = b * t.energy[i] + c * t.base_energy[i];
+    } else {
+      for (int64_t j = 0; j < d; ++j) gi[j] = b * gi[j];
+      if (e) e[i] = b * t.energy[i];
+    }
   }
 }
 

@@ -212,14 +212,81 @@ struct ChainBlockRange {
   iterator end() const { return {this, k1}; }
 };
 
+// A chain op's tempering (checks::tempering accepted it): transition t targets
+//   E_t = beta[t+1] E + (1 - beta[t+1]) E0   (E_t = beta[t+1] E without a base)
+// and, with log_weight, adds to log_weight[c] (float64, accumulated in float64)
+//   sum_t (beta[t+1, c] - beta[t, c]) (E0(x_t) - E(x_t)),  x_t the state before transition t,
+// the log weight of annealed importance sampling (Neal 2001).
+struct Tempering {
+  Schedule beta;  // [n_steps + 1] or [n_steps + 1, B]
+  std::optional<at::Tensor> base_mean, base_precision;
+  double* log_weight = nullptr;  // [B], or null
+};
+
+inline std::optional<Tempering> tempering(const std::optional<at::Tensor>& beta,
+                                          const std::optional<at::Tensor>& base_mean,
+                                          const std::optional<at::Tensor>& base_precision,
+                                          const std::optional<at::Tensor>& log_weight) {
+  if (!beta) return std::nullopt;
+  Tempering t;
+  t.beta = schedule_values(*beta);
+  t.base_mean = base_mean;
+  t.base_precision = base_precision;
+  if (log_weight) t.log_weight = log_weight->mutable_data_ptr<double>();
+  return t;
+}
+
+// What a kernel does with a Tempered model at transition t of a block, in its own thread.
+template <class T, class M>
+struct TemperedBlock {
+  const Tempered<T, M>& model;
+  const Tempering& temper;
+  const ChainBlock<T>& blk;
+
+  // Sets the rows' beta to transition t's (beta[t + 1]); true when the state's energy and
+  // gradient must be evaluated again (t = 0, or the target moved for a chain of the block).
+  bool retarget(int64_t t) const {
+    bool moved = t == 0;
+    for (int64_t i = 0; i < blk.rows; ++i) {
+      const double b1 = temper.beta.at(t + 1, blk.first + i);
+      moved = moved || b1 != temper.beta.at(t, blk.first + i);
+      model.beta[i] = static_cast<T>(b1);
+    }
+    return moved;
+  }
+
+  // After an evaluation of the state x_t at transition t: adds the log-weight increments.
+  void add_log_weight(int64_t t) const {
+    if (temper.log_weight == nullptr) return;
+    for (int64_t i = 0; i < blk.rows; ++i) {
+      const int64_t c = blk.first + i;
+      const double step = temper.beta.at(t + 1, c) - temper.beta.at(t, c);
+      if (step != 0.0) {
+        temper.log_weight[c] += step * (static_cast<double>(model.base_energy[i]) -
+                                        static_cast<double>(model.energy[i]));
+      }
+    }
+  }
+
+  // Sum over the block of the tempered energies at beta[s] of the last evaluation.
+  double energy_sum_at(int64_t s) const {
+    double sum = 0;
+    for (int64_t i = 0; i < blk.rows; ++i) {
+      const T b = static_cast<T>(temper.beta.at(s, blk.first + i));
+      sum += static_cast<double>(b * model.energy[i] + (T(1) - b) * model.base_energy[i]);
+    }
+    return sum;
+  }
+};
+
 // Runs a chain kernel on out.x: splits the chains into blocks (chain_blocks), calls
-// run(model, range) on each thread with the concrete model and that thread's blocks, so the
-// thread allocates its buffers once for all its blocks, then writes the per-step means from the
-// blocks' sums.
+// run(model, range) on each thread with the concrete model (a Tempered one, with the thread's
+// buffers, when `temper` is given) and that thread's blocks, so the thread allocates its buffers
+// once for all its blocks, then writes the per-step means from the blocks' sums.
 template <class T, class Run>
 void run_chain(ChainOutputs& out, Energy energy, c10::ArrayRef<double> params,
                const std::optional<at::Tensor>& mean, const std::optional<at::Tensor>& precision,
-               Run&& run) {
+               const std::optional<Tempering>& temper, Run&& run) {
   const int64_t B = out.x.size(0), d = out.x.size(1);
   const ChainBlocks blocks = chain_blocks<T>(B, d);
   StepSums sums(blocks.count, out.n_steps, out.record_energy, out.with_acceptance);
@@ -233,12 +300,21 @@ void run_chain(ChainOutputs& out, Energy energy, c10::ArrayRef<double> params,
   all.x = out.x.mutable_data_ptr<T>();
   all.trajectory = out.record_trajectory ? out.trajectory.mutable_data_ptr<T>() : nullptr;
   all.sums = &sums;
+  std::optional<GaussianStorage<T>> base;
+  if (temper && temper->base_mean) base.emplace(*temper->base_mean, *temper->base_precision, d);
   with_model<T>(energy, params, mean, precision, d, [&](const auto& m) {
     at::parallel_for(0, blocks.count, 1, [&](int64_t k0, int64_t k1) {
       ChainBlockRange<T> mine = all;
       mine.k0 = k0;
       mine.k1 = k1;
-      run(m, mine);
+      if (temper) {
+        using M = std::decay_t<decltype(m)>;
+        const Tempered<T, M> tm(m, base ? std::optional(base->model()) : std::nullopt,
+                                blocks.rows, d);
+        run(tm, mine);
+      } else {
+        run(m, mine);
+      }
     });
   });
   sums.write<T>(out, blocks.count, B);

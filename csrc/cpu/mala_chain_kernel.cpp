@@ -2,6 +2,9 @@
 //   y = langevin_update(x, gx, None, a[t], b[t], seed=seed, step=t)
 //   (ey, gy) = analytic_energy_grad(y)
 //   x, gx, ex, accepted = mala_select(x, y, gx, gy, ex, ey, a[t], b[t], None, seed, t)
+// With beta (chain_common.h: Tempering) the energies are transition t's target's, (ex, gx)
+// evaluated again at the start of a transition whose target moved (which gives E(x_t) and
+// E0(x_t) for the log weight).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <torch/library.h>
@@ -24,11 +27,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mala_chain(
     c10::ArrayRef<double> params, const std::optional<at::Tensor>& mean,
     const std::optional<at::Tensor>& precision, int64_t seed, int64_t thin,
     bool record_trajectory, bool record_energy,
-    int64_t first_step) {
+    int64_t first_step, const std::optional<at::Tensor>& beta,
+    const std::optional<at::Tensor>& base_mean, const std::optional<at::Tensor>& base_precision,
+    const std::optional<at::Tensor>& log_weight) {
   constexpr const char* op = "mala_chain";
   const checks::Chain c =
       checks::mala_chain(energy, x0, a, b, params, mean, precision, thin, checks::kCpu);
   checks::first_step(first_step, c.n_steps, op);
+  checks::tempering(beta, base_mean, base_precision, log_weight, c.n_steps, x0, op);
+  const std::optional<Tempering> temper = tempering(beta, base_mean, base_precision, log_weight);
   const int64_t n_steps = c.n_steps, d = x0.size(1);
   const Schedule av = schedule_values(a), bv = schedule_values(b);
   const bool per_chain = av.per_chain || bv.per_chain;
@@ -37,15 +44,26 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mala_chain(
       chain_outputs(x0, n_steps, thin, record_trajectory, record_energy, true, first_step);
   AT_DISPATCH_FLOATING_TYPES(x0.scalar_type(), op, [&] {
     using T = scalar_t;
-    run_chain<T>(out, c.energy, params, mean, precision, [&](const auto& m, const auto& blocks) {
+    run_chain<T>(out, c.energy, params, mean, precision, temper,
+                 [&](const auto& m, const auto& blocks) {
+      using M = std::decay_t<decltype(m)>;
       const int64_t cap = blocks.rows * d;
       MetropolisBuffers<T> mh(blocks.rows, d);
       T *gx = mh.g.data(), *ex = mh.e.data(), *y = mh.y.data(), *gy = mh.gy.data(),
         *ey = mh.ey.data();
       std::vector<T> xi(cap), ratio_scratch(2 * cap), scratch(scratch_size<T>(m, blocks.rows, d));
       for (const ChainBlock<T>& blk : blocks) {
-        energy_grad_rows<T>(m, blk.x, gx, ex, blk.rows, d, scratch.data());
+        if constexpr (!is_tempered<M>::value) {
+          energy_grad_rows<T>(m, blk.x, gx, ex, blk.rows, d, scratch.data());
+        }
         for (int64_t t = 0; t < n_steps; ++t) {
+          if constexpr (is_tempered<M>::value) {
+            const TemperedBlock<T, typename M::Model> tb{m, *temper, blk};
+            if (tb.retarget(t)) {
+              energy_grad_rows<T>(m, blk.x, gx, ex, blk.rows, d, scratch.data());
+              tb.add_log_weight(t);
+            }
+          }
           blk.normal(xi.data(), seed, t);
           if (!per_chain) {
             const T ta = static_cast<T>(av.at(t, 0)), tb = static_cast<T>(bv.at(t, 0));

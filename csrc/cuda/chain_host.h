@@ -19,6 +19,7 @@ struct ChainCall {
   ChainArgs args;
   at::Tensor x, trajectory, energy_mean, acceptance_rate, partial, workspace;
   at::Tensor schedules[2];  // args.a's and args.b's values on the device
+  at::Tensor leapfrog_steps;  // args.leapfrog_steps's values on the device (HMC)
 };
 
 // A schedule [n_steps] or [n_steps, B] that checks::schedule accepted (on the host or the
@@ -77,6 +78,19 @@ inline void prepare_chain(ChainCall& call, Sampler sampler, const checks::Chain&
     call.energy_mean.zero_();
     call.acceptance_rate.zero_();
   }
+}
+
+// A chain op's tempering arguments (checks::tempering). The CUDA kernels do not temper yet:
+// beta is refused, naming the argument.
+inline void check_tempering(const ChainCall& call, const checks::Chain& checked,
+                            const at::Tensor& x0, const std::optional<at::Tensor>& beta,
+                            const std::optional<at::Tensor>& base_mean,
+                            const std::optional<at::Tensor>& base_precision,
+                            const std::optional<at::Tensor>& log_weight) {
+  checks::tempering(beta, base_mean, base_precision, log_weight, checked.n_steps, x0, call.op);
+  TORCH_CHECK(!beta, call.op,
+              ": beta (a tempered chain) runs on the CPU kernels only; the CUDA kernels take "
+              "no beta yet");
 }
 
 inline ChainOutputs outputs(ChainCall& call) {

@@ -12,10 +12,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> hmc_chain_op(
     int64_t n_leapfrog, const std::optional<at::Tensor>& inv_mass, c10::ArrayRef<double> params,
     const std::optional<at::Tensor>& mean, const std::optional<at::Tensor>& precision,
     int64_t seed, int64_t thin, bool record_trajectory, bool record_energy,
-    int64_t first_step) {
+    int64_t first_step, const std::optional<at::Tensor>& leapfrog_steps,
+    const std::optional<at::Tensor>& beta,
+    const std::optional<at::Tensor>& base_mean, const std::optional<at::Tensor>& base_precision,
+    const std::optional<at::Tensor>& log_weight) {
   const checks::Chain checked = checks::hmc_chain(energy, x0, step_size, n_leapfrog, inv_mass,
-                                                  params, mean, precision, thin, checks::kCuda);
+                                                  params, mean, precision, thin, checks::kCuda,
+                                                  leapfrog_steps);
   ChainCall call{"hmc_chain"};
+  check_tempering(call, checked, x0, beta, base_mean, base_precision, log_weight);
   const c10::cuda::CUDAGuard guard(x0.device());
   prepare_chain(call, Sampler::kHmc, checked, x0, params, mean, precision, seed, thin,
                 record_trajectory, record_energy, true, first_step);
@@ -25,6 +30,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> hmc_chain_op(
                                    : at::Tensor();
   call.args.a = device_schedule(call, 0, step_size);
   call.args.n_leapfrog = static_cast<int>(n_leapfrog);
+  if (leapfrog_steps) {
+    call.leapfrog_steps = on_device(*leapfrog_steps, x0.device(), at::kLong);
+    call.args.leapfrog_steps = call.leapfrog_steps.const_data_ptr<int64_t>();
+  }
   call.args.inv_mass = data_or_null(mass);
   check_chain_launch(cuda::hmc_chain(call.x0.const_data_ptr(), call.energy, call.args,
                                      outputs(call), current_launch()),

@@ -3,7 +3,8 @@
 // step_size[t] (half kick, then drift / full kick pairs, then a final half kick: the per-step
 // leapfrog_kick_drift sequence), and accepts iff log u_t < H(x, p) - H(x', p') (u_t: stream 1
 // at [B]), H = E + 1/2 sum inv_mass p^2. The gradient at the end of each trajectory, accepted or
-// not, is reused: n_leapfrog gradient evaluations per step. One thread per chain; a schedule
+// not, is reused: n_leapfrog gradient evaluations per step (leapfrog_steps[t] at step t when that
+// per-step count is given). One thread per chain; a schedule
 // [n_steps, B] gives chain c the step size step_size[t, c].
 #include "chain_common.cuh"
 
@@ -18,7 +19,7 @@ __global__ void __launch_bounds__(chain::kMaxThreads)
     hmc_chain_kernel(const C* __restrict__ x0, C* __restrict__ x_out, C* __restrict__ trajectory,
                      double* __restrict__ partial, C* __restrict__ work,
                      Schedule step_size, const C* __restrict__ inv_mass,
-                     int n_leapfrog, ModelArgs margs, int64_t batch, int64_t d_arg,
+                     int n_leapfrog, const int64_t* __restrict__ leapfrog_steps, ModelArgs margs, int64_t batch, int64_t d_arg,
                      int64_t n_steps, int64_t thin, PhiloxKey key, uint32_t step0,
                      bool record_energy) {
   const M m = chain::make_model<C, M>(margs);
@@ -45,6 +46,7 @@ __global__ void __launch_bounds__(chain::kMaxThreads)
   const int64_t cs = active ? c : 0;  // the chain whose schedule column the thread reads
   for (int64_t t = 0; t < n_steps; ++t) {
     const C eps = C(chain::schedule_at(step_size, t, cs)), half = C(0.5) * eps;
+    const int n_leap = leapfrog_steps == nullptr ? n_leapfrog : static_cast<int>(leapfrog_steps[t]);
     bool accepted = false;
     if (active) {
       chain::NormalCursor<C> z(key, step0 + static_cast<uint32_t>(t));
@@ -56,7 +58,7 @@ __global__ void __launch_bounds__(chain::kMaxThreads)
       }
       const C h0 = e + row_kinetic_energy(p, inv_mass, d);
       C en = e;
-      for (int l = 0; l < n_leapfrog; ++l) {
+      for (int l = 0; l < n_leap; ++l) {
         const C k = l == 0 ? half : eps;
         for (int64_t j = 0; j < d; ++j) {
           p[j] = kick(p[j], gn[j], k);
@@ -95,7 +97,7 @@ cudaError_t run(const void* x0, const EnergyArgs& energy, const ChainArgs& args,
   const cudaError_t unsupported = chain::launch_rows<M>(d, [&](auto kd) {
     constexpr int kD = decltype(kd)::value;
     hmc_chain_kernel<C, M, kD><<<plan.partial_blocks, threads, 0, launch.stream>>>(
-        xp, xo, traj, out.partial, work, args.a, mass, args.n_leapfrog, margs, B, d, args.n_steps,
+        xp, xo, traj, out.partial, work, args.a, mass, args.n_leapfrog, args.leapfrog_steps, margs, B, d, args.n_steps,
         args.thin, key, static_cast<uint32_t>(args.first_step), args.record_energy);
   });
   if (unsupported != cudaSuccess) return unsupported;

@@ -14,11 +14,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> langevin_chain_op(
     const std::optional<at::Tensor>& precision, std::optional<double> clamp_min,
     std::optional<double> clamp_max, std::optional<double> grad_clip, int64_t seed, int64_t thin,
     bool record_trajectory, bool record_energy,
-    int64_t first_step) {
+    int64_t first_step, const std::optional<at::Tensor>& beta,
+    const std::optional<at::Tensor>& base_mean, const std::optional<at::Tensor>& base_precision,
+    const std::optional<at::Tensor>& log_weight) {
   const checks::Chain checked = checks::langevin_chain(
       energy, x0, a, b, params, mean, precision, clamp_min, clamp_max, grad_clip, thin,
       checks::kCuda);
   ChainCall call{"langevin_chain"};
+  check_tempering(call, checked, x0, beta, base_mean, base_precision, log_weight);
   const c10::cuda::CUDAGuard guard(x0.device());
   prepare_chain(call, Sampler::kLangevin, checked, x0, params, mean, precision, seed, thin,
                 record_trajectory, record_energy, false, first_step);

@@ -118,6 +118,7 @@ struct ChainArgs {
   Schedule b;  // Langevin/MALA noise coefficient; unused by HMC
   LangevinCoeffs clamp;  // Langevin: clamp bounds and gradient clip (its a, b are unused)
   int n_leapfrog;        // HMC
+  const int64_t* leapfrog_steps;  // HMC: null (n_leapfrog every step) or [n_steps] on the device
   const void* inv_mass;  // HMC: null (unit mass) or [dim] on the device, compute type
   uint64_t seed;
   int64_t first_step;  // step t draws the noise of step first_step + t

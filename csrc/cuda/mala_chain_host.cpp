@@ -12,10 +12,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mala_chain_op(
     c10::ArrayRef<double> params, const std::optional<at::Tensor>& mean,
     const std::optional<at::Tensor>& precision, int64_t seed, int64_t thin,
     bool record_trajectory, bool record_energy,
-    int64_t first_step) {
+    int64_t first_step, const std::optional<at::Tensor>& beta,
+    const std::optional<at::Tensor>& base_mean, const std::optional<at::Tensor>& base_precision,
+    const std::optional<at::Tensor>& log_weight) {
   const checks::Chain checked =
       checks::mala_chain(energy, x0, a, b, params, mean, precision, thin, checks::kCuda);
   ChainCall call{"mala_chain"};
+  check_tempering(call, checked, x0, beta, base_mean, base_precision, log_weight);
   const c10::cuda::CUDAGuard guard(x0.device());
   prepare_chain(call, Sampler::kMala, checked, x0, params, mean, precision, seed, thin,
                 record_trajectory, record_energy, true, first_step);

@@ -363,6 +363,27 @@ inline void chain_coefficient(const std::optional<at::Tensor>& t, const at::Tens
   }
 }
 
+// A per-step count shared by the chains (hmc_chain's leapfrog_steps): int64 [n_steps], on the
+// host or x0's device, each entry in [1, 2^31 - 1] (an int32 loop count; checked when on the
+// host: a device tensor is not read back).
+inline void step_counts(const at::Tensor& s, int64_t n_steps, const at::Tensor& x0,
+                        const char* op, const char* name) {
+  TORCH_CHECK(s.dim() == 1 && s.size(0) == n_steps, op, ": ", name,
+              " must be a per-step tensor [n_steps] (n_steps = ", n_steps, "), got shape ",
+              s.sizes());
+  TORCH_CHECK(s.scalar_type() == at::kLong, op, ": ", name, " must be an int64 tensor, got ",
+              s.scalar_type());
+  TORCH_CHECK(s.is_cpu() || s.device() == x0.device(), op, ": ", name, " is on ", s.device(),
+              "; expected the CPU or x0's device (", x0.device(), ")");
+  if (!s.is_cpu()) return;
+  const at::Tensor c = s.contiguous();
+  const int64_t* v = c.const_data_ptr<int64_t>();
+  for (int64_t t = 0; t < n_steps; ++t) {
+    TORCH_CHECK(v[t] >= 1 && v[t] <= INT32_MAX, op, ": ", name, "[", t,
+                "] must be in [1, 2^31 - 1] (an int32 loop count), got ", v[t]);
+  }
+}
+
 // ---- per-op checks: each back end's entry point of an op calls its function first -----------
 
 // philox_normal, philox_uniform: returns the output dtype (absent: torch's default dtype).
@@ -534,6 +555,56 @@ inline void first_step(int64_t first, int64_t n_steps, const char* op) {
               first, " + ", n_steps);
 }
 
+// A chain op's optional tempering: beta, a path-position schedule [n_steps + 1] or
+// [n_steps + 1, B] (finite; checked as a schedule); base_mean [d] and base_precision [d, d]
+// (floating, on x0's device), the Gaussian base E0 = 1/2 (x - m0)^T P0 (x - m0), both or
+// neither; log_weight, a float64 [B] contiguous tensor on x0's device that the op adds the AIS
+// log weights to. Without beta, none of the others.
+inline void tempering(const std::optional<at::Tensor>& beta,
+                      const std::optional<at::Tensor>& base_mean,
+                      const std::optional<at::Tensor>& base_precision,
+                      const std::optional<at::Tensor>& log_weight, int64_t n_steps,
+                      const at::Tensor& x0, const char* op) {
+  if (!beta) {
+    TORCH_CHECK(!base_mean && !base_precision && !log_weight, op,
+                ": base_mean, base_precision and log_weight temper a chain: they need beta");
+    return;
+  }
+  TORCH_CHECK(beta->dim() == 1 || beta->dim() == 2, op,
+              ": beta must be a path schedule [n_steps + 1] or [n_steps + 1, B], got ",
+              beta->sizes());
+  TORCH_CHECK(beta->size(0) == n_steps + 1, op, ": beta must have n_steps + 1 = ", n_steps + 1,
+              " entries (the path positions before and after each transition), got ",
+              beta->size(0));
+  schedule(*beta, n_steps + 1, x0, op, "beta", Values::kFinite);
+  TORCH_CHECK(base_mean.has_value() == base_precision.has_value(), op,
+              ": give both base_mean and base_precision (the Gaussian base), or neither");
+  if (base_mean) {
+    const int64_t d = x0.size(1);
+    TORCH_CHECK(base_mean->dim() == 1 && base_mean->size(0) == d, op,
+                ": base_mean must have shape [", d, "], got ", base_mean->sizes());
+    TORCH_CHECK(base_precision->dim() == 2 && base_precision->size(0) == d &&
+                    base_precision->size(1) == d,
+                op, ": base_precision must have shape [", d, ", ", d, "], got ",
+                base_precision->sizes());
+    floating(*base_mean, op, "base_mean");
+    floating(*base_precision, op, "base_precision");
+    same_device(*base_mean, x0, op, "base_mean", "x0");
+    same_device(*base_precision, x0, op, "base_precision", "x0");
+  }
+  if (log_weight) {
+    TORCH_CHECK(log_weight->dim() == 1 && log_weight->size(0) == x0.size(0), op,
+                ": log_weight must have shape [", x0.size(0), "] (one per chain), got ",
+                log_weight->sizes());
+    TORCH_CHECK(log_weight->scalar_type() == at::kDouble, op,
+                ": log_weight must be a float64 tensor (the weights accumulate in float64), got ",
+                log_weight->scalar_type());
+    TORCH_CHECK(log_weight->is_contiguous(), op,
+                ": log_weight is updated in place and must be contiguous");
+    same_device(*log_weight, x0, op, "log_weight", "x0");
+  }
+}
+
 inline Chain langevin_chain(const std::string& energy_name, const at::Tensor& x0,
                             const at::Tensor& a, const at::Tensor& b,
                             c10::ArrayRef<double> params, const std::optional<at::Tensor>& mean,
@@ -568,7 +639,8 @@ inline Chain hmc_chain(const std::string& energy_name, const at::Tensor& x0,
                        const std::optional<at::Tensor>& inv_mass, c10::ArrayRef<double> params,
                        const std::optional<at::Tensor>& mean,
                        const std::optional<at::Tensor>& precision, int64_t thin,
-                       const Backend& be) {
+                       const Backend& be,
+                       const std::optional<at::Tensor>& leapfrog_steps = std::nullopt) {
   constexpr const char* op = "hmc_chain";
   const Chain c =
       chain(energy_name, x0, params, mean, precision, thin, step_size, "step_size",
@@ -576,6 +648,7 @@ inline Chain hmc_chain(const std::string& energy_name, const at::Tensor& x0,
   TORCH_CHECK(n_leapfrog >= 1, op, ": n_leapfrog must be >= 1, got ", n_leapfrog);
   TORCH_CHECK(n_leapfrog <= INT32_MAX, op,
               ": n_leapfrog must be <= 2^31 - 1 (an int32 loop count), got ", n_leapfrog);
+  if (leapfrog_steps) step_counts(*leapfrog_steps, c.n_steps, x0, op, "leapfrog_steps");
   if (inv_mass) {
     const int64_t d = x0.size(1);
     TORCH_CHECK(inv_mass->dim() == 0 || (inv_mass->dim() == 1 && inv_mass->size(0) == d), op,

@@ -379,6 +379,26 @@ def check_first_step(op: str, first_step: int, n_steps: int) -> None:
         )
 
 
+def _tempering_tensors(beta, base_mean, base_precision, log_weight) -> dict:
+    return {"beta": beta, "base_mean": base_mean, "base_precision": base_precision,
+            "log_weight": log_weight}
+
+
+def check_tempering_fake(op: str, n_steps: int, beta, base_mean, log_weight) -> None:
+    """The chain ops' tempering checks the fake kernels make (shapes the outputs do not show;
+    the kernels check the rest, checks.h: tempering)."""
+    if beta is None:
+        if base_mean is not None or log_weight is not None:
+            raise RuntimeError(f"{op}: base_mean, base_precision and log_weight temper a chain: "
+                               "they need beta")
+        return
+    if beta.dim() not in (1, 2) or beta.shape[0] != n_steps + 1:
+        raise RuntimeError(f"{op}: beta must have n_steps + 1 = {n_steps + 1} entries, got shape "
+                           f"{tuple(beta.shape)}")
+    if log_weight is not None and log_weight.dtype != torch.float64:
+        raise RuntimeError(f"{op}: log_weight must be a float64 tensor, got {log_weight.dtype}")
+
+
 def langevin_chain(
     energy: str,
     x0: torch.Tensor,
@@ -395,6 +415,10 @@ def langevin_chain(
     record_trajectory: bool = False,
     record_energy: bool = False,
     first_step: int = 0,
+    beta: Optional[torch.Tensor] = None,
+    base_mean: Optional[torch.Tensor] = None,
+    base_precision: Optional[torch.Tensor] = None,
+    log_weight: Optional[torch.Tensor] = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``n_steps = len(a)`` Langevin steps in one call; step t is ``langevin_update`` with
     ``(a[t], b[t])`` (schedules ``[n_steps]``, or ``[n_steps, B]`` for per-chain values: chain
@@ -424,17 +448,24 @@ def langevin_chain(
         bool(record_trajectory),
         bool(record_energy),
         int(first_step),
+        beta,
+        base_mean,
+        base_precision,
+        log_weight,
     )
 
 
 @_fake("langevin_chain")
 def _langevin_chain_fake(energy, x0, a, b, params, mean, precision, clamp_min, clamp_max,
-                         grad_clip, seed, thin, record_trajectory, record_energy, first_step=0):
+                         grad_clip, seed, thin, record_trajectory, record_energy, first_step=0,
+                         beta=None, base_mean=None, base_precision=None, log_weight=None):
     check_same_device(
-        "langevin_chain", {"x0": x0, "a": a, "b": b, "mean": mean, "precision": precision},
-        host_ok=("a", "b"),
+        "langevin_chain", {"x0": x0, "a": a, "b": b, "mean": mean, "precision": precision,
+                           **_tempering_tensors(beta, base_mean, base_precision, log_weight)},
+        host_ok=("a", "b", "beta"),
     )
     check_first_step("langevin_chain", first_step, a.shape[0])
+    check_tempering_fake("langevin_chain", a.shape[0], beta, base_mean, log_weight)
     return chain_outputs_fake(x0, a.shape[0], thin, record_trajectory, record_energy, False)
 
 
@@ -451,6 +482,10 @@ def mala_chain(
     record_trajectory: bool = False,
     record_energy: bool = False,
     first_step: int = 0,
+    beta: Optional[torch.Tensor] = None,
+    base_mean: Optional[torch.Tensor] = None,
+    base_precision: Optional[torch.Tensor] = None,
+    log_weight: Optional[torch.Tensor] = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``len(a)`` MALA steps in one call (schedules ``[n_steps]`` or, per chain,
     ``[n_steps, B]``; see docs/kernels.md for the per-step equivalent),
@@ -473,17 +508,24 @@ def mala_chain(
         bool(record_trajectory),
         bool(record_energy),
         int(first_step),
+        beta,
+        base_mean,
+        base_precision,
+        log_weight,
     )
 
 
 @_fake("mala_chain")
 def _mala_chain_fake(energy, x0, a, b, params, mean, precision, seed, thin, record_trajectory,
-                     record_energy, first_step=0):
+                     record_energy, first_step=0, beta=None, base_mean=None, base_precision=None,
+                     log_weight=None):
     check_same_device(
-        "mala_chain", {"x0": x0, "a": a, "b": b, "mean": mean, "precision": precision},
-        host_ok=("a", "b"),
+        "mala_chain", {"x0": x0, "a": a, "b": b, "mean": mean, "precision": precision,
+                       **_tempering_tensors(beta, base_mean, base_precision, log_weight)},
+        host_ok=("a", "b", "beta"),
     )
     check_first_step("mala_chain", first_step, a.shape[0])
+    check_tempering_fake("mala_chain", a.shape[0], beta, base_mean, log_weight)
     return chain_outputs_fake(x0, a.shape[0], thin, record_trajectory, record_energy, True)
 
 
@@ -501,12 +543,19 @@ def hmc_chain(
     record_trajectory: bool = False,
     record_energy: bool = False,
     first_step: int = 0,
+    leapfrog_steps: Optional[torch.Tensor] = None,
+    beta: Optional[torch.Tensor] = None,
+    base_mean: Optional[torch.Tensor] = None,
+    base_precision: Optional[torch.Tensor] = None,
+    log_weight: Optional[torch.Tensor] = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``len(step_size)`` HMC transitions of ``n_leapfrog`` leapfrog steps each, in one call
     (``step_size`` ``[n_steps]``, or ``[n_steps, B]`` per chain)
     (``n_leapfrog`` gradient evaluations per transition, plus one of ``x0`` at the start of the
     call; see docs/kernels.md), transition t drawing the noise of step ``first_step + t`` (as
-    ``langevin_chain``).
+    ``langevin_chain``). ``leapfrog_steps`` (int64 ``[n_steps]``, shared by the chains, each in
+    ``[1, 2**31 - 1]``; on the CPU or x0's device), when given, replaces ``n_leapfrog``:
+    transition t takes ``leapfrog_steps[t]`` leapfrog steps (jittered trajectories).
 
     Returns ``(x, trajectory, energy_mean, acceptance_rate [n_steps])``.
     """
@@ -526,19 +575,35 @@ def hmc_chain(
         bool(record_trajectory),
         bool(record_energy),
         int(first_step),
+        leapfrog_steps,
+        beta,
+        base_mean,
+        base_precision,
+        log_weight,
     )
 
 
 @_fake("hmc_chain")
 def _hmc_chain_fake(energy, x0, step_size, n_leapfrog, inv_mass, params, mean, precision, seed,
-                    thin, record_trajectory, record_energy, first_step=0):
+                    thin, record_trajectory, record_energy, first_step=0, leapfrog_steps=None,
+                    beta=None, base_mean=None, base_precision=None, log_weight=None):
     check_same_device(
         "hmc_chain",
         {"x0": x0, "step_size": step_size, "inv_mass": inv_mass, "mean": mean,
-         "precision": precision},
-        host_ok=("step_size",),
+         "precision": precision, "leapfrog_steps": leapfrog_steps,
+         **_tempering_tensors(beta, base_mean, base_precision, log_weight)},
+        host_ok=("step_size", "leapfrog_steps", "beta"),
     )
     check_first_step("hmc_chain", first_step, step_size.shape[0])
+    check_tempering_fake("hmc_chain", step_size.shape[0], beta, base_mean, log_weight)
+    if leapfrog_steps is not None and (
+        leapfrog_steps.shape != (step_size.shape[0],) or leapfrog_steps.dtype != torch.int64
+    ):
+        raise RuntimeError(
+            f"hmc_chain: leapfrog_steps must be an int64 tensor [n_steps] (n_steps = "
+            f"{step_size.shape[0]}), got {leapfrog_steps.dtype} of shape "
+            f"{tuple(leapfrog_steps.shape)}"
+        )
     return chain_outputs_fake(x0, step_size.shape[0], thin, record_trajectory, record_energy, True)
 
 

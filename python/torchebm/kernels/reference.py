@@ -12,7 +12,7 @@ Shapes: ``x``, ``grad``, ``noise``, ``p`` are ``[B, *event]``; per-chain quantit
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 
@@ -336,6 +336,35 @@ def analytic_energy_grad(
             f"unknown analytic energy {energy!r}; expected one of {', '.join(ANALYTIC_KERNELS)}"
         )
     return ANALYTIC_CLOSED_FORMS[energy](x, [float(v) for v in params], mean, precision)
+
+
+def tempered_energy_grad(
+    energy: str,
+    x: torch.Tensor,
+    beta: Union[float, torch.Tensor],
+    params=(),
+    mean: Optional[torch.Tensor] = None,
+    precision: Optional[torch.Tensor] = None,
+    base_mean: Optional[torch.Tensor] = None,
+    base_precision: Optional[torch.Tensor] = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    r"""The tempered target of the chain ops' ``beta`` (csrc/cpu/analytic_models.h: Tempered):
+
+    .. math::
+        E_\beta = \beta E + (1 - \beta) E_0, \qquad
+        E_0(x) = \tfrac12 (x - m_0)^\top P_0 (x - m_0)
+
+    (:math:`E_\beta = \beta E` without a base), ``beta`` a float or per-row ``[B]``. Returns
+    ``(E_beta [B], grad E_beta [B, d], E [B], E_0 [B])`` (``E_0`` zeros without a base): the
+    AIS log-weight increment of a move from :math:`\beta` to :math:`\beta'` at x is
+    :math:`(\beta' - \beta)(E_0(x) - E(x))`."""
+    e, g = analytic_energy_grad(energy, x, params, mean, precision)
+    b = torch.as_tensor(beta, dtype=x.dtype, device=x.device)
+    rows = b.reshape(-1, 1) if b.dim() == 1 else b
+    if base_mean is None:
+        return b * e, rows * g, e, torch.zeros_like(e)
+    e0, g0 = _gaussian(x, (), base_mean, base_precision)
+    return b * e + (1 - b) * e0, rows * g + (1 - rows) * g0, e, e0
 
 
 def dsm_perturb(

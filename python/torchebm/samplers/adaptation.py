@@ -461,12 +461,16 @@ class Adaptive:
         """Why the whole-chain op cannot run the adapted sampler, or None."""
         if self.adaptation is None:
             return None
-        if self.adaptation.per_chain and model.kind != "analytic":
-            return ("per-chain adapted step sizes (only the chain ops of the analytic models "
-                    "take per-chain schedules)")
-        if self.adaptation.chees is not None and self.adaptation.chees.jitter is not None:
-            return "jittered trajectory lengths (the whole-chain op takes one n_leapfrog)"
         return None
+
+    def _leapfrog_schedule(self, n_steps: int) -> Optional[Tensor]:
+        """The next ``n_steps`` transitions' ``L`` after a ChEES warm-up as a chain op's
+        ``leapfrog_steps`` (int64 ``[n_steps]`` on the CPU; advancing the jitter as ``n_steps``
+        per-step transitions do), or None."""
+        if self.adaptation is None or self.adaptation.chees is None:
+            return None
+        return torch.tensor([self._next_leapfrog_steps() for _ in range(n_steps)],
+                            dtype=torch.int64)
 
     def _next_leapfrog_steps(self) -> Optional[int]:
         """The next sampling transition's ``L`` after a ChEES warm-up (advancing the jitter),

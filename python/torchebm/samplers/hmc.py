@@ -148,16 +148,18 @@ class HamiltonianMonteCarlo(Adaptive, MCMCSampler, algorithm=algorithms.HMC):
         return state, acceptance_probability(proposal.log_accept_ratio), proposal
 
     def _chain_arguments(self, x: torch.Tensor, n_steps: int) -> dict[str, Any]:
-        if self.adaptation is not None:  # no jitter here (_chain_blocker)
-            step = self._adapted_schedule(x, n_steps)
-            n_leapfrog = self.n_leapfrog_steps
-            if self.adaptation.chees is not None:
-                n_leapfrog = self._next_leapfrog_steps()
-            return {
-                "step_size": step,
-                "n_leapfrog": n_leapfrog,
+        if self.adaptation is not None:
+            arguments = {
+                "step_size": self._adapted_schedule(x, n_steps),
+                "n_leapfrog": self.n_leapfrog_steps,
                 "inv_mass": self._mass_terms(x)[0],
             }
+            steps = self._leapfrog_schedule(n_steps)  # ChEES: one L per transition
+            if steps is not None:
+                arguments["leapfrog_steps"] = steps
+                # The chain's block sizing reads n_leapfrog as the gradients per transition.
+                arguments["n_leapfrog"] = int(steps.max()) if n_steps else 1
+            return arguments
         return {
             "step_size": self.scheduled_values("step_size", n_steps),
             "n_leapfrog": self.n_leapfrog_steps,

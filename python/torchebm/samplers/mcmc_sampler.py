@@ -69,7 +69,7 @@ class ChainResult:
 
 
 # The chain ops' per-step schedule arguments, sliced per block by MCMCSampler._run_chain.
-_CHAIN_SCHEDULES = ("a", "b", "step_size")
+_CHAIN_SCHEDULES = ("a", "b", "step_size", "leapfrog_steps")
 # Element-steps of the first block of a whole-chain run (MCMCSampler._run_chain): well under a
 # second on a CPU, and large enough that a benchmark-sized chain runs in one or two calls.
 _FIRST_BLOCK_WORK = 1 << 28
