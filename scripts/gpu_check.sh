@@ -17,8 +17,8 @@
 #                                         build/gpu_wheels), which the GPU run installs offline
 #
 # Time guard: the run stops starting steps when its budget (GPU_CHECK_BUDGET_S, default 540 s)
-# is spent, and each command runs under `timeout` within its step's cap, so a call cut at 10
-# minutes still leaves the steps that finished. A failing step does not stop the others (a
+# is spent, and each command runs under `timeout` within its step's cap, so a call cut short
+# still leaves the steps that finished. A failing step does not stop the others (a
 # failed build does: nothing after it can run). Outputs, rewritten after every step:
 #   OUT/summary.txt       every step's status, seconds and result line; then the benchmark
 #                         tables, the profile's headline lines and the failed tests
@@ -53,6 +53,7 @@
 #   PYTEST_ARGS         extra arguments for pytest
 set -uo pipefail
 SELF=$(cd "$(dirname "$0")" && pwd)/$(basename "$0")
+CALLER=$(pwd) # OUT and DIR are taken from here
 cd "$(dirname "$SELF")/.." || exit 1
 REPO=$(pwd)
 
@@ -71,6 +72,7 @@ if [ "$MODE" = prepare ]; then
   # Pure-Python wheels only, for the GPU machine's Python (3.12): ArviZ (the Makefile's range)
   # and those of its dependencies that the machine's image lacks, and TorchEBM 0.8.9.
   dest=${1:-$WHEELS}
+  case "$dest" in /*) ;; *) dest=$CALLER/$dest ;; esac
   py=${PYTHON:-python3}
   [ -n "${PYTHON:-}" ] || [ ! -x .venv/bin/python ] || py=.venv/bin/python
   mkdir -p "$dest" || exit 1
@@ -81,7 +83,8 @@ if [ "$MODE" = prepare ]; then
   exit 0
 fi
 
-OUT=${1:-gpu_out}
+OUT=${1:-$REPO/gpu_out}
+case "$OUT" in /*) ;; *) OUT=$CALLER/$OUT ;; esac
 WORK=${GPU_CHECK_WORK:-$REPO/build/gpu_check}
 BUDGET=${GPU_CHECK_BUDGET_S:-540}
 case "$BUDGET" in '' | *[!0-9]*) echo "GPU_CHECK_BUDGET_S: expected whole seconds, got '$BUDGET'" >&2; exit 2 ;; esac

@@ -26,10 +26,10 @@ STEPS = [
 ]  # fmt: skip
 
 
-def run_script(*args, env=None, timeout=120):
+def run_script(*args, env=None, timeout=120, cwd=REPO):
     full_env = {**os.environ, "PYTHON": sys.executable, **(env or {})}
     full_env.pop("GPU_CHECK_DRY_RUN", None)
-    return subprocess.run(["bash", str(SCRIPT), *args], cwd=REPO, env=full_env, capture_output=True,
+    return subprocess.run(["bash", str(SCRIPT), *args], cwd=cwd, env=full_env, capture_output=True,
                           text=True, timeout=timeout)
 
 
@@ -104,8 +104,10 @@ def test_a_work_folder_it_did_not_make_is_left_alone(tmp_path):
 
 
 def test_a_spent_budget_skips_every_step_and_still_writes_the_outputs(tmp_path):
+    """OUT relative to the caller's folder, not the repository's."""
     out, work = tmp_path / "out", tmp_path / "work"
-    proc = run_script("--dry-run", str(out), env={"GPU_CHECK_BUDGET_S": "0", "GPU_CHECK_WORK": str(work)})
+    proc = run_script("--dry-run", "out", env={"GPU_CHECK_BUDGET_S": "0", "GPU_CHECK_WORK": str(work)},
+                      cwd=tmp_path)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     rows = summary_rows(out)
     assert list(rows) == STEPS
