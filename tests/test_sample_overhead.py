@@ -253,6 +253,33 @@ def test_a_sampler_keeps_the_schedules_of_its_last_max_entries_chain_lengths(kin
     ]
 
 
+def test_device_copies_serve_only_the_op_argument_dtype_and_device_that_accepted_them():
+    # The bookkeeping of the GPU copies, run with CPU "devices": a copy is handed out only for
+    # the (op, argument, state dtype, device) that accepted the kept host tensor, and only
+    # while that tensor is unchanged.
+    cache = schedule_cache.ScheduleCache()
+    constant = cache.get(("c",), 5, lambda: schedule_cache.constant_steps(0.25, 5))
+    varying = cache.get(("v",), 5, lambda: torch.linspace(0.1, 0.5, 5, dtype=torch.float64))
+    loose = torch.full((5,), 0.25, dtype=torch.float64)  # not a kept tensor
+    x = torch.zeros(3, 2)
+    for t in (constant, varying, loose):
+        assert cache.on_device("langevin_chain", "a", t, x) is t  # nothing accepted yet
+    cache.accepted("langevin_chain", {"a": constant, "b": varying, "c": loose}, x)
+    for t in (constant, varying):  # accepted once: not yet known to be reused
+        assert cache.on_device("langevin_chain", "a" if t is constant else "b", t, x) is t
+    cache.accepted("langevin_chain", {"a": constant, "b": varying, "c": loose}, x)
+    copy_a = cache.on_device("langevin_chain", "a", constant, x)
+    assert copy_a is not constant and copy_a.stride() == (0,) and copy_a.tolist() == [0.25] * 5
+    copy_b = cache.on_device("langevin_chain", "b", varying, x)
+    assert copy_b is not varying and copy_b.tolist() == varying.tolist()
+    assert cache.on_device("langevin_chain", "c", loose, x) is loose
+    assert cache.on_device("mala_chain", "a", constant, x) is constant
+    assert cache.on_device("langevin_chain", "b", constant, x) is constant
+    assert cache.on_device("langevin_chain", "a", constant, x.double()) is constant
+    varying.mul_(2)  # written in place: its copy is stale
+    assert cache.on_device("langevin_chain", "b", varying, x) is varying
+
+
 def test_copies_pickles_and_checkpoints_do_not_carry_the_cache():
     sampler = _sampler("langevin", LinearScheduler(0.02, 0.01, 10))
     keys = set(sampler.state_dict())
@@ -311,7 +338,8 @@ def test_a_repeated_cuda_call_neither_uploads_nor_synchronises(kind, scheduled, 
     sampler = _sampler(kind, step, device="cuda")
     x = torch.randn(16, 2, device="cuda")
     calls = _spy(monkeypatch, op)
-    sampler.sample(x, n_steps=3)  # the op checks the host schedules and accepts them
+    for _ in range(2):  # the op checks the host schedules and accepts them twice: in use
+        sampler.sample(x, n_steps=3)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
@@ -320,9 +348,9 @@ def test_a_repeated_cuda_call_neither_uploads_nor_synchronises(kind, scheduled, 
     finally:
         torch.cuda.set_sync_debug_mode("default")
     for name in names:
-        assert calls[0][name].is_cpu
-        assert calls[1][name].device == x.device  # the copy made once, not an upload
-        assert calls[1][name].tolist() == calls[0][name].tolist()
+        assert calls[0][name].is_cpu and calls[1][name].is_cpu
+        assert calls[2][name].device == x.device  # the copy made once, not an upload
+        assert calls[2][name].tolist() == calls[0][name].tolist()
     assert all(d.type == "cpu" for d in recorded.host_reads)  # the seed only
     generator = torch.Generator().manual_seed(0)
     fresh = _sampler(kind, copy.deepcopy(step), device="cuda")
@@ -334,7 +362,7 @@ def test_a_repeated_cuda_call_neither_uploads_nor_synchronises(kind, scheduled, 
 @gpu
 def test_a_cuda_device_copy_serves_only_the_dtype_the_op_accepted():
     sampler = _sampler("hmc", 1e-50, device="cuda")
-    for _ in range(2):
+    for _ in range(3):  # the third call runs with the float64 device copy
         sampler.sample(torch.randn(4, 2, dtype=torch.float64, device="cuda"), n_steps=2)
     for _ in range(2):
         with pytest.raises(RuntimeError, match=r"step_size\[0\] must be finite and > 0 in float32"):

@@ -12,8 +12,9 @@ an upload per schedule. They depend only on the schedulers' states and ``n_steps
 * a schedule of a built-in scheduler is kept under the scheduler's state
   (:func:`scheduler_state`), so calls that restart their schedules (``reset_schedulers=True``,
   the default) build it once;
-* on a GPU, an op checks the values of a host schedule (in its compute dtype) and uploads it;
-  once it has accepted a kept schedule for a state dtype and device, later calls pass it a copy
+* on a GPU, an op checks the values of a host schedule (in its compute dtype) and uploads it
+  (through pinned memory, without waiting); once it has accepted a kept schedule twice for a
+  state dtype and device (the schedule is in use across calls), later calls pass it a copy
   made once on that device (:meth:`ScheduleCache.on_device`), so a call neither uploads nor
   waits for the schedule.
 """
@@ -169,24 +170,33 @@ class ScheduleCache:
         found = self._devices.get((id(schedule), op, name, x.dtype, x.device))
         if found is None or found[0] is not schedule or found[1] != schedule._version:
             return schedule
-        return found[2]
+        return found[2] if found[2] is not None else schedule
 
     def accepted(self, op: str, schedules: dict[str, torch.Tensor], x: torch.Tensor) -> None:
         """``op`` ran with these host ``schedules`` (so their values passed its checks for
-        states of ``x``'s dtype): keep a copy on ``x``'s device of each kept one. A constant's
-        copy is its one value, expanded."""
+        states of ``x``'s dtype). A kept one it accepts a second time is in use across calls:
+        it gets its copy on ``x``'s device (a constant's copy is its one value, expanded),
+        uploaded through pinned memory without waiting; one used once (a schedule continued
+        from call to call has a new state each time) is not copied."""
         for name, schedule in schedules.items():
             if self._kept.get(id(schedule), (None,))[0] is not schedule:
                 continue
-            if is_constant(schedule):
-                copy = schedule[:1].to(x.device).expand(schedule.shape[0])
-            else:
-                copy = schedule.to(x.device)
             key = (id(schedule), op, name, x.dtype, x.device)
+            found = self._devices.get(key)
+            copy = None
+            if found is not None and found[0] is schedule and found[1] == schedule._version:
+                source = schedule[:1] if is_constant(schedule) else schedule
+                copy = _copied_to(source, x.device).expand(schedule.shape)
             self._devices[key] = (schedule, schedule._version, copy)
             self._devices.move_to_end(key)
         while len(self._devices) > 2 * MAX_ENTRIES:
             self._devices.pop(next(iter(self._devices)))
+
+
+def _copied_to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device, copy=True)
 
 
 def _tensors(value: Any) -> list[torch.Tensor]:
