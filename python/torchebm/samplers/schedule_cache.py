@@ -167,9 +167,11 @@ class ScheduleCache:
     def on_device(self, op: str, name: str, schedule: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """The copy on ``x``'s device of the kept host ``schedule`` that ``op`` accepted as its
         argument ``name`` for states of ``x``'s dtype (:meth:`accepted`), else ``schedule``."""
-        found = self._devices.get((id(schedule), op, name, x.dtype, x.device))
+        key = (id(schedule), op, name, x.dtype, x.device)
+        found = self._devices.get(key)
         if found is None or found[0] is not schedule or found[1] != schedule._version:
             return schedule
+        self._devices.move_to_end(key)
         return found[2] if found[2] is not None else schedule
 
     def accepted(self, op: str, schedules: dict[str, torch.Tensor], x: torch.Tensor) -> None:
