@@ -33,7 +33,12 @@ from torchebm import integrators
 from torchebm.kernels import dispatch, mlp, ops
 from torchebm.samplers.algorithms import Algorithm, ChainState, Target
 from torchebm.samplers.compiled_step import CompiledSteps, compiled_step_blocker
-from torchebm.samplers.schedule_cache import ScheduleCache, constant_steps, constant_value, scheduler_state
+from torchebm.samplers.schedule_cache import (
+    ScheduleCache,
+    constant_steps,
+    constant_value,
+    scheduler_state,
+)
 from torchebm.samplers.step_ops import FusedStepOps, ReferenceStepOps, StepOps
 from torchebm.utils.progress import progress as progress_bar
 
@@ -262,7 +267,8 @@ class MCMCSampler(BaseSampler):
     def kept_schedules(self, key: Any, n_steps: int, build: Callable[[], Any]) -> Any:
         """``build()`` (schedules ``[n_steps]``, a tensor or a dict of them), kept by the
         sampler under ``key`` (which must determine them; None: not kept), so that calls from
-        the same scheduler states build them once (:class:`~torchebm.samplers.schedule_cache.ScheduleCache`)."""
+        the same scheduler states build them once
+        (:class:`~torchebm.samplers.schedule_cache.ScheduleCache`)."""
         cache = self.__dict__.get("_schedule_cache")
         if cache is None:
             cache = self.__dict__["_schedule_cache"] = ScheduleCache()

@@ -42,7 +42,7 @@ MAX_ENTRIES = 8
 
 MAX_KEPT_STEPS = 1 << 16
 """Longest non-constant schedule kept: a longer chain's host cost per step is negligible, and
-the cache stays within ``MAX_ENTRIES * MAX_KEPT_STEPS`` float64 values per sampler."""
+this bounds the memory the kept schedules and their device copies take."""
 
 # Schedulers whose values are a function of their attributes alone; a subclass may compute
 # from anything, so only these exact types are kept by state.
@@ -128,10 +128,10 @@ class ScheduleCache:
 
     def __init__(self) -> None:
         self._entries: OrderedDict[Hashable, tuple[Any, tuple[int, ...]]] = OrderedDict()
-        # id -> (host tensor, number of entries holding it): an entry may reuse another's
-        # tensor (Langevin's ``a`` is the kept step-size schedule).
-        self._kept: dict[int, tuple[torch.Tensor, int]] = {}
-        self._devices: OrderedDict[tuple, tuple[torch.Tensor, int, torch.Tensor]] = OrderedDict()
+        self._kept: dict[int, torch.Tensor] = {}  # id -> host tensor of an entry
+        # (id, op, argument, dtype, device) -> (host tensor, its version, device copy or None)
+        self._devices: OrderedDict[tuple, tuple[torch.Tensor, int, Optional[torch.Tensor]]]
+        self._devices = OrderedDict()
 
     def get(self, key: Optional[Hashable], n_steps: int, build: Callable[[], Any]) -> Any:
         """``build()`` (a schedule tensor, or a dict of them), kept under ``key``; a None
@@ -152,7 +152,7 @@ class ScheduleCache:
             return value
         self._entries[key] = (value, tuple(t._version for t in tensors))
         for t in tensors:
-            self._kept[id(t)] = (t, self._kept.get(id(t), (t, 0))[1] + 1)
+            self._kept[id(t)] = t
         while len(self._entries) > MAX_ENTRIES:
             self._drop(next(iter(self._entries)))
         return value
@@ -160,11 +160,11 @@ class ScheduleCache:
     def _drop(self, key: Hashable) -> None:
         value, _ = self._entries.pop(key)
         for t in _tensors(value):
-            held = self._kept.pop(id(t))[1] - 1
-            if held:
-                self._kept[id(t)] = (t, held)
+            self._kept.pop(id(t), None)
 
-    def on_device(self, op: str, name: str, schedule: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def on_device(
+        self, op: str, name: str, schedule: torch.Tensor, x: torch.Tensor
+    ) -> torch.Tensor:
         """The copy on ``x``'s device of the kept host ``schedule`` that ``op`` accepted as its
         argument ``name`` for states of ``x``'s dtype (:meth:`accepted`), else ``schedule``."""
         key = (id(schedule), op, name, x.dtype, x.device)
@@ -181,7 +181,7 @@ class ScheduleCache:
         uploaded through pinned memory without waiting; one used once (a schedule continued
         from call to call has a new state each time) is not copied."""
         for name, schedule in schedules.items():
-            if self._kept.get(id(schedule), (None,))[0] is not schedule:
+            if self._kept.get(id(schedule)) is not schedule:
                 continue
             key = (id(schedule), op, name, x.dtype, x.device)
             found = self._devices.get(key)
