@@ -47,31 +47,43 @@ def double_well_target(h=4.0):
     return DoubleWellModel(barrier_height=h, dtype=F64), math.log(z), draw
 
 
+@pytest.fixture(params=["chain", "loop"])
+def route(request, monkeypatch):
+    """Each AIS test on both routes: the chain op with in-kernel weights (what the analytic
+    models below get), and the sample() loop, forced by a blocker."""
+    if request.param == "loop":
+        monkeypatch.setattr(AnnealedImportanceSampler, "_chain_blocker", lambda self, x: "forced by the test")
+    return request.param
+
+
 def test_gaussian_log_normaliser_is_the_closed_form():
     _, mean, cov, log_z = gaussian_target()
     assert math.isclose(gaussian_log_normaliser(GaussianModel(mean, cov, dtype=F64)), log_z, rel_tol=1e-12)
 
 
 @pytest.mark.parametrize("kernel", ["mala", "hmc"])
-def test_log_z_of_a_gaussian_within_its_standard_error(kernel, one_thread):
+def test_log_z_of_a_gaussian_within_its_standard_error(kernel, route, one_thread):
     target, mean, cov, exact = gaussian_target()
     torch.manual_seed(0)
     sampler = (MALA(target, step_size=0.1, dtype=F64) if kernel == "mala"
                else HamiltonianMonteCarlo(target, step_size=0.2, n_leapfrog_steps=3, dtype=F64))
     base = GaussianModel(torch.zeros(2), 4.0 * torch.eye(2), dtype=F64)
-    result = AnnealedImportanceSampler(sampler, n_temps=100, base=base).estimate(1000)
+    ais = AnnealedImportanceSampler(sampler, n_temps=100, base=base)
+    result = ais.estimate(1000)
+    assert ais.last_route.path == route
     assert result.log_z_se < 0.1  # not vacuous
     assert abs(result.log_z - exact) < Z_BOUND * result.log_z_se, (result.log_z, exact, result.log_z_se)
     # Jensen: the mean log-weight is below log Z (in expectation; here by many SEs).
     assert result.lower_bound < exact
 
 
-def test_log_z_of_a_double_well_within_its_standard_error(one_thread):
+def test_log_z_of_a_double_well_within_its_standard_error(route, one_thread):
     model, exact, draw = double_well_target()
     torch.manual_seed(1)
     ais = AnnealedImportanceSampler(MALA(model, step_size=0.02, dtype=F64), n_temps=150)
     # The base is the Gaussian fitted to exact samples (as to training data).
     result = ais.estimate(1000, base_samples=draw(5000, 0), target_samples=draw(1000, 1))
+    assert ais.last_route.path == route
     assert result.log_z_se < 0.1
     assert abs(result.log_z - exact) < Z_BOUND * result.log_z_se, (result.log_z, exact, result.log_z_se)
     # Bidirectional Monte Carlo: the reverse bound is above log Z and above the forward
@@ -99,7 +111,7 @@ def test_fit_gaussian_and_argument_checks():
         AnnealedImportanceSampler(sampler, base=target.mean)
 
 
-def test_reproducible_for_a_seed(one_thread):
+def test_reproducible_for_a_seed(route, one_thread):
     target, *_ = gaussian_target()
     base = GaussianModel(torch.zeros(2), torch.eye(2), dtype=F64)
 
@@ -110,6 +122,38 @@ def test_reproducible_for_a_seed(one_thread):
         return ais.estimate(50, generator=g).log_weights
 
     assert torch.equal(run(0), run(0)) and not torch.equal(run(0), run(1))
+
+
+@pytest.mark.parametrize("kernel", ["langevin", "hmc"])
+def test_both_routes_agree_in_distribution(kernel, one_thread, monkeypatch):
+    """The chain route (in-kernel weights) and the loop route estimate the same log Z: on the
+    double well, with 3 steps per temperature (which tests the repeated path positions), the
+    two estimates differ by less than Z_BOUND of their joint standard error (independent
+    runs). Unadjusted Langevin too: both routes run the same biased transitions."""
+    model, _, draw = double_well_target()
+    sampler = (LangevinDynamics(model, step_size=0.01, dtype=F64) if kernel == "langevin"
+               else HamiltonianMonteCarlo(model, step_size=0.1, n_leapfrog_steps=3, dtype=F64))
+    base = fit_gaussian(draw(5000, 2))
+    results = {}
+    for route in ("chain", "loop"):
+        if route == "loop":
+            monkeypatch.setattr(AnnealedImportanceSampler, "_chain_blocker", lambda self, x: "forced")
+        ais = AnnealedImportanceSampler(sampler, n_temps=40, base=base, n_steps_per_temp=3)
+        results[route] = ais.estimate(1000, generator=torch.Generator().manual_seed(3))
+        assert ais.last_route.path == route
+    a, b = results["chain"], results["loop"]
+    joint = math.hypot(a.log_z_se, b.log_z_se)
+    assert joint < 0.1
+    assert abs(a.log_z - b.log_z) < Z_BOUND * joint, (a.log_z, b.log_z, joint)
+
+
+def test_chain_route_reason_is_visible():
+    target, *_ = gaussian_target()
+    base = GaussianModel(torch.zeros(2), torch.eye(2), dtype=F64)
+    ais = AnnealedImportanceSampler(MALA(target, step_size=0.1, dtype=F64, backend="reference"),
+                                    n_temps=5, base=base)
+    ais.estimate(10)
+    assert ais.last_route.path == "loop" and "backend='reference'" in ais.last_route.skipped[0]
 
 
 @pytest.mark.slow

@@ -23,14 +23,25 @@ exact samples of :math:`p`, reverse AIS runs the path backwards (:math:`\beta` f
 is a stochastic upper bound (bidirectional Monte Carlo, Grosse et al. 2015): the two bounds
 sandwich :math:`\log Z`, and their gap measures how far the chains are from equilibrium.
 
-Transitions run on any built-in sampler, through
-:class:`~torchebm.samplers.tempered_model.TemperedModel` with the base (the per-step fused path:
-the mixture of base and model is no single analytic kernel). MALA and HMC leave each
-:math:`f_t` exactly invariant, so the estimate is unbiased in :math:`w`; unadjusted Langevin
-leaves a step-size-dependent neighbour of :math:`f_t` invariant, which biases
-:math:`\widehat{\log Z}` (and the bounds) by an amount that shrinks with the step size.
-The weights are accumulated in PyTorch between the sampler's calls (one energy evaluation of
-the model and of the base per temperature), not inside the kernels.
+Transitions run on any built-in sampler. MALA and HMC leave each :math:`f_t` exactly
+invariant, so the estimate is unbiased in :math:`w`; unadjusted Langevin leaves a
+step-size-dependent neighbour of :math:`f_t` invariant, which biases :math:`\widehat{\log Z}`
+(and the bounds) by an amount that shrinks with the step size. Two routes
+(``last_route``, a :class:`~torchebm.kernels.dispatch.Route`):
+
+* ``"chain"``: a built-in analytic model (``kernel_spec()``) on a built-in sampler's kernel
+  path runs the whole anneal as one call of the sampler's tempered chain op (``beta`` the
+  path with each :math:`\beta_t` repeated ``n_steps_per_temp`` times, the base as
+  ``base_mean``/``base_precision``), the weights accumulated in float64 inside the kernel
+  (``log_weight``; docs/kernels.md); only the last increment, at the final state, is added
+  in PyTorch. Each temperature takes the sampler's schedules from their start, as a
+  ``sample()`` call per temperature does.
+* ``"loop"`` otherwise (the reason in ``last_route.skipped``): one ``sample()`` call per
+  temperature on :class:`~torchebm.samplers.tempered_model.TemperedModel` with the base, the
+  weights accumulated in PyTorch between the calls (one energy evaluation of the model and of
+  the base per temperature).
+
+The two routes draw different random numbers, so they agree in distribution, not draw for draw.
 """
 
 from __future__ import annotations
@@ -46,6 +57,8 @@ from torch import nn
 from torchebm.core.analytic_models import GaussianModel
 from torchebm.core.argument_checks import count
 from torchebm.core.base_sampler import BaseSampler, generator_randn
+from torchebm.kernels import dispatch, ops
+from torchebm.samplers.mcmc_sampler import _CHAIN_SCHEDULES, MCMCSampler, kernel_model
 from torchebm.samplers.tempered_model import TemperedModel
 
 
@@ -111,6 +124,10 @@ class AnnealedImportanceSampler(nn.Module):
         base: the base, a :class:`~torchebm.core.GaussianModel`; None: fitted to the
             ``base_samples`` of :meth:`estimate` (:func:`fit_gaussian`).
         n_steps_per_temp: MCMC steps at each intermediate distribution.
+
+    Attributes:
+        last_route: the route of the last anneal (``"chain"`` or ``"loop"``, with the reasons
+            the chain route was passed over); see the module docstring.
     """
 
     def __init__(
@@ -136,6 +153,7 @@ class AnnealedImportanceSampler(nn.Module):
         self.base = base
         model = sampler.model
         self.sampler = copy.deepcopy(sampler, memo={id(model): model})
+        self.last_route: Optional[dispatch.Route] = None
 
     @property
     def model(self) -> nn.Module:
@@ -212,6 +230,11 @@ class AnnealedImportanceSampler(nn.Module):
         :math:`\\sum_t \\log f_{b_t}(x) - \\log f_{b_{t-1}}(x)` at the state before each
         transition: :math:`\\log w` for increasing ``betas``, :math:`\\log w^{rev}` for
         decreasing ones."""
+        why_not = self._chain_blocker(x)
+        if why_not is None:
+            self.last_route = dispatch.Route("chain", (), self.sampler.algorithm.chain_op)
+            return self._anneal_in_kernel(path, x, betas, generator)
+        self.last_route = dispatch.Route("loop", (why_not,))
         log_w = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
         for t in range(1, len(betas)):
             xin = self.sampler._model_input(x)  # in the model's parameter dtype
@@ -220,6 +243,51 @@ class AnnealedImportanceSampler(nn.Module):
             if t < len(betas) - 1:
                 path.beta = betas[t]
                 x.copy_(self.sampler.sample(x=x, n_steps=self.n_steps_per_temp, generator=generator))
+        return log_w
+
+    def _chain_blocker(self, x: torch.Tensor) -> Optional[str]:
+        """Why the anneal cannot run as one tempered chain op call, or None."""
+        sampler = self.sampler
+        name = type(sampler).__name__
+        if not isinstance(sampler, MCMCSampler) or sampler.algorithm.chain_op is None:
+            return f"{name} has no whole-chain op"
+        if sampler.backend == "reference":
+            return f"{name} has backend='reference'"
+        if getattr(sampler, "adaptation", None) is not None:
+            return f"{name} is adapted (warmup()); its adapted settings run per sample() call"
+        if x.dim() != 2:
+            return f"the chain ops take states [N, d], got {tuple(x.shape)}"
+        model, why_not = kernel_model(self.model, x)
+        if model is None:
+            return why_not
+        return dispatch.kernels_blocker((sampler.algorithm.chain_op,), x.device, x.dtype)
+
+    def _anneal_in_kernel(self, path: TemperedModel, x: torch.Tensor, betas: list[float],
+                          generator: Optional[torch.Generator]) -> torch.Tensor:
+        """:meth:`_anneal` as one call of the sampler's tempered chain op: ``n_steps_per_temp``
+        transitions at each of ``betas[1:-1]`` (op ``beta`` = ``betas[0]`` then each of those
+        repeated), each temperature with the sampler's schedules from their start; the op
+        adds every increment but the last, at the final state, which is added here."""
+        sampler, s = self.sampler, self.n_steps_per_temp
+        inner = betas[1:-1]
+        model = kernel_model(self.model, x)[0]
+        sampler.reset_schedulers()
+        arguments = sampler._chain_arguments(x, s)
+        tiled = {k: v.repeat(len(inner), *([1] * (v.dim() - 1)))
+                 for k, v in arguments.items() if k in _CHAIN_SCHEDULES}
+        beta = torch.tensor([betas[0]] + [b for b in inner for _ in range(s)], dtype=torch.float64)
+        base = path.base
+        log_w = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
+        if inner:
+            op = getattr(ops, sampler.algorithm.chain_op)
+            out = op(energy=model.name, x0=x, params=model.params, mean=model.mean,
+                     precision=model.precision, seed=sampler._draw_seed(generator), beta=beta,
+                     base_mean=base.mean.to(x), base_precision=base.precision.to(x),
+                     log_weight=log_w, **{**arguments, **tiled})
+            x.copy_(out[0])
+        xin = sampler._model_input(x)
+        gap = path.inner(xin).double() - base(xin).double()  # E - E0 at the final state
+        log_w -= (betas[-1] - betas[-2]) * gap
         return log_w
 
 
