@@ -326,7 +326,11 @@ def test_the_finiteness_check_of_x_by_one_sum():
 
 # ---- on a GPU ------------------------------------------------------------------------------------
 
-gpu = pytest.mark.skipif(not kernels.cuda_available(), reason="needs a CUDA GPU and the CUDA kernels")
+def gpu(test):
+    """A GPU test: marked ``cuda`` (``scripts/gpu_check.sh`` runs those) and skipped without
+    a GPU."""
+    skip = pytest.mark.skipif(not kernels.cuda_available(), reason="needs a CUDA GPU and the CUDA kernels")
+    return pytest.mark.cuda(skip(test))
 
 
 @gpu
