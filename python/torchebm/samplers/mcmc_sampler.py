@@ -531,7 +531,7 @@ class MCMCSampler(BaseSampler):
         a GPU state's stream is synchronised, so no more than a block is queued.
 
         On a GPU, the schedules the sampler keeps (:meth:`kept_schedules`) go to the op as
-        their copies on the state's device once the op has accepted them."""
+        their copies on the state's device once the op has accepted them in two calls."""
         name = self._chain_op(model)
         op = getattr(mlp if model.kind == "mlp" else ops, name)
         model_args = model.op_args()
@@ -593,7 +593,8 @@ class MCMCSampler(BaseSampler):
 
     def _schedules_accepted(self, op: str, host: dict, passed: dict, x: torch.Tensor) -> None:
         """After ``op`` ran every step on a GPU state ``x``: the host schedules it was given
-        (``passed[k] is host[k]``) passed its checks, so kept ones get their device copies."""
+        (``passed[k] is host[k]``) passed its checks (a kept one accepted a second time gets
+        its device copy, :meth:`~torchebm.samplers.schedule_cache.ScheduleCache.accepted`)."""
         cache = self.__dict__.get("_schedule_cache")
         if x.is_cuda and cache is not None:
             cache.accepted(op, {k: v for k, v in host.items() if passed[k] is v and v.is_cpu}, x)
