@@ -135,21 +135,27 @@ def test_tempered_analytic_model_keeps_the_chain_kernels():
 # ---- the sampler --------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def double_well_run():
+@pytest.fixture(scope="module", params=["chain", "loop"])
+def double_well_run(request):
     """MALA PT on the double well, 1024 ladders (independent columns) started in the left
-    well; the cold chain's kept states and every temperature's final states."""
+    well; the cold chain's kept states and every temperature's final states. On both routes:
+    all temperatures in one chain-op call per round (what the analytic model gets), and one
+    sample() call per temperature (forced by a blocker)."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        torch.manual_seed(1)
-        model = DoubleWellModel(barrier_height=BARRIER)
-        pt = ParallelTempering(MALA(model, step_size=0.02), betas=BETAS, swap_every=10)
-        x0 = torch.full((1024, 1), -1.0, dtype=torch.float64)
-        pt = pt.double()
-        trajectory, diag = pt.sample(x=x0, n_steps=1500, thin=10, return_trajectory=True,
-                                     return_diagnostics=True)
-        return pt, trajectory, diag, x0
+        with pytest.MonkeyPatch.context() as patch:
+            if request.param == "loop":
+                patch.setattr(ParallelTempering, "_chain_blocker", lambda self, state, mk: "forced")
+            torch.manual_seed(1)
+            model = DoubleWellModel(barrier_height=BARRIER)
+            pt = ParallelTempering(MALA(model, step_size=0.02), betas=BETAS, swap_every=10)
+            x0 = torch.full((1024, 1), -1.0, dtype=torch.float64)
+            pt = pt.double()
+            trajectory, diag = pt.sample(x=x0, n_steps=1500, thin=10, return_trajectory=True,
+                                         return_diagnostics=True)
+            assert pt.last_route.path == request.param
+            return pt, trajectory, diag, x0
     finally:
         torch.set_num_threads(before)
 
@@ -240,6 +246,35 @@ class LearnedWell(BaseModel):
         return self.barrier_height * (x * x - 1.0).square().sum(dim=-1)
 
 
+@needs_kernels
+def test_chain_route_runs_every_temperature_in_one_call(one_thread, monkeypatch):
+    """A round on the chain route is one call of the sampler's chain op over the K B chains
+    (counted), and leaves every copy's schedules where K sample() calls would."""
+    from torchebm.core import ExponentialDecayScheduler
+
+    calls = []
+    real = ops.hmc_chain
+    monkeypatch.setattr(ops, "hmc_chain", lambda *a, **kw: calls.append(kw["x0"].shape) or real(*a, **kw))
+    sampler = HamiltonianMonteCarlo(DoubleWellModel(BARRIER), n_leapfrog_steps=2,
+                                    step_size=ExponentialDecayScheduler(0.05, decay_rate=0.99))
+    pt = ParallelTempering(sampler, betas=BETAS, swap_every=4)
+    pt.sample(x=torch.zeros(16, 1), n_steps=10)
+    assert pt.last_route.path == "chain"
+    assert calls == [(len(BETAS) * 16, 1)] * 3  # rounds of 4, 4 and 2 steps
+    loop = ParallelTempering(sampler, betas=BETAS, swap_every=4)
+    monkeypatch.setattr(ParallelTempering, "_chain_blocker", lambda self, state, mk: "forced")
+    loop.sample(x=torch.zeros(16, 1), n_steps=10)
+    for a, b in zip(pt.samplers, loop.samplers):
+        assert a.get_scheduled_value("step_size") == b.get_scheduled_value("step_size")
+
+
+def test_loop_route_names_its_reason(one_thread):
+    pt = ParallelTempering(MALA(DoubleWellModel(BARRIER), step_size=0.01, backend="reference"),
+                           betas=BETAS)
+    pt.sample(x=torch.zeros(8, 1), n_steps=2)
+    assert pt.last_route.path == "loop" and "backend='reference'" in pt.last_route.skipped[0]
+
+
 def test_pt_is_the_negative_sampler_of_persistent_cd(one_thread):
     torch.manual_seed(4)
     model = LearnedWell()
@@ -251,6 +286,7 @@ def test_pt_is_the_negative_sampler_of_persistent_cd(one_thread):
     assert torch.isfinite(loss) and model.barrier_height.grad is not None
     assert negatives.shape == data.shape
     assert [c.last_path for c in pt.samplers] == ["fused"] * len(BETAS)
+    assert pt.last_route.path == "loop" and "kernel_spec" in pt.last_route.skipped[0]
     assert pt.replicas.shape == (len(BETAS), 32, 1)
     hot = pt.replicas[1:].clone()
     loss_fn(data)  # the hot replicas continue from the previous call

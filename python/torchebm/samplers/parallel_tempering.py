@@ -26,6 +26,13 @@ ones (1-2, 3-4, ...), all in one call of the fused op ``replica_swap``
 Diagnostics (``return_diagnostics=True``, :class:`TemperingDiagnostics`): per-pair swap
 acceptance rates and the round-trip rate, a round trip being a replica's passage from the cold
 end to the hot end and back.
+
+Routes (``last_route``, a :class:`~torchebm.kernels.dispatch.Route`): for a built-in analytic
+model on a built-in sampler's kernel path, the MCMC steps of a round run all temperatures in
+one call of the sampler's chain op on the ``K B`` chains, chain ``(k, b)`` tempered by
+``beta = betas[k]`` (a per-chain ``beta``, constant over the steps; ``"chain"``); otherwise each
+temperature's sampler copy runs its ``sample()`` (``"loop"``, the reason in
+``last_route.skipped``). The routes draw different random numbers: they agree in distribution.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from torchebm.core.argument_checks import count, flag, real_number
 from torchebm.core.base_module import DeviceLike
 from torchebm.core.base_sampler import BaseSampler, generator_rand
 from torchebm.kernels import dispatch, ops, reference
+from torchebm.samplers.mcmc_sampler import _CHAIN_SCHEDULES, MCMCSampler, kernel_model
 from torchebm.samplers.tempered_model import TemperedModel
 
 SCHEDULES = ("deo", "seo")
@@ -141,6 +149,7 @@ class ParallelTempering(BaseSampler):
         betas: the ladder (a list of floats).
         replicas: the last call's final states of every temperature, ``[K, B, *event]``.
         last_diagnostics: the last call's :class:`TemperingDiagnostics`.
+        last_route: the last call's route (``"chain"`` or ``"loop"``; module docstring).
     """
 
     def __init__(
@@ -180,6 +189,7 @@ class ParallelTempering(BaseSampler):
         self.samplers = nn.ModuleList(copies)
         self.replicas: Optional[torch.Tensor] = None
         self.last_diagnostics: Optional[TemperingDiagnostics] = None
+        self.last_route: Optional[dispatch.Route] = None
         self._round = 0  # DEO parity continues across calls
 
     # ------------------------------------------------------------------ the model
@@ -251,20 +261,28 @@ class ParallelTempering(BaseSampler):
         kept = []
         done, n_rounds = 0, 0
         use_op = self.backend != "reference" and dispatch.has_kernel("replica_swap", state.device.type)
+        why_not = self._chain_blocker(state, mk)
+        self.last_route = (dispatch.Route("chain", (), self.samplers[0].algorithm.chain_op)
+                           if why_not is None else dispatch.Route("loop", (why_not,)))
         while done < n_steps:
             seg = min(self.swap_every, n_steps - done)
-            for k, c in enumerate(self.samplers):
-                call = dict(x=state[k], n_steps=seg, reset_schedulers=reset_schedulers and done == 0,
-                            generator=generator)
-                if mk:
-                    call["model_kwargs"] = mk
-                if k == 0 and return_trajectory:
-                    traj = c.sample(return_trajectory=True, **call)
-                    steps = torch.arange(done + 1, done + seg + 1)
-                    kept.append(traj[:, (steps % thin == 0).nonzero().flatten().to(traj.device)])
-                    state[0] = traj[:, -1]
-                else:
-                    state[k] = c.sample(**call)
+            reset = reset_schedulers and done == 0
+            traj = None  # the cold chain's states after each of the segment's steps
+            if why_not is None:
+                traj = self._round_in_one_call(state, seg, reset, return_trajectory, generator)
+            else:
+                for k, c in enumerate(self.samplers):
+                    call = dict(x=state[k], n_steps=seg, reset_schedulers=reset, generator=generator)
+                    if mk:
+                        call["model_kwargs"] = mk
+                    if k == 0 and return_trajectory:
+                        traj = c.sample(return_trajectory=True, **call)
+                        state[0] = traj[:, -1]
+                    else:
+                        state[k] = c.sample(**call)
+            if return_trajectory:
+                steps = torch.arange(done + 1, done + seg + 1)
+                kept.append(traj[:, (steps % thin == 0).nonzero().flatten().to(traj.device)])
             done += seg
             if seg < self.swap_every or k_temps < 2:
                 continue
@@ -299,6 +317,53 @@ class ParallelTempering(BaseSampler):
         else:
             out = state[0].squeeze(0) if unbatched else state[0]
         return (out, diag) if return_diagnostics else out
+
+    def _chain_blocker(self, state: torch.Tensor, mk: dict) -> Optional[str]:
+        """Why a round's steps cannot run as one chain-op call over every temperature
+        (``state`` ``[K, B, *event]``), or None."""
+        first = self.samplers[0]
+        name = type(first).__name__
+        if not isinstance(first, MCMCSampler) or first.algorithm.chain_op is None:
+            return f"{name} has no whole-chain op"
+        if first.backend == "reference":
+            return f"{name} has backend='reference'"
+        if mk:
+            return "model_kwargs/y given (the kernels evaluate x-only closed forms)"
+        if any(getattr(c, "adaptation", None) is not None for c in self.samplers):
+            return f"{name} is adapted (warmup()); its adapted settings run per sample() call"
+        if state.dim() != 3:
+            return f"the chain ops take states [B, d], got temperatures of {tuple(state.shape[1:])}"
+        model, why_not = kernel_model(self.model, state[0])
+        if model is None:
+            return why_not
+        return dispatch.kernels_blocker((first.algorithm.chain_op,), state.device, state.dtype)
+
+    def _round_in_one_call(self, state: torch.Tensor, seg: int, reset: bool,
+                           return_trajectory: bool, generator: Optional[torch.Generator]):
+        """``seg`` steps of every temperature (``state`` ``[K, B, d]``, stepped in place) as one
+        chain-op call on the ``K B`` chains with the per-chain ``beta`` of their temperature;
+        the cold chain's states after each step ``[B, seg, d]`` when ``return_trajectory``.
+        The schedules are the first temperature's copy's (every copy's are equal: they are
+        reset and advanced together)."""
+        first = self.samplers[0]
+        k_temps, b, d = state.shape
+        flat = state.reshape(k_temps * b, d)
+        if reset:
+            for c in self.samplers:
+                c.reset_schedulers()
+        model = kernel_model(self.model, flat)[0]
+        arguments = first._chain_arguments(flat, seg)
+        betas = torch.tensor(self.betas, dtype=torch.float64).repeat_interleave(b)
+        x, trajectory, *_ = getattr(ops, first.algorithm.chain_op)(
+            energy=model.name, x0=flat.contiguous(), params=model.params, mean=model.mean,
+            precision=model.precision, seed=first._draw_seed(generator),
+            record_trajectory=return_trajectory, beta=betas.expand(seg + 1, k_temps * b),
+            **arguments)
+        state.copy_(x.reshape(k_temps, b, d))
+        for c in self.samplers:  # where seg steps of each copy's sample() would leave them
+            for scheduler in c._subtree_schedulers():
+                scheduler.advance(seg)
+        return trajectory[:b] if return_trajectory else None
 
     def _next_parity(self, coin: random.Random) -> int:
         if self.schedule == "seo":
