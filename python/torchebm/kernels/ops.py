@@ -429,6 +429,14 @@ def langevin_chain(
 
     Returns ``(x, trajectory [B, n_steps // thin, d] or empty, energy_mean [n_steps] or empty)``,
     ``energy_mean[t]`` the mean energy of the state after step t.
+
+    Tempering (all three chain ops; docs/kernels.md, "Tempered chains"): with ``beta``
+    (``[n_steps + 1]`` or ``[n_steps + 1, B]``) step t targets
+    ``E_t = beta[t+1] E + (1 - beta[t+1]) E0``, ``E0(x) = 1/2 (x - m0)^T P0 (x - m0)`` given
+    ``base_mean`` m0 ``[d]`` and ``base_precision`` P0 ``[d, d]`` (else ``E_t = beta[t+1] E``),
+    and ``energy_mean`` reports ``E_t``; ``log_weight`` (float64 ``[B]``, updated in place)
+    gains the AIS log weights ``sum_t (beta[t+1] - beta[t]) (E0(x_t) - E(x_t))``, ``x_t`` the
+    state before step t. A blocked run passes ``beta[t0 : t1 + 1]`` and the same ``log_weight``.
     """
     check_trajectory_size("langevin_chain", x0, a.shape[0] if a.dim() in (1, 2) else 0, int(thin),
                            bool(record_trajectory))
