@@ -353,7 +353,7 @@ step_bench_mlp() {
 }
 
 step_bench_gaussian() { bench fused,reference gaussian_langevin gaussian_hmc gaussian_mala; }
-step_bench_overhead() { bench fused,fused-op,reference sample_overhead; }
+step_bench_overhead() { bench fused,fused-op sample_overhead; }
 step_bench_doublewell() { bench fused,fused-op,reference gpu_doublewell_chain doublewell_langevin gpu_langevin_bandwidth normal_generation; }
 
 step_profile() {
