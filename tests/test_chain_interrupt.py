@@ -18,6 +18,14 @@ from torchebm.samplers import mcmc_sampler
 
 SAMPLERS = [LangevinDynamics, MetropolisAdjustedLangevin, HamiltonianMonteCarlo]
 F32, F64 = torch.float32, torch.float64
+# The CUDA cases run the same checks on a GPU (where the blocks also synchronise the stream).
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda",
+        marks=[pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")],
+    ),
+]
 
 
 class NetEnergy(BaseModel):
@@ -79,8 +87,9 @@ def test_the_blocks_record_exactly_the_kept_steps_of_one_call(thin, lengths):
 # ---- blocked == one call, bit for bit ---------------------------------------------------------
 
 
-def run_chain(cls, model, dtype, n_steps, thin, *, blocked, monkeypatch):
+def run_chain(cls, model, dtype, n_steps, thin, *, blocked, monkeypatch, device="cpu"):
     """ChainResult of _run_chain with every output recorded; blocked: blocks of 1 to 56 steps."""
+    model = model.to(device)
     with monkeypatch.context() as m:
         kind = "mlp" if isinstance(model, NetEnergy) else "analytic"
         calls = count_op_calls(m, cls, kind)
@@ -90,7 +99,7 @@ def run_chain(cls, model, dtype, n_steps, thin, *, blocked, monkeypatch):
             m.setattr(mcmc_sampler, "_FIRST_BLOCK_WORK", 3 * x_numel * (3 if cls is HamiltonianMonteCarlo else 1))
             m.setattr(cls, "chain_block_seconds", 1e9)
         sampler = make(cls, model, dtype)
-        x = torch.randn(8, 2, generator=torch.Generator().manual_seed(4), dtype=dtype)
+        x = torch.randn(8, 2, generator=torch.Generator().manual_seed(4), dtype=dtype).to(device)
         chain_model, why = mcmc_sampler.chain_model(model, x, cls.algorithm)
         assert chain_model is not None, why
         assert chain_model.kind == kind
@@ -102,7 +111,8 @@ def run_chain(cls, model, dtype, n_steps, thin, *, blocked, monkeypatch):
 @pytest.mark.parametrize("model", ["double_well", "gaussian", "mlp"])
 @pytest.mark.parametrize("dtype", [F32, F64])
 @pytest.mark.parametrize("thin", [1, 3])
-def test_a_blocked_chain_equals_one_call_bit_for_bit(cls, model, dtype, thin, require_path, monkeypatch):
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_blocked_chain_equals_one_call_bit_for_bit(cls, model, dtype, thin, device, require_path, monkeypatch):
     require_path(cls, "chain", dtype)
     model = {
         "double_well": lambda: DoubleWellModel(barrier_height=2.0),
@@ -110,8 +120,8 @@ def test_a_blocked_chain_equals_one_call_bit_for_bit(cls, model, dtype, thin, re
         "mlp": lambda: NetEnergy(dtype=dtype),
     }[model]()
     n_steps = 50
-    one, one_calls = run_chain(cls, model, dtype, n_steps, thin, blocked=False, monkeypatch=monkeypatch)
-    blocks, block_calls = run_chain(cls, model, dtype, n_steps, thin, blocked=True, monkeypatch=monkeypatch)
+    one, one_calls = run_chain(cls, model, dtype, n_steps, thin, blocked=False, monkeypatch=monkeypatch, device=device)
+    blocks, block_calls = run_chain(cls, model, dtype, n_steps, thin, blocked=True, monkeypatch=monkeypatch, device=device)
     assert one_calls == [0]
     assert len(block_calls) >= 3 and block_calls[0] == 0 and block_calls == sorted(block_calls)
     assert one.trajectory.shape == (8, n_steps // thin, 2)
@@ -224,15 +234,22 @@ def interrupted_after(sampler, seconds, **sample_args):
 
 
 @pytest.mark.parametrize("cls, model", [(c, "analytic") for c in SAMPLERS] + [(LangevinDynamics, "mlp")])
-def test_ctrl_c_stops_a_long_chain_within_two_seconds(cls, model, require_path):
+@pytest.mark.parametrize("device", DEVICES)
+def test_ctrl_c_stops_a_long_chain_within_two_seconds(cls, model, device, require_path):
     """A chain of an hour or more in one op call (10^6 steps of 4096 chains of 64 dimensions,
-    or of 8 with an MLP energy) stops within 2 s of SIGINT. Blocks aim at chain_block_seconds =
-    0.25 s; the bound is generous because the test machine is shared and loaded."""
+    or of 8 with an MLP energy; on a GPU 2^20 chains) stops within 2 s of SIGINT. Blocks aim at
+    chain_block_seconds = 0.25 s; the bound is generous because the test machine is shared and
+    loaded. On a GPU the stream is idle afterwards: no queued block outlives the interrupt."""
     require_path(cls, "chain", F32)
     dim = 64 if model == "analytic" else 8
     energy = DoubleWellModel() if model == "analytic" else NetEnergy(dim=dim, width=32, dtype=F32)
-    sampler = make(cls, energy, F32, step_size=1e-4)
-    sampler.sample(dim=dim, n_samples=4, n_steps=1)  # the model is checked before the timer starts
-    latency = interrupted_after(sampler, 0.5, dim=dim, n_samples=4096, n_steps=10**6)
+    sampler = make(cls, energy.to(device), F32, step_size=1e-4)
+    x = torch.randn(4096 if device == "cpu" else 2**20, dim, device=device)
+    sampler.sample(x[:4], n_steps=1)  # the model is checked before the timer starts
+    latency = interrupted_after(sampler, 0.5, x=x, n_steps=10**6)
     assert sampler.last_path == "chain"
     assert latency < 2.0
+    if device == "cuda":
+        began = time.perf_counter()
+        torch.cuda.synchronize()
+        assert time.perf_counter() - began < 2.0
