@@ -586,6 +586,7 @@ def test_device_and_dtype_follow_the_first_parameter():
     assert model.device == torch.device("cpu")
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_analytic_models_run_on_the_device_of_x_and_report_cuda_without_index():
     model = GaussianModel([0.0, 1.0], COV).to("cuda")
