@@ -138,3 +138,43 @@ def test_recognised_model_runs_on_the_gpu():
     xr = x.clone().requires_grad_(True)
     (g_ref,) = torch.autograd.grad(model(xr).sum(), xr)
     torch.testing.assert_close(g, g_ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("kind", ["langevin", "mala", "hmc"])
+def test_per_chain_schedules_match_the_cpu_kernels(kind, dtype):
+    """Schedules [n_steps, B] (per chain; here on the device) give the CPU kernels' results to
+    rounding; equal entries give the [n_steps] results bit for bit, and a stride-0 view its
+    copy's."""
+    net = network([2, 12, 1], [7, 0], dtype, seed=3, scale=6.0)  # steep: some rejections
+    B, n = 70, 6  # two full tiles of 32 chains and a partial one
+    x0 = torch.randn(B, 2, dtype=dtype)
+    g = torch.Generator().manual_seed(4)
+    a = 0.02 + 0.2 * torch.rand(n, B, generator=g, dtype=torch.float64)
+
+    def run(ops, x, first, dev):
+        if kind == "langevin":
+            return ops.mlp_langevin_chain(x, *net_on(dev), 1.0, 0.0, first, torch.sqrt(2 * first),
+                                          -3.0, 3.0, 50.0, 12345, 2, True, True)
+        if kind == "mala":
+            return ops.mlp_mala_chain(x, *net_on(dev), 1.0, 0.0, first, torch.sqrt(2 * first), 7, 2,
+                                      True, True)
+        inv_mass = torch.tensor([0.5, 2.0], dtype=dtype).to(dev)
+        return ops.mlp_hmc_chain(x, *net_on(dev), 1.0, 0.0, first, 3, inv_mass, 8, 2, True, True)
+
+    def net_on(dev):
+        return on_dev(net) if dev == DEV else net
+
+    got = run(OPS, x0.to(DEV), a.to(DEV), DEV)
+    want = run(CPU, x0, a, torch.device("cpu"))
+    if kind != "langevin":
+        assert 0.0 < float(want[3].mean()) < 1.0
+    for u, v in zip(got, want):
+        torch.testing.assert_close(u.cpu(), v, **tol(dtype))
+    a = a.to(DEV)
+    one = run(OPS, x0.to(DEV), a[:, 0].contiguous(), DEV)
+    equal = run(OPS, x0.to(DEV), a[:, :1].expand(n, B).contiguous(), DEV)
+    assert all(torch.equal(u, v) for u, v in zip(equal, one))
+    view = run(OPS, x0.to(DEV), a[0].expand(n, B), DEV)
+    copy = run(OPS, x0.to(DEV), a[0].expand(n, B).contiguous(), DEV)
+    assert all(torch.equal(u, v) for u, v in zip(view, copy))

@@ -9,6 +9,12 @@
 // caps it, for tests). Each chain's values depend only on its own row of x0 and the seed; the
 // per-step means are summed per tile in chain order, then over tiles in order: no output
 // depends on the thread count.
+//
+// Schedules are [n_steps] or [n_steps, B] (per chain; chain_common.h's Schedule, a stride-0 one
+// read as its one row). The tile code is compiled twice per algorithm: with one value per step
+// (a scalar broadcast, as before per-chain schedules existed) and with per-chain values, read
+// once per step into a [kTile] lane array that the elementwise passes read; the GEMMs are the
+// same in both.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -26,6 +32,7 @@
 #include <utility>
 #include <vector>
 
+#include "chain_common.h"
 #include "philox_fill.h"
 #include "torchebm/energies.h"
 #include "torchebm/mlp.h"
@@ -142,6 +149,7 @@ Net<T> pack_net(const mlp_checks::Network& shape, at::TensorList weights, at::Te
 template <class T>
 struct TileScratch {
   T *x, *g, *e, *y, *gy, *ey, *xi, *rows_scratch, *terms, *sum_f, *sum_b, *log_r, *u;
+  T *lane_a, *lane_b;  // [kTile]: step t's per-chain schedule values (per-chain schedules)
   T* h[2];
   std::vector<T*> dh;
   bool accepted[kTile<T>];
@@ -153,7 +161,8 @@ struct TileScratch {
     std::vector<std::pair<T**, int64_t>> parts = {
         {&x, rows_d}, {&g, rows_d}, {&e, R}, {&y, rows_d}, {&gy, rows_d}, {&ey, R},
         {&xi, rows_d}, {&rows_scratch, net.d * R}, {&terms, 2 * rows_d}, {&sum_f, R},
-        {&sum_b, R}, {&log_r, R}, {&u, R}, {&h[0], net.max_pad * R}, {&h[1], net.max_pad * R}};
+        {&sum_b, R}, {&log_r, R}, {&u, R}, {&lane_a, R}, {&lane_b, R},
+        {&h[0], net.max_pad * R}, {&h[1], net.max_pad * R}};
     dh.assign(net.L, nullptr);
     for (int64_t l = 0; l < net.L; ++l) parts.push_back({&dh[l], net.layers[l].n_out_pad * R});
     int64_t total = 0;
@@ -179,8 +188,12 @@ struct ChainJob {
   T* trajectory = nullptr;         // [B, kept, d] or null
   double* energy_sum = nullptr;    // [tiles, n_steps] or null
   int64_t* accepted = nullptr;     // [tiles, n_steps] (MALA, HMC)
-  const double* a = nullptr;       // Langevin/MALA a[t]; HMC step sizes
+  // Langevin/MALA a, b; HMC step sizes (a): step t's value for chain c is
+  // a[t * a_step + c * a_chain] (Schedule's layout: [n_steps] is (1, 0)).
+  const double* a = nullptr;
   const double* b = nullptr;
+  int64_t a_step = 1, a_chain = 0, b_step = 1, b_chain = 0;
+  bool per_chain = false;          // a or b has a value per chain
   T lo = -INFINITY, hi = INFINITY, clip = 0;
   bool has_clip = false;
   int64_t seed = 0;
@@ -255,16 +268,17 @@ enum class Algo { kEnergyGrad, kLangevin, kMala, kHmc };
 template <class T>
 using TilesFn = void (*)(const ChainJob<T>&, int64_t, int64_t);
 
-#define TORCHEBM_MLP_TILES(ns)                        \
-  switch (algo) {                                      \
-    case Algo::kEnergyGrad: return &ns::energy_grad_tiles<T>; \
-    case Algo::kLangevin: return &ns::langevin_tiles<T>;      \
-    case Algo::kMala: return &ns::mala_tiles<T>;              \
-    case Algo::kHmc: return &ns::hmc_tiles<T>;                \
+#define TORCHEBM_MLP_TILES(ns)                                                              \
+  switch (algo) {                                                                            \
+    case Algo::kEnergyGrad: return &ns::energy_grad_tiles<T>;                               \
+    case Algo::kLangevin:                                                                    \
+      return per_chain ? &ns::langevin_tiles<T, true> : &ns::langevin_tiles<T, false>;      \
+    case Algo::kMala: return per_chain ? &ns::mala_tiles<T, true> : &ns::mala_tiles<T, false>; \
+    case Algo::kHmc: return per_chain ? &ns::hmc_tiles<T, true> : &ns::hmc_tiles<T, false>;    \
   }
 
 template <class T>
-TilesFn<T> tiles_fn(Algo algo) {
+TilesFn<T> tiles_fn(Algo algo, bool per_chain) {
 #ifdef TORCHEBM_MLP_X86
   switch (isa()) {
     case Isa::kAvx512: TORCHEBM_MLP_TILES(avx512) break;
@@ -281,7 +295,7 @@ TilesFn<T> tiles_fn(Algo algo) {
 template <class T>
 void run_tiles(Algo algo, const ChainJob<T>& job) {
   const int64_t tiles = (job.B + kTile<T> - 1) / kTile<T>;
-  const TilesFn<T> fn = tiles_fn<T>(algo);
+  const TilesFn<T> fn = tiles_fn<T>(algo, job.per_chain);
   at::parallel_for(0, tiles, 1, [&](int64_t k0, int64_t k1) { fn(job, k0, k1); });
 }
 
@@ -345,6 +359,21 @@ struct ChainRun {
 
 // ---- ops --------------------------------------------------------------------------------------
 
+// The job's schedules: a (Langevin/MALA a, HMC step sizes) and b (null for HMC).
+template <class T>
+void set_schedules(ChainJob<T>& job, const Schedule& a, const Schedule* b) {
+  job.a = a.values.const_data_ptr<double>();
+  job.a_step = a.step_stride;
+  job.a_chain = a.chain_stride;
+  job.per_chain = a.per_chain;
+  if (b != nullptr) {
+    job.b = b->values.const_data_ptr<double>();
+    job.b_step = b->step_stride;
+    job.b_chain = b->chain_stride;
+    job.per_chain = job.per_chain || b->per_chain;
+  }
+}
+
 std::tuple<at::Tensor, at::Tensor> mlp_energy_grad(const at::Tensor& x, at::TensorList weights,
                                                    at::TensorList biases,
                                                    c10::IntArrayRef activations,
@@ -381,14 +410,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mlp_langevin_chain(
   constexpr const char* op = "mlp_langevin_chain";
   const mlp_checks::Chain checked =
       mlp_checks::langevin_chain(x0, weights, biases, activations, act_params, out_scale,
-                                 out_offset, a, clamp_min, clamp_max, grad_clip, thin);
+                                 out_offset, a, b, clamp_min, clamp_max, grad_clip, thin);
   const mlp_checks::Network& shape = checked.net;
   const int64_t n_steps = checked.n_steps;
   checks::first_step(first_step, n_steps, op);
-  const std::vector<double> av =
-      mlp_checks::schedule_values(a, n_steps, x0, op, "a", checks::Values::kFinite);
-  const std::vector<double> bv =
-      mlp_checks::schedule_values(b, n_steps, x0, op, "b", checks::Values::kFinite);
+  const Schedule av = schedule_values(a), bv = schedule_values(b);
   ChainResult result;
   AT_DISPATCH_FLOATING_TYPES(x0.scalar_type(), op, [&] {
     using T = scalar_t;
@@ -397,8 +423,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mlp_langevin_chain(
     ChainJob<T> job;
     ChainRun<T> run(job, x0, n_steps, thin, record_trajectory, record_energy, false);
     job.net = &net;
-    job.a = av.data();
-    job.b = bv.data();
+    set_schedules(job, av, &bv);
     job.lo = clamp_min ? static_cast<T>(*clamp_min) : -INFINITY;
     job.hi = clamp_max ? static_cast<T>(*clamp_max) : INFINITY;
     job.clip = grad_clip ? static_cast<T>(*grad_clip) : T(0);
@@ -418,15 +443,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mlp_mala_chain(
     double out_offset, const at::Tensor& a, const at::Tensor& b, int64_t seed, int64_t thin,
     bool record_trajectory, bool record_energy, int64_t first_step) {
   constexpr const char* op = "mlp_mala_chain";
-  const mlp_checks::Chain checked = mlp_checks::mala_chain(x0, weights, biases, activations,
-                                                       act_params, out_scale, out_offset, a, thin);
+  const mlp_checks::Chain checked = mlp_checks::mala_chain(
+      x0, weights, biases, activations, act_params, out_scale, out_offset, a, b, thin);
   const mlp_checks::Network& shape = checked.net;
   const int64_t n_steps = checked.n_steps;
   checks::first_step(first_step, n_steps, op);
-  const std::vector<double> av =
-      mlp_checks::schedule_values(a, n_steps, x0, op, "a", checks::Values::kFinite);
-  const std::vector<double> bv =
-      mlp_checks::schedule_values(b, n_steps, x0, op, "b", checks::Values::kMalaScale);
+  const Schedule av = schedule_values(a), bv = schedule_values(b);
   ChainResult result;
   AT_DISPATCH_FLOATING_TYPES(x0.scalar_type(), op, [&] {
     using T = scalar_t;
@@ -435,8 +457,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mlp_mala_chain(
     ChainJob<T> job;
     ChainRun<T> run(job, x0, n_steps, thin, record_trajectory, record_energy, true);
     job.net = &net;
-    job.a = av.data();
-    job.b = bv.data();
+    set_schedules(job, av, &bv);
     job.seed = seed;
     job.first_step = first_step;
     run_tiles(Algo::kMala, job);
@@ -459,9 +480,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mlp_hmc_chain(
   const mlp_checks::Network& shape = checked.net;
   const int64_t n_steps = checked.n_steps;
   checks::first_step(first_step, n_steps, op);
-  const std::vector<double> eps =
-      mlp_checks::schedule_values(step_size, n_steps, x0, op, "step_size",
-                                  checks::Values::kPositive);
+  const Schedule eps = schedule_values(step_size);
   const std::vector<double> im = mlp_checks::inv_mass_values(inv_mass, x0, op);
   ChainResult result;
   AT_DISPATCH_FLOATING_TYPES(x0.scalar_type(), op, [&] {
@@ -477,7 +496,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mlp_hmc_chain(
     ChainJob<T> job;
     ChainRun<T> run(job, x0, n_steps, thin, record_trajectory, record_energy, true);
     job.net = &net;
-    job.a = eps.data();
+    set_schedules(job, eps, nullptr);
     job.n_leapfrog = n_leapfrog;
     job.inv_mass = m.empty() ? nullptr : m.data();
     job.inv_mass_sqrt = m.empty() ? nullptr : m_sqrt.data();

@@ -318,9 +318,50 @@ int64_t accept_tile(const ChainJob<T>& job, TileScratch<T>& s, int64_t first, in
   return count;
 }
 
+// ---- schedules --------------------------------------------------------------------------------
+
+// A step's schedule value as the tile's lanes read it: one value for every lane
+// (StepValue<T, false>: [n_steps] schedules, a scalar the compiler broadcasts, as it did before
+// per-chain schedules) or one per lane (StepValue<T, true>: a [kTile] array, per-chain schedules).
+template <class T, bool PerChain>
+struct StepValue;
+template <class T>
+struct StepValue<T, false> {
+  T v;
+  inline __attribute__((always_inline)) T operator[](int64_t) const { return v; }
+};
+template <class T>
+struct StepValue<T, true> {
+  const T* v;
+  inline __attribute__((always_inline)) T operator[](int64_t c) const { return v[c]; }
+};
+
+// Step t's value of the schedule (values, step_stride, chain_stride) (ChainJob's layout) for the
+// tile's chains first .. first + rows - 1, rounded to T as the per-step ops round a float: for
+// PerChain, written into lanes[kTile] (the padding lanes take the tile's first chain's value, so
+// that they compute on finite values) and read from there; else the one value of step t (the
+// strides are then (1, 0)). `scale` multiplies the value in float64 before the rounding (HMC's
+// half step: 0.5 eps).
+template <class T, bool PerChain>
+inline StepValue<T, PerChain> step_value(const double* values, int64_t step_stride,
+                                         int64_t chain_stride, int64_t t, int64_t first,
+                                         int64_t rows, T* lanes, double scale = 1.0) {
+  if constexpr (PerChain) {
+    constexpr int64_t R = kTile<T>;
+    const double* row = values + t * step_stride + first * chain_stride;
+    for (int64_t c = 0; c < R; ++c) {
+      lanes[c] = static_cast<T>(scale * row[(c < rows ? c : 0) * chain_stride]);
+    }
+    return {lanes};
+  } else {
+    (void)step_stride, (void)chain_stride, (void)first, (void)rows, (void)lanes;
+    return {static_cast<T>(scale * values[t])};
+  }
+}
+
 // ---- the chains -------------------------------------------------------------------------------
 
-template <class T>
+template <class T, bool PerChain>
 void langevin_tiles(const ChainJob<T>& job, int64_t k0, int64_t k1) {
   constexpr int64_t R = kTile<T>;
   const int64_t d = job.d;
@@ -336,13 +377,27 @@ void langevin_tiles(const ChainJob<T>& job, int64_t k0, int64_t k1) {
       energy_grad_tile(*job.net, s, x, g, energy_now ? s.e : nullptr);
       if (energy_now) esum[t - 1] = tile_sum(s.e, rows);
       normal_tile(xi, s.rows_scratch, first, rows, d, job.seed, job.first_step + t);
-      const LangevinCoef<T> coef{static_cast<T>(job.a[t]), static_cast<T>(job.b[t]), job.lo,
-                                 job.hi, job.clip, job.has_clip};
+      const auto a = step_value<T, PerChain>(job.a, job.a_step, job.a_chain, t, first, rows,
+                                             s.lane_a);
+      const auto b = step_value<T, PerChain>(job.b, job.b_step, job.b_chain, t, first, rows,
+                                             s.lane_b);
+      const LangevinCoef<T> coef{a[0], b[0], job.lo, job.hi, job.clip, job.has_clip};
       for (int64_t j = 0; j < d; ++j) {
+        if constexpr (PerChain) {
+          const T lo = coef.lo, hi = coef.hi, clip = coef.c;
+          const bool has_clip = coef.clip;
 #pragma omp simd
-        for (int64_t c = 0; c < R; ++c) {
-          const T v = langevin_point(x[j * R + c], g[j * R + c], xi[j * R + c], coef);
-          x[j * R + c] = c < rows ? v : T(0);  // padding lanes stay at 0
+          for (int64_t c = 0; c < R; ++c) {
+            const LangevinCoef<T> k{a[c], b[c], lo, hi, clip, has_clip};
+            const T v = langevin_point(x[j * R + c], g[j * R + c], xi[j * R + c], k);
+            x[j * R + c] = c < rows ? v : T(0);  // padding lanes stay at 0
+          }
+        } else {
+#pragma omp simd
+          for (int64_t c = 0; c < R; ++c) {
+            const T v = langevin_point(x[j * R + c], g[j * R + c], xi[j * R + c], coef);
+            x[j * R + c] = c < rows ? v : T(0);  // padding lanes stay at 0
+          }
         }
       }
       record_tile(job, x, first, rows, t);
@@ -358,7 +413,7 @@ void langevin_tiles(const ChainJob<T>& job, int64_t k0, int64_t k1) {
 // Step t equals y = langevin_update(x, g_x, None, a[t], b[t], seed=seed, step=t);
 // (E_y, g_y) = mlp_energy_grad(y); x, g_x, E_x, _ = mala_select(x, y, g_x, g_y, E_x, E_y, a[t],
 // b[t], None, seed, t).
-template <class T>
+template <class T, bool PerChain>
 void mala_tiles(const ChainJob<T>& job, int64_t k0, int64_t k1) {
   constexpr int64_t R = kTile<T>;
   const int64_t d = job.d;
@@ -369,23 +424,29 @@ void mala_tiles(const ChainJob<T>& job, int64_t k0, int64_t k1) {
     load_tile(x, job.x + first * d, rows, d);
     energy_grad_tile(*job.net, s, x, g, e);
     for (int64_t t = 0; t < job.n_steps; ++t) {
-      const T a = static_cast<T>(job.a[t]), b = static_cast<T>(job.b[t]);
+      const auto a = step_value<T, PerChain>(job.a, job.a_step, job.a_chain, t, first, rows,
+                                             s.lane_a);
+      const auto b = step_value<T, PerChain>(job.b, job.b_step, job.b_chain, t, first, rows,
+                                             s.lane_b);
       normal_tile(xi, s.rows_scratch, first, rows, d, job.seed, job.first_step + t);
-      const LangevinCoef<T> coef{a, b, -INFINITY, INFINITY, T(0), false};
-      for (int64_t i = 0; i < d * R; ++i) y[i] = langevin_point(x[i], g[i], xi[i], coef);
+      // Element i = j kTile + c is lane c's (i % R: unused, so free, for one value per step).
+      for (int64_t i = 0; i < d * R; ++i) {
+        const LangevinCoef<T> coef{a[i % R], b[i % R], -INFINITY, INFINITY, T(0), false};
+        y[i] = langevin_point(x[i], g[i], xi[i], coef);
+      }
       energy_grad_tile(*job.net, s, y, gy, ey);
       // log r = E(x) - E(y) + (|y - x + a g_x|^2 - |x - y + a g_y|^2) / (2 b^2), row sums sum8.
       T* tf = s.terms;
       T* tb = s.terms + d * R;
 #pragma omp simd
       for (int64_t i = 0; i < d * R; ++i) {
-        tf[i] = mala_forward_term(x[i], y[i], g[i], a);
-        tb[i] = mala_backward_term(x[i], y[i], gy[i], a);
+        tf[i] = mala_forward_term(x[i], y[i], g[i], a[i % R]);
+        tb[i] = mala_backward_term(x[i], y[i], gy[i], a[i % R]);
       }
       lane_sum8(s.sum_f, tf, d);
       lane_sum8(s.sum_b, tb, d);
       for (int64_t c = 0; c < R; ++c) {
-        s.log_r[c] = mala_log_ratio_from_sums(s.sum_f[c], s.sum_b[c], e[c], ey[c], b);
+        s.log_r[c] = mala_log_ratio_from_sums(s.sum_f[c], s.sum_b[c], e[c], ey[c], b[c]);
       }
       const int64_t n = accept_tile(job, s, first, rows, t, x, g, e, y, gy, ey);
       job.accepted[k * job.n_steps + t] = n;
@@ -410,10 +471,11 @@ void kinetic_tile(T* out, const T* p, const T* inv_mass, int64_t d, T* terms) {
   for (int64_t c = 0; c < R; ++c) out[c] = T(0.5) * out[c];
 }
 
-// p' = p - kick g; y = x + drift (m p') (m = 1 when inv_mass is null); y may alias x.
-template <class T>
+// p' = p - kick g; y = x + drift (m p') (m = 1 when inv_mass is null); y may alias x. The
+// kick and drift sizes are StepValues (lane c reads kick_size[c]).
+template <class T, class K>
 void kick_drift_tile(T* y, T* p, const T* x, const T* g, const T* inv_mass, int64_t d,
-                     T kick_size, T drift_size) {
+                     K kick_size, K drift_size) {
   constexpr int64_t R = kTile<T>;
   for (int64_t j = 0; j < d; ++j) {
     const T m = inv_mass ? inv_mass[j] : T(1);
@@ -424,23 +486,23 @@ void kick_drift_tile(T* y, T* p, const T* x, const T* g, const T* inv_mass, int6
     if (inv_mass) {
 #pragma omp simd
       for (int64_t c = 0; c < R; ++c) {
-        const T pn = kick(pj[c], gj[c], kick_size);
+        const T pn = kick(pj[c], gj[c], kick_size[c]);
         pj[c] = pn;
-        yj[c] = drift(xj[c], pn, m, drift_size);
+        yj[c] = drift(xj[c], pn, m, drift_size[c]);
       }
     } else {
 #pragma omp simd
       for (int64_t c = 0; c < R; ++c) {
-        const T pn = kick(pj[c], gj[c], kick_size);
+        const T pn = kick(pj[c], gj[c], kick_size[c]);
         pj[c] = pn;
-        yj[c] = drift_unit_mass(xj[c], pn, drift_size);
+        yj[c] = drift_unit_mass(xj[c], pn, drift_size[c]);
       }
     }
   }
 }
 
 // Transition t as hmc_chain's (docs/kernels.md): L gradients per transition, plus one at the start.
-template <class T>
+template <class T, bool PerChain>
 void hmc_tiles(const ChainJob<T>& job, int64_t k0, int64_t k1) {
   constexpr int64_t R = kTile<T>;
   const int64_t d = job.d;
@@ -452,7 +514,10 @@ void hmc_tiles(const ChainJob<T>& job, int64_t k0, int64_t k1) {
     load_tile(x, job.x + first * d, rows, d);
     energy_grad_tile(*job.net, s, x, g, e);
     for (int64_t t = 0; t < job.n_steps; ++t) {
-      const T h = static_cast<T>(job.a[t]), half = static_cast<T>(0.5 * job.a[t]);
+      const auto h = step_value<T, PerChain>(job.a, job.a_step, job.a_chain, t, first, rows,
+                                             s.lane_a);
+      const auto half = step_value<T, PerChain>(job.a, job.a_step, job.a_chain, t, first, rows,
+                                                s.lane_b, 0.5);
       // Momentum p ~ N(0, M): stream 0 at step t, divided by sqrt(m).
       normal_tile(p, s.rows_scratch, first, rows, d, job.seed, job.first_step + t);
       if (m) {
@@ -471,7 +536,7 @@ void hmc_tiles(const ChainJob<T>& job, int64_t k0, int64_t k1) {
         if (!last) kick_drift_tile(y, p, y, gy, m, d, h, h);
       }
 #pragma omp simd
-      for (int64_t i = 0; i < d * R; ++i) p[i] = kick(p[i], gy[i], half);
+      for (int64_t i = 0; i < d * R; ++i) p[i] = kick(p[i], gy[i], half[i % R]);
       kinetic_tile(s.sum_f, p, m, d, s.terms);
       for (int64_t c = 0; c < R; ++c) s.log_r[c] = s.log_r[c] - (ey[c] + s.sum_f[c]);  // H0 - H1
       const int64_t n = accept_tile(job, s, first, rows, t, x, g, e, y, gy, ey);
@@ -498,11 +563,17 @@ void energy_grad_tiles(const ChainJob<T>& job, int64_t k0, int64_t k1) {
   }
 }
 
-template void langevin_tiles<float>(const ChainJob<float>&, int64_t, int64_t);
-template void langevin_tiles<double>(const ChainJob<double>&, int64_t, int64_t);
-template void mala_tiles<float>(const ChainJob<float>&, int64_t, int64_t);
-template void mala_tiles<double>(const ChainJob<double>&, int64_t, int64_t);
-template void hmc_tiles<float>(const ChainJob<float>&, int64_t, int64_t);
-template void hmc_tiles<double>(const ChainJob<double>&, int64_t, int64_t);
+template void langevin_tiles<float, false>(const ChainJob<float>&, int64_t, int64_t);
+template void langevin_tiles<double, false>(const ChainJob<double>&, int64_t, int64_t);
+template void mala_tiles<float, false>(const ChainJob<float>&, int64_t, int64_t);
+template void mala_tiles<double, false>(const ChainJob<double>&, int64_t, int64_t);
+template void hmc_tiles<float, false>(const ChainJob<float>&, int64_t, int64_t);
+template void hmc_tiles<double, false>(const ChainJob<double>&, int64_t, int64_t);
+template void langevin_tiles<float, true>(const ChainJob<float>&, int64_t, int64_t);
+template void langevin_tiles<double, true>(const ChainJob<double>&, int64_t, int64_t);
+template void mala_tiles<float, true>(const ChainJob<float>&, int64_t, int64_t);
+template void mala_tiles<double, true>(const ChainJob<double>&, int64_t, int64_t);
+template void hmc_tiles<float, true>(const ChainJob<float>&, int64_t, int64_t);
+template void hmc_tiles<double, true>(const ChainJob<double>&, int64_t, int64_t);
 template void energy_grad_tiles<float>(const ChainJob<float>&, int64_t, int64_t);
 template void energy_grad_tiles<double>(const ChainJob<double>&, int64_t, int64_t);

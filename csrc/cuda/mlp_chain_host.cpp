@@ -62,23 +62,6 @@ void check_fits(const MlpPlan& plan, const char* op) {
               " bytes of shared memory for its activations, more than one block of this GPU has)");
 }
 
-// A schedule on the device as float64: values checked when it is on the host (as the CPU op
-// does), only its shape when it is already on the GPU (no read-back).
-at::Tensor device_schedule(const at::Tensor& s, int64_t n_steps, const at::Tensor& x0,
-                           const char* op, const char* name, checks::Values rule) {
-  if (s.is_cpu()) {
-    mlp_checks::schedule_values(s, n_steps, x0, op, name, rule);
-  } else {
-    TORCH_CHECK(s.dim() == 1 && s.size(0) == n_steps, op, ": ", name,
-                " must be a 1-D per-step tensor of n_steps = ", n_steps, " entries, got shape ",
-                s.sizes());
-    TORCH_CHECK(at::isFloatingType(s.scalar_type()), op, ": ", name,
-                " must be a floating tensor, got ", s.scalar_type());
-    checks::same_device(s, x0, op, name, "x0");
-  }
-  return on_device(s, x0.device(), at::kDouble);
-}
-
 struct Call {
   PackedNet packed;
   MlpChainArgs args{};
@@ -86,6 +69,19 @@ struct Call {
   std::vector<at::Tensor> keep;  // device copies the kernels read
 };
 
+// A schedule that mlp_checks accepted ([n_steps] or [n_steps, B], on the host or x0's device)
+// as the kernels read it: float64 on x0's device, kept in the call. A [n_steps, B] constant over
+// the steps (stride 0, as per-chain step sizes expanded over the steps come) goes up as its one
+// row [B], not as n_steps rows.
+Schedule device_schedule(Call& call, const at::Tensor& s, const at::Tensor& x0) {
+  const bool per_chain = s.dim() == 2;
+  const bool constant_rows = per_chain && s.stride(0) == 0 && s.size(0) > 0;
+  call.keep.push_back(on_device(constant_rows ? s.select(0, 0) : s, x0.device(), at::kDouble));
+  const int64_t step_stride = constant_rows ? 0 : (per_chain ? s.size(1) : 1);
+  return Schedule{call.keep.back().const_data_ptr<double>(), step_stride, per_chain ? 1 : 0};
+}
+
+// Fills the call's outputs and scratch; the schedules (args.a, args.b) are set before it.
 void prepare(Call& call, Sampler sampler, const at::Tensor& x0, int64_t n_steps, int64_t seed,
              int64_t thin, bool record_trajectory, bool record_energy, bool acceptance,
              int64_t first_step, const char* op) {
@@ -105,7 +101,8 @@ void prepare(Call& call, Sampler sampler, const at::Tensor& x0, int64_t n_steps,
   call.trajectory = record_trajectory ? at::empty({B, n_steps / thin, d}, o) : at::empty({0}, o);
   call.energy_mean = at::zeros({record_energy ? n_steps : 0}, o);
   call.acceptance_rate = acceptance ? at::zeros({n_steps}, o) : at::empty({0}, o);
-  const MlpPlan plan = mlp_plan(sampler, call.packed.net, a.dtype, B, current_launch());
+  const MlpPlan plan =
+      mlp_plan(sampler, call.packed.net, a.dtype, B, current_launch(), per_chain(a));
   if (B > 0) check_fits(plan, op);
   call.partial = at::empty({std::max<int64_t>(1, n_steps * plan.blocks * 2)}, o.dtype(at::kDouble));
   call.workspace = at::empty({std::max<int64_t>(1, plan.workspace_elems)}, o);
@@ -122,7 +119,7 @@ ChainOutputs outputs(Call& call) {
 void check_status(cudaError_t err, const Call& call, const char* op) {
   if (err == cudaErrorInvalidValue) {
     check_fits(mlp_plan(Sampler::kLangevin, call.packed.net, call.args.dtype, call.args.batch,
-                        current_launch()),
+                        current_launch(), per_chain(call.args)),
                op);
   }
   check_launch(err, op);
@@ -164,19 +161,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mlp_langevin_chain_op(
   constexpr const char* op = "mlp_langevin_chain";
   const mlp_checks::Chain checked =
       mlp_checks::langevin_chain(x0, weights, biases, activations, act_params, out_scale,
-                                 out_offset, a, clamp_min, clamp_max, grad_clip, thin);
+                                 out_offset, a, b, clamp_min, clamp_max, grad_clip, thin);
   const mlp_checks::Network& shape = checked.net;
   const int64_t n_steps = checked.n_steps;
   check_state(x0, op, "x0");
   const c10::cuda::CUDAGuard guard(x0.device());
   Call call;
   call.packed = pack(shape, weights, biases, activations, act_params, out_scale, out_offset, x0, op);
+  call.args.a = device_schedule(call, a, x0);
+  call.args.b = device_schedule(call, b, x0);
   prepare(call, Sampler::kLangevin, x0, n_steps, seed, thin, record_trajectory, record_energy,
           false, first_step, op);
-  call.keep.push_back(device_schedule(a, n_steps, x0, op, "a", checks::Values::kFinite));
-  call.keep.push_back(device_schedule(b, n_steps, x0, op, "b", checks::Values::kFinite));
-  call.args.a = call.keep[0].const_data_ptr<double>();
-  call.args.b = call.keep[1].const_data_ptr<double>();
   LangevinCoeffs& k = call.args.clamp;
   k.has_min = clamp_min.has_value();
   k.has_max = clamp_max.has_value();
@@ -196,20 +191,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mlp_mala_chain_op(
     double out_offset, const at::Tensor& a, const at::Tensor& b, int64_t seed, int64_t thin,
     bool record_trajectory, bool record_energy, int64_t first_step) {
   constexpr const char* op = "mlp_mala_chain";
-  const mlp_checks::Chain checked = mlp_checks::mala_chain(x0, weights, biases, activations,
-                                                       act_params, out_scale, out_offset, a, thin);
+  const mlp_checks::Chain checked = mlp_checks::mala_chain(
+      x0, weights, biases, activations, act_params, out_scale, out_offset, a, b, thin);
   const mlp_checks::Network& shape = checked.net;
   const int64_t n_steps = checked.n_steps;
   check_state(x0, op, "x0");
   const c10::cuda::CUDAGuard guard(x0.device());
   Call call;
   call.packed = pack(shape, weights, biases, activations, act_params, out_scale, out_offset, x0, op);
+  call.args.a = device_schedule(call, a, x0);
+  call.args.b = device_schedule(call, b, x0);
   prepare(call, Sampler::kMala, x0, n_steps, seed, thin, record_trajectory, record_energy, true,
           first_step, op);
-  call.keep.push_back(device_schedule(a, n_steps, x0, op, "a", checks::Values::kFinite));
-  call.keep.push_back(device_schedule(b, n_steps, x0, op, "b", checks::Values::kMalaScale));
-  call.args.a = call.keep[0].const_data_ptr<double>();
-  call.args.b = call.keep[1].const_data_ptr<double>();
   check_status(mlp_chain::mlp_mala_chain(call.x0.const_data_ptr(), call.packed.net, call.args,
                                          outputs(call), current_launch()),
                call, op);
@@ -236,11 +229,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mlp_hmc_chain_op(
   const c10::cuda::CUDAGuard guard(x0.device());
   Call call;
   call.packed = pack(shape, weights, biases, activations, act_params, out_scale, out_offset, x0, op);
+  call.args.a = device_schedule(call, step_size, x0);
   prepare(call, Sampler::kHmc, x0, n_steps, seed, thin, record_trajectory, record_energy, true,
           first_step, op);
-  call.keep.push_back(device_schedule(step_size, n_steps, x0, op, "step_size",
-                                         checks::Values::kPositive));
-  call.args.a = call.keep[0].const_data_ptr<double>();
   call.args.n_leapfrog = static_cast<int>(n_leapfrog);
   if (inv_mass) {
     mass = on_device(inv_mass->expand({d}), x0.device(), x0.scalar_type());

@@ -11,6 +11,11 @@
 // consecutive addresses. Blocks loop over tiles (blockIdx.x, + gridDim.x, ...), the grid sized
 // to the GPU, and sum their tiles' per-step energies and acceptances in order (then over
 // blocks in order: deterministic outputs).
+//
+// Schedules are [n_steps] or per chain (launchers.h's Schedule). The chain kernels are compiled
+// twice: with one value per step read once per step (as before per-chain schedules existed),
+// and with per-chain values, which the elementwise passes read for their lane's chain; the
+// GEMMs are the same in both.
 #include <cstring>
 #include <vector>
 
@@ -309,11 +314,24 @@ __device__ void accept_tile(const Tile<C>& t, PhiloxKey key, uint32_t step, int6
 
 enum class Algo { kEnergyGrad, kLangevin, kMala, kHmc };
 
+// Step s's value of a schedule for lane c of the tile whose first chain is `first` (PerChain: a
+// padding lane, c >= rows, reads the tile's first chain, so that it computes on finite values),
+// or the one value of step s (then the schedule is [n_steps]: strides (1, 0)).
+template <bool PerChain>
+__device__ __forceinline__ double step_value(const Schedule& sch, int64_t s, int64_t first, int c,
+                                             int rows) {
+  if constexpr (PerChain) {
+    return chain::schedule_at(sch, s, first + (c < rows ? c : 0));
+  } else {
+    return sch.values[s];
+  }
+}
+
 struct KernelArgs {
   MlpNet net;
   int64_t batch, n_steps, thin;
-  const double* a;
-  const double* b;
+  Schedule a;
+  Schedule b;
   LangevinCoeffs clamp;
   int n_leapfrog;
   PhiloxKey key;
@@ -321,7 +339,7 @@ struct KernelArgs {
   int64_t first_step;  // step s draws the noise of step first_step + s
 };
 
-template <class C, Algo A>
+template <class C, Algo A, bool PerChain>
 __global__ void __launch_bounds__(kThreads)
     mlp_kernel(const KernelArgs args, const C* __restrict__ x0, C* __restrict__ x_out,
                C* __restrict__ trajectory, double* __restrict__ partial, C* __restrict__ work,
@@ -354,27 +372,39 @@ __global__ void __launch_bounds__(kThreads)
         tile_normals(t.xi, args.key, step, first, rows, d);
         __syncthreads();
         const LangevinCoeffs& k = args.clamp;
-        const LangevinCoef<C> coef{C(args.a[s]), C(args.b[s]),
-                                   k.has_min ? C(k.clamp_min) : C(-INFINITY),
-                                   k.has_max ? C(k.clamp_max) : C(INFINITY), C(k.grad_clip),
-                                   k.has_clip};
+        LangevinCoef<C> coef{C(step_value<PerChain>(args.a, s, first, 0, rows)),
+                             C(step_value<PerChain>(args.b, s, first, 0, rows)),
+                             k.has_min ? C(k.clamp_min) : C(-INFINITY),
+                             k.has_max ? C(k.clamp_max) : C(INFINITY), C(k.grad_clip),
+                             k.has_clip};
         for (int i = threadIdx.x; i < d * kChains; i += kThreads) {
+          if constexpr (PerChain) {
+            coef.a = C(step_value<true>(args.a, s, first, i % kChains, rows));
+            coef.b = C(step_value<true>(args.b, s, first, i % kChains, rows));
+          }
           const C v = langevin_point(t.x[i], t.g[i], t.xi[i], coef);
           t.x[i] = i % kChains < rows ? v : C(0);  // padding lanes stay at 0
         }
         __syncthreads();
       } else if constexpr (A == Algo::kMala) {
-        const C a = C(args.a[s]), b = C(args.b[s]);
+        // Lane c's a and b (one value for every lane unless PerChain).
+        const auto a_of = [&](int c) { return C(step_value<PerChain>(args.a, s, first, c, rows)); };
+        const auto b_of = [&](int c) { return C(step_value<PerChain>(args.b, s, first, c, rows)); };
         tile_normals(t.xi, args.key, step, first, rows, d);
         __syncthreads();
-        const LangevinCoef<C> prop{a, b, C(-INFINITY), C(INFINITY), C(0), false};
+        LangevinCoef<C> prop{a_of(0), b_of(0), C(-INFINITY), C(INFINITY), C(0), false};
         for (int i = threadIdx.x; i < d * kChains; i += kThreads) {
+          if constexpr (PerChain) {
+            prop.a = a_of(i % kChains);
+            prop.b = b_of(i % kChains);
+          }
           t.y[i] = langevin_point(t.x[i], t.g[i], t.xi[i], prop);
         }
         __syncthreads();
         energy_grad_tile(net, t, t.y, t.gy, t.ey);
         if (threadIdx.x < kChains) {
           const int c = threadIdx.x;
+          const C a = a_of(c), b = b_of(c);
           const C fwd = ordered_sum<C>(d, [&](int64_t j) {
             const int64_t i = j * kChains + c;
             return mala_forward_term(t.x[i], t.y[i], t.g[i], a);
@@ -390,7 +420,12 @@ __global__ void __launch_bounds__(kThreads)
         add_partial<C>(partial, s, args.record_energy ? t.e : nullptr, t.accepted, rows,
                        first_tile);
       } else {  // HMC, transition s as hmc_chain's
-        const C h = C(args.a[s]), half = C(0.5 * args.a[s]);
+        // Lane c's step size and half step (one value for every lane unless PerChain).
+        const auto h_of = [&](int c) { return C(step_value<PerChain>(args.a, s, first, c, rows)); };
+        const auto half_of = [&](int c) {
+          return C(0.5 * step_value<PerChain>(args.a, s, first, c, rows));
+        };
+        const C h0 = h_of(0), half0 = half_of(0);
         tile_normals(t.xi, args.key, step, first, rows, d);
         __syncthreads();
         for (int i = threadIdx.x; i < d * kChains; i += kThreads) {
@@ -409,8 +444,12 @@ __global__ void __launch_bounds__(kThreads)
         const C* from = t.x;
         const C* grad = t.g;
         for (int l = 1; l <= args.n_leapfrog; ++l) {
-          const C kick_size = l == 1 ? half : h;
           for (int i = threadIdx.x; i < d * kChains; i += kThreads) {
+            C h = h0, kick_size = l == 1 ? half0 : h0;
+            if constexpr (PerChain) {
+              h = h_of(i % kChains);
+              kick_size = l == 1 ? half_of(i % kChains) : h;
+            }
             const C pn = kick(t.p[i], grad[i], kick_size);
             t.p[i] = pn;
             t.y[i] = inv_mass == nullptr ? drift_unit_mass(from[i], pn, h)
@@ -422,7 +461,7 @@ __global__ void __launch_bounds__(kThreads)
           grad = t.gy;
         }
         for (int i = threadIdx.x; i < d * kChains; i += kThreads) {
-          t.p[i] = kick(t.p[i], t.gy[i], half);
+          t.p[i] = kick(t.p[i], t.gy[i], PerChain ? half_of(i % kChains) : half0);
         }
         __syncthreads();
         if (threadIdx.x < kChains) {  // H0 - H1
@@ -451,20 +490,21 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-template <class C, Algo A>
+template <class C, Algo A, bool PerChain>
 struct Launcher {
   static int blocks_per_sm(size_t smem) {
 #if defined(__CUDACC__)
     if (smem > 48 * 1024 &&
-        cudaFuncSetAttribute(mlp_kernel<C, A>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+        cudaFuncSetAttribute(mlp_kernel<C, A, PerChain>,
+                             cudaFuncAttributeMaxDynamicSharedMemorySize,
                              static_cast<int>(smem)) != cudaSuccess) {
       cudaGetLastError();  // clear it: the network does not fit
       return 0;
     }
 #endif
     int n = 0;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, mlp_kernel<C, A>, kThreads, smem) !=
-        cudaSuccess) {
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, mlp_kernel<C, A, PerChain>, kThreads,
+                                                      smem) != cudaSuccess) {
       cudaGetLastError();
       return 0;
     }
@@ -490,23 +530,30 @@ Algo algo_of(Sampler s) {
   return s == Sampler::kLangevin ? Algo::kLangevin : s == Sampler::kMala ? Algo::kMala : Algo::kHmc;
 }
 
-template <class C>
+template <class C, bool PerChain>
 int occupancy(Algo a, size_t smem) {
   switch (a) {
-    case Algo::kEnergyGrad: return Launcher<C, Algo::kEnergyGrad>::blocks_per_sm(smem);
-    case Algo::kLangevin: return Launcher<C, Algo::kLangevin>::blocks_per_sm(smem);
-    case Algo::kMala: return Launcher<C, Algo::kMala>::blocks_per_sm(smem);
-    case Algo::kHmc: return Launcher<C, Algo::kHmc>::blocks_per_sm(smem);
+    case Algo::kEnergyGrad: return Launcher<C, Algo::kEnergyGrad, false>::blocks_per_sm(smem);
+    case Algo::kLangevin: return Launcher<C, Algo::kLangevin, PerChain>::blocks_per_sm(smem);
+    case Algo::kMala: return Launcher<C, Algo::kMala, PerChain>::blocks_per_sm(smem);
+    case Algo::kHmc: return Launcher<C, Algo::kHmc, PerChain>::blocks_per_sm(smem);
   }
   return 0;
 }
 
-MlpPlan plan_for(Algo algo, const MlpNet& net, Dtype dtype, int64_t batch, Launch launch) {
+template <class C>
+int occupancy(Algo a, size_t smem, bool per_chain) {
+  return per_chain ? occupancy<C, true>(a, smem) : occupancy<C, false>(a, smem);
+}
+
+MlpPlan plan_for(Algo algo, const MlpNet& net, Dtype dtype, int64_t batch, Launch launch,
+                 bool per_chain) {
   const size_t elem = dtype == Dtype::kFloat64 ? sizeof(double) : sizeof(float);
   MlpPlan plan{1, smem_bytes(net, elem), 0, false};
   if (plan.smem_bytes > max_smem_per_block()) return plan;
-  const int per_sm = dtype == Dtype::kFloat64 ? occupancy<double>(algo, plan.smem_bytes)
-                                              : occupancy<float>(algo, plan.smem_bytes);
+  const int per_sm = dtype == Dtype::kFloat64
+                         ? occupancy<double>(algo, plan.smem_bytes, per_chain)
+                         : occupancy<float>(algo, plan.smem_bytes, per_chain);
   if (per_sm < 1) return plan;
   plan.fits = true;
   const int64_t tiles = (batch + kChains - 1) / kChains;
@@ -517,18 +564,28 @@ MlpPlan plan_for(Algo algo, const MlpNet& net, Dtype dtype, int64_t batch, Launc
   return plan;
 }
 
-template <class C, Algo A>
+template <class C, Algo A, bool PerChain = false>
 cudaError_t launch_kernel(const MlpPlan& plan, const KernelArgs& args, const void* x0, void* x_out,
                    void* trajectory, double* partial, void* work, const void* inv_mass,
                    void* energy_out, Launch launch) {
 #if !defined(__CUDACC__)
   emu_smem.assign(plan.smem_bytes / sizeof(double) + 1, 0.0);
 #endif
-  mlp_kernel<C, A><<<plan.blocks, kThreads, plan.smem_bytes, launch.stream>>>(
+  mlp_kernel<C, A, PerChain><<<plan.blocks, kThreads, plan.smem_bytes, launch.stream>>>(
       args, static_cast<const C*>(x0), static_cast<C*>(x_out), static_cast<C*>(trajectory),
       partial, static_cast<C*>(work), static_cast<const C*>(inv_mass),
       static_cast<C*>(energy_out));
   return launch_status();
+}
+
+template <class C, Algo A>
+cudaError_t launch_chain(const MlpPlan& plan, const KernelArgs& k, const void* x0,
+                         const MlpChainArgs& a, const ChainOutputs& out, double* partial,
+                         Launch l) {
+  return per_chain(a) ? launch_kernel<C, A, true>(plan, k, x0, out.x, out.trajectory, partial,
+                                                  out.workspace, a.inv_mass, nullptr, l)
+                      : launch_kernel<C, A, false>(plan, k, x0, out.x, out.trajectory, partial,
+                                                   out.workspace, a.inv_mass, nullptr, l);
 }
 
 template <Algo A>
@@ -536,17 +593,15 @@ cudaError_t run_chain(const void* x0, const MlpNet& net, const MlpChainArgs& a,
                       const ChainOutputs& out, Launch l) {
   if (a.dtype != Dtype::kFloat32 && a.dtype != Dtype::kFloat64) return cudaErrorInvalidValue;
   if (a.batch == 0) return cudaSuccess;
-  const MlpPlan plan = plan_for(A, net, a.dtype, a.batch, l);
+  const MlpPlan plan = plan_for(A, net, a.dtype, a.batch, l, per_chain(a));
   if (!plan.fits) return cudaErrorInvalidValue;
   KernelArgs k{net, a.batch, a.n_steps, a.thin, a.a, a.b, a.clamp, a.n_leapfrog,
                PhiloxKey(a.seed), a.record_energy, a.first_step};
   const bool means = a.record_energy || A != Algo::kLangevin;
   double* partial = means ? out.partial : nullptr;
   const bool f64 = a.dtype == Dtype::kFloat64;
-  cudaError_t err = f64 ? launch_kernel<double, A>(plan, k, x0, out.x, out.trajectory, partial,
-                                            out.workspace, a.inv_mass, nullptr, l)
-                        : launch_kernel<float, A>(plan, k, x0, out.x, out.trajectory, partial,
-                                           out.workspace, a.inv_mass, nullptr, l);
+  cudaError_t err = f64 ? launch_chain<double, A>(plan, k, x0, a, out, partial, l)
+                        : launch_chain<float, A>(plan, k, x0, a, out, partial, l);
   if (err != cudaSuccess || !means) return err;
   void* em = a.record_energy ? out.energy_mean : nullptr;
   return f64 ? chain::finalize<double>(partial, plan.blocks, a.n_steps, a.batch, 0.0, em,
@@ -557,17 +612,18 @@ cudaError_t run_chain(const void* x0, const MlpNet& net, const MlpChainArgs& a,
 
 }  // namespace
 
-MlpPlan mlp_plan(Sampler sampler, const MlpNet& net, Dtype dtype, int64_t batch, Launch launch) {
-  return plan_for(algo_of(sampler), net, dtype, batch, launch);
+MlpPlan mlp_plan(Sampler sampler, const MlpNet& net, Dtype dtype, int64_t batch, Launch launch,
+                 bool per_chain) {
+  return plan_for(algo_of(sampler), net, dtype, batch, launch, per_chain);
 }
 
 cudaError_t mlp_energy_grad(const void* x, const MlpNet& net, Dtype dtype, int64_t batch,
                             void* energy, void* grad, void* workspace, Launch l) {
   if (dtype != Dtype::kFloat32 && dtype != Dtype::kFloat64) return cudaErrorInvalidValue;
   if (batch == 0) return cudaSuccess;
-  const MlpPlan plan = plan_for(Algo::kEnergyGrad, net, dtype, batch, l);
+  const MlpPlan plan = plan_for(Algo::kEnergyGrad, net, dtype, batch, l, false);
   if (!plan.fits) return cudaErrorInvalidValue;
-  KernelArgs k{net, batch, 0, 1, nullptr, nullptr, LangevinCoeffs{}, 0, PhiloxKey(0), false};
+  KernelArgs k{net, batch, 0, 1, Schedule{}, Schedule{}, LangevinCoeffs{}, 0, PhiloxKey(0), false};
   return dtype == Dtype::kFloat64
              ? launch_kernel<double, Algo::kEnergyGrad>(plan, k, x, grad, nullptr, nullptr, workspace,
                                                  nullptr, energy, l)

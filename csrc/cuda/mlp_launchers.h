@@ -77,8 +77,9 @@ inline MlpNet mlp_layout(int L, const int64_t* widths, const int64_t* acts, cons
 struct MlpChainArgs {
   Dtype dtype;  // kFloat32 or kFloat64 (callers run half/bfloat16 chains in float32)
   int64_t batch, n_steps, thin;
-  const double* a;       // device float64 [n_steps]: Langevin/MALA a; HMC step size
-  const double* b;       // device float64 [n_steps]: Langevin/MALA b; null for HMC
+  Schedule a;            // launchers.h's layout ([n_steps] or per chain): Langevin/MALA a; HMC
+                         // step size
+  Schedule b;            // Langevin/MALA b; unused by HMC
   LangevinCoeffs clamp;  // Langevin: clamp bounds and gradient clip
   int n_leapfrog;        // HMC
   const void* inv_mass;  // HMC: null (unit mass) or [d] on the device, compute type
@@ -91,7 +92,9 @@ struct MlpChainArgs {
 // runs tiles blockIdx.x, blockIdx.x + blocks, ...), `partial` = n_steps * blocks * 2 float64
 // per-step sums, a workspace of `workspace_elems` compute-type elements, `smem_bytes` of shared
 // memory per block. `fits` is false when the network's activations do not fit in shared
-// memory (the launchers then return cudaErrorInvalidValue).
+// memory (the launchers then return cudaErrorInvalidValue). `per_chain`: the schedules have a
+// value per chain (a chain_stride != 0: the kernels compiled for those, whose occupancy may
+// differ).
 struct MlpPlan {
   int blocks;
   size_t smem_bytes;
@@ -99,7 +102,11 @@ struct MlpPlan {
   bool fits;
 };
 
-MlpPlan mlp_plan(Sampler sampler, const MlpNet& net, Dtype dtype, int64_t batch, Launch launch);
+MlpPlan mlp_plan(Sampler sampler, const MlpNet& net, Dtype dtype, int64_t batch, Launch launch,
+                 bool per_chain = false);
+
+// Whether a chain call's schedules have a value per chain (the kernels compiled for those run).
+inline bool per_chain(const MlpChainArgs& a) { return a.a.chain_stride != 0 || a.b.chain_stride != 0; }
 
 // Energy [B] and gradient [B, d] of x [B, d] (compute types only).
 cudaError_t mlp_energy_grad(const void* x, const MlpNet& net, Dtype dtype, int64_t batch,

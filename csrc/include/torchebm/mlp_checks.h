@@ -83,32 +83,17 @@ inline Network network(const at::Tensor& x, const char* x_name, at::TensorList w
   return net;
 }
 
-// A whole chain's common arguments: thin and the first schedule (its length is n_steps).
+// A whole chain's common arguments: thin and the first schedule (its length is n_steps; its
+// shape, dtype, device and values are checks::schedule's, called by each back end).
 inline int64_t chain_steps(const at::Tensor& schedule, const char* name, int64_t thin,
                            const char* op) {
   TORCH_CHECK(thin >= 1, op, ": thin must be >= 1, got ", thin);
-  TORCH_CHECK(schedule.dim() == 1, op, ": ", name,
-              " must be a 1-D per-step tensor [n_steps], got ", schedule.sizes());
+  TORCH_CHECK(schedule.dim() == 1 || schedule.dim() == 2, op, ": ", name,
+              " must be a per-step tensor [n_steps] or [n_steps, B], got ", schedule.sizes());
   const int64_t n = schedule.size(0);
   TORCH_CHECK(n <= static_cast<int64_t>(UINT32_MAX) + 1, op,
               ": n_steps must be <= 2^32 (steps are Philox counter words), got ", n);
   return n;
-}
-
-// A per-step schedule as float64 host values: 1-D, floating, n_steps entries, its values as
-// `rule` says in x0's dtype (checks::schedule, as the analytic chain ops check theirs). (A
-// schedule on a GPU is read back: one copy per call.)
-inline std::vector<double> schedule_values(const at::Tensor& s, int64_t n_steps,
-                                           const at::Tensor& x0, const char* op,
-                                           const char* name, checks::Values rule) {
-  TORCH_CHECK(s.dim() == 1 && s.size(0) == n_steps, op, ": ", name,
-              " must be a 1-D per-step tensor of n_steps = ", n_steps, " entries, got shape ",
-              s.sizes());
-  TORCH_CHECK(at::isFloatingType(s.scalar_type()), op, ": ", name,
-              " must be a floating tensor, got ", s.scalar_type());
-  const at::Tensor c = s.to(at::kCPU, at::kDouble).contiguous();
-  checks::schedule(c, n_steps, x0, op, name, rule);
-  return std::vector<double>(c.const_data_ptr<double>(), c.const_data_ptr<double>() + n_steps);
 }
 
 // HMC's inverse mass, without reading its values: None, 0-d or [d], floating, on x0's device.
@@ -144,6 +129,9 @@ inline std::vector<double> inv_mass_values(const std::optional<at::Tensor>& inv_
 
 // ---- the checks of each chain op, called by its CPU and CUDA entry points alike (the values of
 // the schedules and of inv_mass are then read where each back end reads them) ----------------
+// Schedules are [n_steps] (every chain) or [n_steps, B] (per chain), as the analytic chain ops
+// take them (checks::schedule: values checked when on the host, one row when constant over the
+// steps).
 
 // The network and the number of steps of a chain call.
 struct Chain {
@@ -154,22 +142,29 @@ struct Chain {
 inline Chain langevin_chain(const at::Tensor& x0, at::TensorList weights, at::TensorList biases,
                             c10::IntArrayRef activations, c10::ArrayRef<double> act_params,
                             double out_scale, double out_offset, const at::Tensor& a,
-                            std::optional<double> clamp_min, std::optional<double> clamp_max,
-                            std::optional<double> grad_clip, int64_t thin) {
+                            const at::Tensor& b, std::optional<double> clamp_min,
+                            std::optional<double> clamp_max, std::optional<double> grad_clip,
+                            int64_t thin) {
   constexpr const char* op = "mlp_langevin_chain";
   Chain c{network(x0, "x0", weights, biases, activations, act_params, out_scale, out_offset, op),
           chain_steps(a, "a", thin, op)};
   checks::clamp_values(clamp_min, clamp_max, grad_clip, checks::compute_dtype(x0.scalar_type()),
                        op);
+  checks::schedule(a, c.n_steps, x0, op, "a", checks::Values::kFinite);
+  checks::schedule(b, c.n_steps, x0, op, "b", checks::Values::kFinite);
   return c;
 }
 
 inline Chain mala_chain(const at::Tensor& x0, at::TensorList weights, at::TensorList biases,
                         c10::IntArrayRef activations, c10::ArrayRef<double> act_params,
-                        double out_scale, double out_offset, const at::Tensor& a, int64_t thin) {
+                        double out_scale, double out_offset, const at::Tensor& a,
+                        const at::Tensor& b, int64_t thin) {
   constexpr const char* op = "mlp_mala_chain";
-  return Chain{network(x0, "x0", weights, biases, activations, act_params, out_scale, out_offset, op),
-               chain_steps(a, "a", thin, op)};
+  Chain c{network(x0, "x0", weights, biases, activations, act_params, out_scale, out_offset, op),
+          chain_steps(a, "a", thin, op)};
+  checks::schedule(a, c.n_steps, x0, op, "a", checks::Values::kFinite);
+  checks::schedule(b, c.n_steps, x0, op, "b", checks::Values::kMalaScale);
+  return c;
 }
 
 inline Chain hmc_chain(const at::Tensor& x0, at::TensorList weights, at::TensorList biases,
@@ -183,6 +178,7 @@ inline Chain hmc_chain(const at::Tensor& x0, at::TensorList weights, at::TensorL
   TORCH_CHECK(n_leapfrog >= 1 && n_leapfrog <= INT32_MAX, op,
               ": n_leapfrog must be in [1, 2^31 - 1], got ", n_leapfrog);
   inv_mass_shape(inv_mass, x0, op);
+  checks::schedule(step_size, c.n_steps, x0, op, "step_size", checks::Values::kPositive);
   return c;
 }
 

@@ -736,11 +736,14 @@ def recognise_mlp(model: nn.Module, x: torch.Tensor) -> tuple[Optional[MLPSpec],
 # ---- ops --------------------------------------------------------------------------------------
 
 
-def _schedule(values: Any, n_steps: Optional[int] = None) -> torch.Tensor:
-    t = torch.as_tensor(values, dtype=torch.float64)
-    if t.dim() == 0 and n_steps is not None:
-        t = t.expand(n_steps)
-    return t
+def _schedule(values: Any) -> torch.Tensor:
+    """A schedule as the ops take it: float64, ``[n_steps]`` or ``[n_steps, B]``; a
+    ``[n_steps, B]`` view constant over the steps (stride 0, per-chain step sizes expanded over
+    the steps) stays such a view, converted row by row, so the kernels read its one row."""
+    if isinstance(values, torch.Tensor) and values.dim() == 2 and values.shape[0] > 0 \
+            and values.stride(0) == 0:
+        return values[0].to(torch.float64).expand(values.shape)
+    return torch.as_tensor(values, dtype=torch.float64)
 
 
 def _net(weights, biases, activations, act_params) -> tuple[list, list, list[int], list[float]]:
@@ -806,13 +809,17 @@ def mlp_langevin_chain(
     seed, first_step + t)`` (noise: Philox stream 0 at ``(seed, first_step + t)``, exactly that
     op's; ``first_step`` as in ``ops.langevin_chain``).
 
-    ``a``, ``b``: per-step tensors ``[n_steps]`` (a number is taken as one step). Returns
+    ``a``, ``b``: per-step tensors ``[n_steps]`` (a number is taken as one step), or
+    ``[n_steps, B]`` for per-chain values (chain ``i`` takes ``a[t, i]``, as in
+    ``ops.langevin_chain``; a view constant over the steps, stride 0, is read as its one row).
+    Chain ``i`` of a per-chain call equals, bit for bit, chain ``i`` of a call with the
+    ``[n_steps]`` schedules ``a[:, i]``, ``b[:, i]``. Returns
     ``(x, trajectory [B, n_steps // thin, d] or empty, energy_mean [n_steps] or empty)``:
     ``trajectory[:, k]`` is the state after step ``(k + 1) thin - 1``, ``energy_mean[t]`` the
     mean energy after step t."""
     w, bs, acts, p = _net(weights, biases, activations, act_params)
     a = _schedule(a)
-    check_trajectory_size("mlp_langevin_chain", x0, a.shape[0] if a.dim() == 1 else 0, int(thin),
+    check_trajectory_size("mlp_langevin_chain", x0, a.shape[0] if a.dim() in (1, 2) else 0, int(thin),
                           bool(record_trajectory))
     return torch.ops.torchebm.mlp_langevin_chain(
         x0, w, bs, acts, p, float(out_scale), float(out_offset), a, _schedule(b),
@@ -850,11 +857,12 @@ def mlp_mala_chain(
     """``len(a)`` MALA steps in one call, step t as ``mala_chain``'s: proposal
     ``y = langevin_update(x, g_x, None, a[t], b[t], seed=seed, step=first_step + t)``, then
     ``mala_select(x, y, g_x, g_y, E_x, E_y, a[t], b[t], None, seed, first_step + t)`` (b > 0).
+    ``a``, ``b``: ``[n_steps]`` or per-chain ``[n_steps, B]``, as in :func:`mlp_langevin_chain`.
 
     Returns ``(x, trajectory, energy_mean, acceptance_rate [n_steps])``."""
     w, bs, acts, p = _net(weights, biases, activations, act_params)
     a = _schedule(a)
-    check_trajectory_size("mlp_mala_chain", x0, a.shape[0] if a.dim() == 1 else 0, int(thin),
+    check_trajectory_size("mlp_mala_chain", x0, a.shape[0] if a.dim() in (1, 2) else 0, int(thin),
                           bool(record_trajectory))
     return torch.ops.torchebm.mlp_mala_chain(
         x0, w, bs, acts, p, float(out_scale), float(out_offset), a, _schedule(b),
@@ -891,13 +899,17 @@ def mlp_hmc_chain(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``len(step_size)`` HMC transitions of ``n_leapfrog`` leapfrog steps in one call,
     transition t as ``hmc_chain``'s (momentum from stream 0, acceptance uniforms from stream 1
-    at ``(seed, first_step + t)``; L gradients per transition, plus one at the start). ``inv_mass``: None, 0-d or ``[d]``.
+    at ``(seed, first_step + t)``; L gradients per transition, plus one at the start).
+    ``step_size``: ``[n_steps]`` or per-chain ``[n_steps, B]`` (chain ``i``'s leapfrog steps
+    have size ``step_size[t, i]``), as in :func:`mlp_langevin_chain`. ``inv_mass``: None, 0-d
+    or ``[d]``.
 
     Returns ``(x, trajectory, energy_mean, acceptance_rate [n_steps])``."""
     w, bs, acts, p = _net(weights, biases, activations, act_params)
     step_size = _schedule(step_size)
-    check_trajectory_size("mlp_hmc_chain", x0, step_size.shape[0] if step_size.dim() == 1 else 0,
-                          int(thin), bool(record_trajectory))
+    check_trajectory_size("mlp_hmc_chain", x0,
+                          step_size.shape[0] if step_size.dim() in (1, 2) else 0, int(thin),
+                          bool(record_trajectory))
     return torch.ops.torchebm.mlp_hmc_chain(
         x0, w, bs, acts, p, float(out_scale), float(out_offset), step_size,
         int(n_leapfrog), inv_mass, seed64(seed), int(thin), bool(record_trajectory),
@@ -949,6 +961,16 @@ def _uniform(n, seed, t, dtype, device):
     return reference.philox_uniform([n], seed, t, dtype).to(device)
 
 
+def _step_values(schedule, x, scale=1.0) -> list:
+    """A schedule's values step by step as the kernels take them: a float per step for
+    ``[n_steps]``, a per-chain tensor ``[B]`` in ``x``'s dtype per step for ``[n_steps, B]``
+    (``scale`` times the float64 value, then rounded, as the kernels round ``0.5 eps``)."""
+    s = _schedule(schedule)
+    if s.dim() == 1:
+        return [scale * v for v in s.tolist()]
+    return [(scale * row).to(dtype=x.dtype, device=x.device) for row in s]
+
+
 def _record(traj, energies, x, e, t, thin):
     if traj is not None and (t + 1) % thin == 0:
         traj.append(x)
@@ -975,7 +997,7 @@ def mlp_langevin_chain_reference(
 ):
     """Reference of :func:`mlp_langevin_chain`: the per-step loop with autograd gradients."""
     net = (weights, biases, activations, act_params, out_scale, out_offset)
-    a, b = _schedule(a).tolist(), _schedule(b).tolist()
+    a, b = _step_values(a, x0), _step_values(b, x0)
     x = x0.clone()
     traj = [] if record_trajectory else None
     energies = [] if record_energy else None
@@ -994,7 +1016,7 @@ def mlp_mala_chain_reference(
 ):
     """Reference of :func:`mlp_mala_chain`."""
     net = (weights, biases, activations, act_params, out_scale, out_offset)
-    a, b = _schedule(a).tolist(), _schedule(b).tolist()
+    a, b = _step_values(a, x0), _step_values(b, x0)
     x = x0.clone()
     ex, gx = mlp_energy_grad_reference(x, *net)
     traj = [] if record_trajectory else None
@@ -1017,25 +1039,25 @@ def mlp_hmc_chain_reference(
 ):
     """Reference of :func:`mlp_hmc_chain` (the loop of docs/kernels.md's hmc_chain)."""
     net = (weights, biases, activations, act_params, out_scale, out_offset)
-    eps = _schedule(step_size).tolist()
+    eps, halves = _step_values(step_size, x0), _step_values(step_size, x0, 0.5)
     m = None if inv_mass is None else inv_mass.to(x0.dtype).expand(x0.shape[1])
     x = x0.clone()
     e, g = mlp_energy_grad_reference(x, *net)
     traj = [] if record_trajectory else None
     energies = [] if record_energy else None
     acc = []
-    for t, h in enumerate(eps):
+    for t, (h, half) in enumerate(zip(eps, halves)):
         p = _normal(x.shape, seed, t, x.dtype, x.device)
         if m is not None:
             p = p / torch.sqrt(m)
         mm = m if m is not None else torch.ones((), dtype=x.dtype, device=x.device)
         h0 = e + 0.5 * (mm * p * p).sum(-1)
-        y, p = reference.leapfrog_kick_drift(x, p, g, h / 2, h, m)
+        y, p = reference.leapfrog_kick_drift(x, p, g, half, h, m)
         for l in range(1, n_leapfrog + 1):
             ey, gy = mlp_energy_grad_reference(y, *net)
             if l < n_leapfrog:
                 y, p = reference.leapfrog_kick_drift(y, p, gy, h, h, m)
-        p = p - (h / 2) * gy
+        p = p - reference.rows(half, p) * gy
         h1 = ey + 0.5 * (mm * p * p).sum(-1)
         u = _uniform(x.shape[0], seed, t, x.dtype, x.device)
         x, accepted = reference.metropolis_select(h0 - h1, x, y, u)
