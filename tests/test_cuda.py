@@ -553,6 +553,50 @@ def test_hmc_leapfrog_steps_match_the_cpu(name, d):
         call(OPS, DEV, torch.tensor([1, 0] + [1] * (n - 2)))
 
 
+@parity
+@pytest.mark.parametrize("name,d", [("double_well", 2), ("double_well", 7), ("gaussian", 5), ("himmelblau", 2)])
+@pytest.mark.parametrize("sampler", ["langevin", "mala", "hmc"])
+@pytest.mark.parametrize("base", [True, False])
+def test_tempered_chains_match_the_cpu(name, d, sampler, base):
+    """Tempering (beta, Gaussian base, AIS log weights; tests/test_tempered_chain.py on the CPU)
+    runs what the CPU kernels run: a shared path with repeated positions (on the host and on the
+    device) and a per-chain beta constant over the steps (a stride-0 view)."""
+    B, n = 200, 12
+    x0 = randn(B, d, dtype=F64, seed=6) * 0.5
+    params, mean, prec = model_args(name, d, F64)
+    sched = torch.full((n,), 1e-3, dtype=F64)
+    g = torch.Generator().manual_seed(12)
+    a = torch.randn(d, d, generator=g, dtype=F64)
+    base_mean = 0.1 * torch.randn(d, generator=g, dtype=F64) if base else None
+    base_prec = a @ a.T / d + 0.5 * torch.eye(d, dtype=F64) if base else None
+    path = torch.tensor([0.0, 0.1, 0.1, 0.3, 0.3, 0.5, 0.6, 0.6, 0.7, 0.8, 0.9, 1.0, 1.0], dtype=F64)
+    per_chain = torch.linspace(0.2, 1.0, B, dtype=F64).expand(n + 1, B)
+
+    def call(ops, dev, beta):
+        mv = None if mean is None else mean.to(dev)
+        pv = None if prec is None else prec.to(dev)
+        bm = None if base_mean is None else base_mean.to(dev)
+        bp = None if base_prec is None else base_prec.to(dev)
+        log_w = torch.zeros(B, dtype=F64, device=dev)
+        tail = (0, beta, bm, bp, log_w)
+        if sampler == "langevin":
+            out = ops.langevin_chain(name, x0.to(dev), sched, torch.sqrt(2 * sched), list(params), mv,
+                                     pv, None, None, None, SEED, 2, True, True, *tail)
+        elif sampler == "mala":
+            out = ops.mala_chain(name, x0.to(dev), sched, torch.sqrt(2 * sched), list(params), mv, pv,
+                                 SEED, 2, True, True, *tail)
+        else:
+            out = ops.hmc_chain(name, x0.to(dev), sched * 10, 4, None, list(params), mv, pv, SEED, 2,
+                                True, True, 0, None, *tail[1:])
+        return (*out, log_w)
+
+    for beta in (path, path.to(DEV), per_chain):
+        want = call(CPU_OPS, torch.device("cpu"), beta.cpu())
+        for got, ref in zip(call(OPS, DEV, beta), want):
+            torch.testing.assert_close(got.cpu(), ref, rtol=1e-9, atol=1e-9)
+    assert bool(want[-1].eq(0).all())  # per-chain beta constant over the steps: no increments
+
+
 def per_chain_chain(ops, sampler, name, x0, first, second, dev=DEV):
     """One chain op with schedules ``first`` (a / step_size) and ``second`` (b; unused by HMC)."""
     params, mean, prec = model_args(name, x0.shape[1], F64)

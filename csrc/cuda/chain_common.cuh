@@ -62,6 +62,52 @@ __device__ __forceinline__ double schedule_at(const Schedule& s, int64_t t, int6
   return s.values[t * s.step_stride + c * s.chain_stride];
 }
 
+// A row kernel's tempered chain c (launchers.h: TemperArgs): the target at path position beta
+// and, from the last evaluation, the untempered E and E0 (0 without a base) of the AIS weights.
+template <class C>
+struct Temper {
+  TemperArgs args;
+  int64_t c;
+  C* g0;  // [d]: the base's gradient
+  C beta = C(1), energy = C(0), base_energy = C(0);
+
+  // Sets beta to transition t's (beta[t + 1]); true when the state must be evaluated again
+  // (t = 0, or the chain's target moved).
+  __device__ __forceinline__ bool retarget(int64_t t) {
+    const double b1 = schedule_at(args.beta, t + 1, c);
+    beta = C(b1);
+    return t == 0 || b1 != schedule_at(args.beta, t, c);
+  }
+
+  // After the evaluation of x_t at transition t: the chain's log-weight increment.
+  __device__ __forceinline__ void add_log_weight(int64_t t) const {
+    if (args.log_weight == nullptr) return;
+    const double step = schedule_at(args.beta, t + 1, c) - schedule_at(args.beta, t, c);
+    if (step != 0.0) args.log_weight[c] += step * (double(base_energy) - double(energy));
+  }
+};
+
+// Energy and gradient of transition's target at x: the model's (energy_grad), or with `tp` the
+// tempered b E + (1 - b) E0 (b E without a base), keeping E and E0 in *tp. `scratch` serves the
+// model, then the base.
+template <class C, class M>
+__device__ __forceinline__ C target_energy_grad(const M& m, Temper<C>* tp, const C* x, C* g,
+                                                C* scratch, int64_t d, bool want_energy) {
+  if (tp == nullptr) return energy_grad<C>(m, x, g, scratch, d, want_energy);
+  tp->energy = energy_grad<C>(m, x, g, scratch, d, true);
+  const C b = tp->beta, rest = C(1) - b;
+  if (tp->args.base_mean == nullptr) {
+    tp->base_energy = C(0);
+    for (int64_t j = 0; j < d; ++j) g[j] = b * g[j];
+    return b * tp->energy;
+  }
+  const Gaussian<C> base(static_cast<const C*>(tp->args.base_mean),
+                         static_cast<const C*>(tp->args.base_precision));
+  tp->base_energy = base.energy_grad(x, tp->g0, scratch, d);
+  for (int64_t j = 0; j < d; ++j) g[j] = b * g[j] + rest * tp->g0[j];
+  return b * tp->energy + rest * tp->base_energy;
+}
+
 // Normals of stream 0 at one step, element by element in increasing flat index: one Philox call
 // per group, reused by the group's next elements.
 template <class C>

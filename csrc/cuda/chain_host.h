@@ -18,12 +18,13 @@ struct ChainCall {
   EnergyArgs energy;
   ChainArgs args;
   at::Tensor x, trajectory, energy_mean, acceptance_rate, partial, workspace;
-  at::Tensor schedules[2];  // args.a's and args.b's values on the device
+  at::Tensor schedules[3];  // args.a's, args.b's and args.temper.beta's values on the device
+  at::Tensor base_mean, base_precision;  // args.temper's base on the device, compute type
   at::Tensor leapfrog_steps;  // args.leapfrog_steps's values on the device (HMC)
 };
 
 // A schedule [n_steps] or [n_steps, B] that checks::schedule accepted (on the host or the
-// device), as args.a (slot 0) or args.b (slot 1) take it: float64 on x0's device, kept in the
+// device), as args.a (slot 0), args.b (slot 1) or args.temper.beta (slot 2) take it: float64 on x0's device, kept in the
 // call. A [n_steps, B] constant over the steps (stride 0, as per-chain step sizes expanded over
 // the steps come) is copied as its one row [B], not as n_steps rows.
 inline Schedule device_schedule(ChainCall& call, int slot, const at::Tensor& s) {
@@ -42,7 +43,7 @@ inline void prepare_chain(ChainCall& call, Sampler sampler, const checks::Chain&
                           const std::optional<at::Tensor>& mean,
                           const std::optional<at::Tensor>& precision, int64_t seed, int64_t thin,
                           bool record_trajectory, bool record_energy, bool acceptance,
-                          int64_t first_step) {
+                          int64_t first_step, bool tempered = false) {
   const at::Device dev = x0.device();
   const at::ScalarType ct = compute_type(x0.scalar_type());
   const int64_t B = x0.size(0), d = x0.size(1), n_steps = checked.n_steps;
@@ -64,6 +65,7 @@ inline void prepare_chain(ChainCall& call, Sampler sampler, const checks::Chain&
   args.seed = static_cast<uint64_t>(seed);
   args.first_step = first_step;
   args.record_energy = record_energy;
+  args.temper.on = tempered;  // chain_plan sizes the workspace for it
   const at::TensorOptions o = call.x0.options();
   call.x = at::empty({B, d}, o);
   call.trajectory = record_trajectory ? at::empty({B, n_steps / thin, d}, o) : at::empty({0}, o);
@@ -80,17 +82,23 @@ inline void prepare_chain(ChainCall& call, Sampler sampler, const checks::Chain&
   }
 }
 
-// A chain op's tempering arguments (checks::tempering). The CUDA kernels do not temper yet:
-// beta is refused, naming the argument.
-inline void check_tempering(const ChainCall& call, const checks::Chain& checked,
-                            const at::Tensor& x0, const std::optional<at::Tensor>& beta,
-                            const std::optional<at::Tensor>& base_mean,
-                            const std::optional<at::Tensor>& base_precision,
-                            const std::optional<at::Tensor>& log_weight) {
-  checks::tempering(beta, base_mean, base_precision, log_weight, checked.n_steps, x0, call.op);
-  TORCH_CHECK(!beta, call.op,
-              ": beta (a tempered chain) runs on the CPU kernels only; the CUDA kernels take "
-              "no beta yet");
+// A chain op's tempering arguments, which checks::tempering accepted, as args.temper takes them
+// (after prepare_chain(..., tempered = beta given)); log_weight is updated in place.
+inline void set_tempering(ChainCall& call, const std::optional<at::Tensor>& beta,
+                          const std::optional<at::Tensor>& base_mean,
+                          const std::optional<at::Tensor>& base_precision,
+                          const std::optional<at::Tensor>& log_weight) {
+  TemperArgs& t = call.args.temper;
+  if (!beta) return;
+  t.beta = device_schedule(call, 2, *beta);
+  if (base_mean) {
+    const at::ScalarType ct = call.x0.scalar_type();
+    call.base_mean = on_device(*base_mean, call.x0.device(), ct);
+    call.base_precision = on_device(*base_precision, call.x0.device(), ct);
+    t.base_mean = call.base_mean.const_data_ptr();
+    t.base_precision = call.base_precision.const_data_ptr();
+  }
+  if (log_weight) t.log_weight = log_weight->data_ptr<double>();
 }
 
 inline ChainOutputs outputs(ChainCall& call) {

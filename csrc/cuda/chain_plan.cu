@@ -12,7 +12,8 @@ ChainPlan chain_plan(Sampler sampler, int energy_id, const ChainArgs& args, Laun
     separable = M::kSeparable;
   });
   int64_t work = B;  // threads: one per chain ...
-  if (sampler == Sampler::kLangevin && separable) {
+  const bool elem_kernel = sampler == Sampler::kLangevin && separable && !args.temper.on;
+  if (elem_kernel) {
     work = (B * d + kGroup<float> - 1) / kGroup<float>;  // ... or one per Philox group
     if (args.dtype == Dtype::kFloat64) work = (B * d + kGroup<double> - 1) / kGroup<double>;
   }
@@ -20,10 +21,11 @@ ChainPlan chain_plan(Sampler sampler, int energy_id, const ChainArgs& args, Laun
   ChainPlan plan{static_cast<int>((work + threads - 1) / threads), 0};
   if (plan.partial_blocks < 1) plan.partial_blocks = 1;
   // Rows per chain in the workspace: x, grad, gaussian scratch (+ proposal and its gradient for
-  // MALA; + proposal, its gradient and the momentum for HMC).
-  const bool row_kernel = !(sampler == Sampler::kLangevin && separable);
-  if (row_kernel && d != 2) {
-    const int rows = sampler == Sampler::kLangevin ? 3 : sampler == Sampler::kMala ? 5 : 6;
+  // MALA; + proposal, its gradient and the momentum for HMC; + the base's gradient when
+  // tempered).
+  if (!elem_kernel && d != 2) {
+    const int rows = (sampler == Sampler::kLangevin ? 3 : sampler == Sampler::kMala ? 5 : 6) +
+                     (args.temper.on ? 1 : 0);
     plan.workspace_elems = B * rows * d;
   }
   return plan;

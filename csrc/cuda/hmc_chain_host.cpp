@@ -20,10 +20,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> hmc_chain_op(
                                                   params, mean, precision, thin, checks::kCuda,
                                                   leapfrog_steps);
   ChainCall call{"hmc_chain"};
-  check_tempering(call, checked, x0, beta, base_mean, base_precision, log_weight);
+  checks::tempering(beta, base_mean, base_precision, log_weight, checked.n_steps, x0, call.op);
   const c10::cuda::CUDAGuard guard(x0.device());
   prepare_chain(call, Sampler::kHmc, checked, x0, params, mean, precision, seed, thin,
-                record_trajectory, record_energy, true, first_step);
+                record_trajectory, record_energy, true, first_step, beta.has_value());
+  set_tempering(call, beta, base_mean, base_precision, log_weight);
   const int64_t d = call.args.dim;
   const at::Tensor mass = inv_mass ? on_device(inv_mass->expand({d}), x0.device(),
                                                call.x0.scalar_type())

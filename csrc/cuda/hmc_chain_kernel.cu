@@ -5,7 +5,9 @@
 // at [B]), H = E + 1/2 sum inv_mass p^2. The gradient at the end of each trajectory, accepted or
 // not, is reused: n_leapfrog gradient evaluations per step (leapfrog_steps[t] at step t when that
 // per-step count is given). One thread per chain; a schedule
-// [n_steps, B] gives chain c the step size step_size[t, c].
+// [n_steps, B] gives chain c the step size step_size[t, c]. Tempered (TemperArgs), the energies
+// are transition t's target's, (e, g) evaluated again when a chain's target moves (giving its
+// log-weight increment).
 #include "chain_common.cuh"
 
 namespace torchebm::cuda {
@@ -13,7 +15,7 @@ namespace {
 
 using chain::ModelArgs;
 
-// kD = 2: the rows in registers; kD = 0: rows in `work` ([B, 6, d]).
+// kD = 2: the rows in registers; kD = 0: rows in `work` ([B, 6, d]; [B, 7, d] tempered).
 template <class C, class M, int kD>
 __global__ void __launch_bounds__(chain::kMaxThreads)
     hmc_chain_kernel(const C* __restrict__ x0, C* __restrict__ x_out, C* __restrict__ trajectory,
@@ -21,33 +23,40 @@ __global__ void __launch_bounds__(chain::kMaxThreads)
                      Schedule step_size, const C* __restrict__ inv_mass,
                      int n_leapfrog, const int64_t* __restrict__ leapfrog_steps, ModelArgs margs, int64_t batch, int64_t d_arg,
                      int64_t n_steps, int64_t thin, PhiloxKey key, uint32_t step0,
-                     bool record_energy) {
+                     bool record_energy, TemperArgs temper) {
   const M m = chain::make_model<C, M>(margs);
   const int64_t d = kD > 0 ? kD : d_arg;
   const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   const bool active = c < batch;
   constexpr int L = kD > 0 ? kD : 1;
-  C xl[L], gl[L], xnl[L], gnl[L], pl[L], sl[L];
-  C *x = xl, *g = gl, *xn = xnl, *gn = gnl, *p = pl, *s = sl;
+  C xl[L], gl[L], xnl[L], gnl[L], pl[L], sl[L], g0l[L];
+  C *x = xl, *g = gl, *xn = xnl, *gn = gnl, *p = pl, *s = sl, *g0 = g0l;
   if constexpr (kD == 0) {
-    x = work + (active ? c : 0) * 6 * d;
+    x = work + (active ? c : 0) * (temper.on ? 7 : 6) * d;
     g = x + d;
     xn = g + d;
     gn = xn + d;
     p = gn + d;
     s = p + d;
+    g0 = s + d;
   }
+  chain::Temper<C> tq{temper, active ? c : 0, g0};
+  chain::Temper<C>* tp = temper.on && active ? &tq : nullptr;
   const int64_t n_keep = n_steps / thin;
   C e = C(0);
   if (active) {
     for (int64_t j = 0; j < d; ++j) x[j] = x0[c * d + j];
-    e = chain::energy_grad<C>(m, x, g, s, d, true);
+    if (tp == nullptr) e = chain::energy_grad<C>(m, x, g, s, d, true);
   }
   const int64_t cs = active ? c : 0;  // the chain whose schedule column the thread reads
   for (int64_t t = 0; t < n_steps; ++t) {
     const C eps = C(chain::schedule_at(step_size, t, cs)), half = C(0.5) * eps;
     const int n_leap = leapfrog_steps == nullptr ? n_leapfrog : static_cast<int>(leapfrog_steps[t]);
     bool accepted = false;
+    if (tp != nullptr && tp->retarget(t)) {
+      e = chain::target_energy_grad<C>(m, tp, x, g, s, d, true);
+      tp->add_log_weight(t);
+    }
     if (active) {
       chain::NormalCursor<C> z(key, step0 + static_cast<uint32_t>(t));
       for (int64_t j = 0; j < d; ++j) {
@@ -65,7 +74,7 @@ __global__ void __launch_bounds__(chain::kMaxThreads)
           xn[j] = inv_mass == nullptr ? drift_unit_mass(xn[j], p[j], eps)
                                       : drift(xn[j], p[j], inv_mass[j], eps);
         }
-        en = chain::energy_grad<C>(m, xn, gn, s, d, true);
+        en = chain::target_energy_grad<C>(m, tp, xn, gn, s, d, true);
       }
       for (int64_t j = 0; j < d; ++j) p[j] = kick(p[j], gn[j], half);
       const C h1 = en + row_kinetic_energy(p, inv_mass, d);
@@ -98,7 +107,7 @@ cudaError_t run(const void* x0, const EnergyArgs& energy, const ChainArgs& args,
     constexpr int kD = decltype(kd)::value;
     hmc_chain_kernel<C, M, kD><<<plan.partial_blocks, threads, 0, launch.stream>>>(
         xp, xo, traj, out.partial, work, args.a, mass, args.n_leapfrog, args.leapfrog_steps, margs, B, d, args.n_steps,
-        args.thin, key, static_cast<uint32_t>(args.first_step), args.record_energy);
+        args.thin, key, static_cast<uint32_t>(args.first_step), args.record_energy, args.temper);
   });
   if (unsupported != cudaSuccess) return unsupported;
   const cudaError_t err = launch_status();

@@ -21,10 +21,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> langevin_chain_op(
       energy, x0, a, b, params, mean, precision, clamp_min, clamp_max, grad_clip, thin,
       checks::kCuda);
   ChainCall call{"langevin_chain"};
-  check_tempering(call, checked, x0, beta, base_mean, base_precision, log_weight);
+  checks::tempering(beta, base_mean, base_precision, log_weight, checked.n_steps, x0, call.op);
   const c10::cuda::CUDAGuard guard(x0.device());
   prepare_chain(call, Sampler::kLangevin, checked, x0, params, mean, precision, seed, thin,
-                record_trajectory, record_energy, false, first_step);
+                record_trajectory, record_energy, false, first_step, beta.has_value());
+  set_tempering(call, beta, base_mean, base_precision, log_weight);
   call.args.a = device_schedule(call, 0, a);
   call.args.b = device_schedule(call, 1, b);
   call.args.clamp = LangevinCoeffs{0,

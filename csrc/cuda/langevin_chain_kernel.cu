@@ -5,7 +5,9 @@
 //
 // Separable models (double well, harmonic, Rastrigin, Styblinski-Tang) run one thread per
 // Philox group of elements: no chain ever needs another element's value. The others run one
-// thread per chain (chain_common.cuh).
+// thread per chain (chain_common.cuh), as do tempered chains (TemperArgs): step t's gradient is
+// that of its target at x_t, evaluated again when the chain's target moved (giving its
+// log-weight increment), and the energy recorded after step t is step t's target's.
 #include "chain_common.cuh"
 
 namespace torchebm::cuda {
@@ -85,7 +87,8 @@ __global__ void __launch_bounds__(chain::kMaxThreads)
   if (active) store_group(x_out, g, n, aligned, x);
 }
 
-// Per-chain Langevin. kD = 2: the row in registers; kD = 0: rows in `work` ([B, 3, d]).
+// Per-chain Langevin. kD = 2: the row in registers; kD = 0: rows in `work` ([B, 3, d]; [B, 4, d]
+// tempered).
 template <class C, class M, int kD>
 __global__ void __launch_bounds__(chain::kMaxThreads)
     langevin_chain_row_kernel(const C* __restrict__ x0, C* __restrict__ x_out,
@@ -93,34 +96,42 @@ __global__ void __launch_bounds__(chain::kMaxThreads)
                               C* __restrict__ work, Schedule a, Schedule b, LangevinCoef<C> coef,
                               ModelArgs margs,
                               int64_t batch, int64_t d_arg, int64_t n_steps, int64_t thin,
-                              PhiloxKey key, uint32_t step0, bool record_energy) {
+                              PhiloxKey key, uint32_t step0, bool record_energy,
+                              TemperArgs temper) {
   const M m = chain::make_model<C, M>(margs);
   const int64_t d = kD > 0 ? kD : d_arg;
   const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   const bool active = c < batch;
-  C xl[kD > 0 ? kD : 1], gl[kD > 0 ? kD : 1], sl[kD > 0 ? kD : 1];
-  C *x = xl, *g = gl, *s = sl;
+  C xl[kD > 0 ? kD : 1], gl[kD > 0 ? kD : 1], sl[kD > 0 ? kD : 1], g0l[kD > 0 ? kD : 1];
+  C *x = xl, *g = gl, *s = sl, *g0 = g0l;
   if constexpr (kD == 0) {
-    const int64_t o = (active ? c : 0) * 3 * d;
+    const int64_t o = (active ? c : 0) * (temper.on ? 4 : 3) * d;
     x = work + o;
     g = x + d;
     s = g + d;
+    g0 = s + d;
   }
+  chain::Temper<C> tq{temper, active ? c : 0, g0};
+  chain::Temper<C>* tp = temper.on && active ? &tq : nullptr;
   const int64_t n_keep = n_steps / thin;
   C e = C(0);
   if (active) {
     for (int64_t j = 0; j < d; ++j) x[j] = x0[c * d + j];
-    e = chain::energy_grad<C>(m, x, g, s, d, record_energy);
+    if (tp == nullptr) e = chain::energy_grad<C>(m, x, g, s, d, record_energy);
   }
   const int64_t cs = active ? c : 0;  // the chain whose schedule column the thread reads
   for (int64_t t = 0; t < n_steps; ++t) {
     coef.a = C(chain::schedule_at(a, t, cs));
     coef.b = C(chain::schedule_at(b, t, cs));
+    if (tp != nullptr && tp->retarget(t)) {
+      chain::target_energy_grad<C>(m, tp, x, g, s, d, true);
+      tp->add_log_weight(t);
+    }
     if (active) {
       chain::NormalCursor<C> z(key, step0 + static_cast<uint32_t>(t));
       for (int64_t j = 0; j < d; ++j)
         x[j] = langevin_point(x[j], g[j], z.at(static_cast<uint64_t>(c * d + j)), coef);
-      e = chain::energy_grad<C>(m, x, g, s, d, record_energy);
+      e = chain::target_energy_grad<C>(m, tp, x, g, s, d, record_energy);
       chain::record_row(trajectory, x, c, t, thin, n_keep, d);
     }
     if (record_energy) chain::block_partial(active ? double(e) : 0.0, 0.0, partial, t);
@@ -141,34 +152,42 @@ cudaError_t run(const void* x0, const EnergyArgs& energy, const ChainArgs& args,
   C* xo = static_cast<C*>(out.x);
   C* traj = static_cast<C*>(out.trajectory);
   const ChainPlan plan = chain_plan(Sampler::kLangevin, energy.id, args, launch);
+  bool elem_kernel = false;  // the separable models' element kernel (untempered only)
   if constexpr (M::kSeparable) {
-    const int64_t groups = (n + kGroup<C> - 1) / kGroup<C>;
-    const int threads = chain::chain_threads(groups, launch);
-    const bool aligned = pack_aligned<C>(x0) && pack_aligned<C>(out.x);
-    if (traj != nullptr || args.record_energy) {
-      langevin_chain_elem_kernel<C, M, true><<<plan.partial_blocks, threads, 0, launch.stream>>>(
-          xp, xo, traj, out.partial, args.a, args.b, coef, margs, n, d, args.n_steps, args.thin,
-          key, static_cast<uint32_t>(args.first_step), args.record_energy, aligned);
-    } else {
-      langevin_chain_elem_kernel<C, M, false><<<plan.partial_blocks, threads, 0, launch.stream>>>(
-          xp, xo, nullptr, out.partial, args.a, args.b, coef, margs, n, d, args.n_steps,
-          args.thin, key, static_cast<uint32_t>(args.first_step), false, aligned);
+    elem_kernel = !args.temper.on;
+    if (elem_kernel) {
+      const int64_t groups = (n + kGroup<C> - 1) / kGroup<C>;
+      const int threads = chain::chain_threads(groups, launch);
+      const bool aligned = pack_aligned<C>(x0) && pack_aligned<C>(out.x);
+      if (traj != nullptr || args.record_energy) {
+        langevin_chain_elem_kernel<C, M, true><<<plan.partial_blocks, threads, 0, launch.stream>>>(
+            xp, xo, traj, out.partial, args.a, args.b, coef, margs, n, d, args.n_steps, args.thin,
+            key, static_cast<uint32_t>(args.first_step), args.record_energy, aligned);
+      } else {
+        langevin_chain_elem_kernel<C, M, false><<<plan.partial_blocks, threads, 0, launch.stream>>>(
+            xp, xo, nullptr, out.partial, args.a, args.b, coef, margs, n, d, args.n_steps,
+            args.thin, key, static_cast<uint32_t>(args.first_step), false, aligned);
+      }
     }
-  } else {
+  }
+  if (!elem_kernel) {
     const int threads = chain::chain_threads(B, launch);
     C* work = static_cast<C*>(out.workspace);
     const cudaError_t unsupported = chain::launch_rows<M>(d, [&](auto kd) {
       constexpr int kD = decltype(kd)::value;
       langevin_chain_row_kernel<C, M, kD><<<plan.partial_blocks, threads, 0, launch.stream>>>(
           xp, xo, traj, out.partial, work, args.a, args.b, coef, margs, B, d, args.n_steps,
-          args.thin, key, static_cast<uint32_t>(args.first_step), args.record_energy);
+          args.thin, key, static_cast<uint32_t>(args.first_step), args.record_energy,
+          args.temper);
     });
     if (unsupported != cudaSuccess) return unsupported;
   }
   cudaError_t err = launch_status();
   if (err != cudaSuccess || !args.record_energy) return err;
   double offset = 0;
-  if constexpr (M::kSeparable) offset = double(M(margs.params).constant(d));
+  if constexpr (M::kSeparable) {
+    if (elem_kernel) offset = double(M(margs.params).constant(d));  // its sums omit the constant
+  }
   return chain::finalize<C>(out.partial, plan.partial_blocks, args.n_steps, B, offset,
                             out.energy_mean, nullptr, launch);
 }

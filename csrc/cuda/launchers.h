@@ -111,6 +111,18 @@ struct Schedule {
   int64_t step_stride, chain_stride;
 };
 
+// A chain's tempering (csrc/cpu/chain_common.h: Tempering): transition t targets
+// beta[t+1] E + (1 - beta[t+1]) E0, E0 = 1/2 (x - base_mean)^T base_precision (x - base_mean)
+// (beta[t+1] E without a base), and log_weight[c] (float64) gains
+// sum_t (beta[t+1, c] - beta[t, c]) (E0(x_t) - E(x_t)). Tempered chains run the row kernels.
+struct TemperArgs {
+  bool on;
+  Schedule beta;               // [n_steps + 1] or [n_steps + 1, B]
+  const void* base_mean;       // [d] in the compute type, or null (no base)
+  const void* base_precision;  // [d, d]
+  double* log_weight;          // [B], or null
+};
+
 struct ChainArgs {
   Dtype dtype;  // kFloat32 or kFloat64 (callers run half/bfloat16 chains in float32)
   int64_t batch, dim, n_steps, thin;
@@ -123,6 +135,7 @@ struct ChainArgs {
   uint64_t seed;
   int64_t first_step;  // step t draws the noise of step first_step + t
   bool record_energy;
+  TemperArgs temper;   // temper.on false: untempered
 };
 
 // Outputs and scratch, allocated by the caller as chain_plan says.

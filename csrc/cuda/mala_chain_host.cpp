@@ -18,10 +18,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mala_chain_op(
   const checks::Chain checked =
       checks::mala_chain(energy, x0, a, b, params, mean, precision, thin, checks::kCuda);
   ChainCall call{"mala_chain"};
-  check_tempering(call, checked, x0, beta, base_mean, base_precision, log_weight);
+  checks::tempering(beta, base_mean, base_precision, log_weight, checked.n_steps, x0, call.op);
   const c10::cuda::CUDAGuard guard(x0.device());
   prepare_chain(call, Sampler::kMala, checked, x0, params, mean, precision, seed, thin,
-                record_trajectory, record_energy, true, first_step);
+                record_trajectory, record_energy, true, first_step, beta.has_value());
+  set_tempering(call, beta, base_mean, base_precision, log_weight);
   call.args.a = device_schedule(call, 0, a);
   call.args.b = device_schedule(call, 1, b);
   check_chain_launch(cuda::mala_chain(call.x0.const_data_ptr(), call.energy, call.args,

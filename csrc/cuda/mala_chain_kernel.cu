@@ -3,7 +3,8 @@
 // log u_t < E(x) - E(y) + (|y - x + a gx|^2 - |x - y + a gy|^2) / (2 b^2) (u_t: stream 1 at [B]),
 // the per-step loop of langevin_update + mala_select with the state, its energy and its
 // gradient kept on chip. One thread per chain (chain_common.cuh); schedules [n_steps, B] give
-// chain c the values a[t, c], b[t, c].
+// chain c the values a[t, c], b[t, c]. Tempered (TemperArgs), the energies are transition t's
+// target's, (e, g) evaluated again when a chain's target moves (giving its log-weight increment).
 #include "chain_common.cuh"
 
 namespace torchebm::cuda {
@@ -11,46 +12,53 @@ namespace {
 
 using chain::ModelArgs;
 
-// kD = 2: the rows in registers; kD = 0: rows in `work` ([B, 5, d]).
+// kD = 2: the rows in registers; kD = 0: rows in `work` ([B, 5, d]; [B, 6, d] tempered).
 template <class C, class M, int kD>
 __global__ void __launch_bounds__(chain::kMaxThreads)
     mala_chain_kernel(const C* __restrict__ x0, C* __restrict__ x_out, C* __restrict__ trajectory,
                       double* __restrict__ partial, C* __restrict__ work,
                       Schedule a, Schedule b, ModelArgs margs,
                       int64_t batch, int64_t d_arg, int64_t n_steps, int64_t thin, PhiloxKey key,
-                      uint32_t step0, bool record_energy) {
+                      uint32_t step0, bool record_energy, TemperArgs temper) {
   const M m = chain::make_model<C, M>(margs);
   const int64_t d = kD > 0 ? kD : d_arg;
   const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   const bool active = c < batch;
   constexpr int L = kD > 0 ? kD : 1;
-  C xl[L], gl[L], yl[L], gyl[L], sl[L];
-  C *x = xl, *g = gl, *y = yl, *gy = gyl, *s = sl;
+  C xl[L], gl[L], yl[L], gyl[L], sl[L], g0l[L];
+  C *x = xl, *g = gl, *y = yl, *gy = gyl, *s = sl, *g0 = g0l;
   if constexpr (kD == 0) {
-    x = work + (active ? c : 0) * 5 * d;
+    x = work + (active ? c : 0) * (temper.on ? 6 : 5) * d;
     g = x + d;
     y = g + d;
     gy = y + d;
     s = gy + d;
+    g0 = s + d;
   }
+  chain::Temper<C> tq{temper, active ? c : 0, g0};
+  chain::Temper<C>* tp = temper.on && active ? &tq : nullptr;
   const C inf = C(INFINITY);
   const int64_t n_keep = n_steps / thin;
   C e = C(0);
   if (active) {
     for (int64_t j = 0; j < d; ++j) x[j] = x0[c * d + j];
-    e = chain::energy_grad<C>(m, x, g, s, d, true);
+    if (tp == nullptr) e = chain::energy_grad<C>(m, x, g, s, d, true);
   }
   const int64_t cs = active ? c : 0;  // the chain whose schedule column the thread reads
   for (int64_t t = 0; t < n_steps; ++t) {
     const C at = C(chain::schedule_at(a, t, cs)), bt = C(chain::schedule_at(b, t, cs));
     bool accepted = false;
+    if (tp != nullptr && tp->retarget(t)) {
+      e = chain::target_energy_grad<C>(m, tp, x, g, s, d, true);
+      tp->add_log_weight(t);
+    }
     if (active) {
       // The proposal is langevin_update without clamp or clip.
       const LangevinCoef<C> prop{at, bt, -inf, inf, C(0), false};
       chain::NormalCursor<C> z(key, step0 + static_cast<uint32_t>(t));
       for (int64_t j = 0; j < d; ++j)
         y[j] = langevin_point(x[j], g[j], z.at(static_cast<uint64_t>(c * d + j)), prop);
-      const C ey = chain::energy_grad<C>(m, y, gy, s, d, true);
+      const C ey = chain::target_energy_grad<C>(m, tp, y, gy, s, d, true);
       const C log_r = row_mala_log_ratio<C>(x, y, g, gy, e, ey, at, bt, d);
       const C u = chain::chain_uniform<C>(key, step0 + static_cast<uint32_t>(t), c);
       accepted = metropolis_accept(u, log_r);
@@ -80,7 +88,7 @@ cudaError_t run(const void* x0, const EnergyArgs& energy, const ChainArgs& args,
     constexpr int kD = decltype(kd)::value;
     mala_chain_kernel<C, M, kD><<<plan.partial_blocks, threads, 0, launch.stream>>>(
         xp, xo, traj, out.partial, work, args.a, args.b, margs, B, d, args.n_steps, args.thin, key,
-        static_cast<uint32_t>(args.first_step), args.record_energy);
+        static_cast<uint32_t>(args.first_step), args.record_energy, args.temper);
   });
   if (unsupported != cudaSuccess) return unsupported;
   const cudaError_t err = launch_status();
