@@ -251,7 +251,45 @@ def test_bad_tempering_arguments_name_them():
         run(beta=beta, log_weight=torch.zeros(8, dtype=F64)[::2])
 
 
-def test_fake_kernels_and_opcheck():
+@pytest.mark.parametrize("kind", KINDS)
+def test_opcheck(kind):
+    """torch.library.opcheck of each tempered op (schema with the mutated log_weight, fake
+    kernel, dispatch)."""
+    x0 = torch.randn(6, 3, dtype=F64, generator=_gen(12))
+    a = torch.full((5,), 0.01, dtype=F64)
+    tempering = {"beta": torch.linspace(0, 1, 6, dtype=F64), "base_mean": torch.zeros(3, dtype=F64),
+                 "base_precision": torch.eye(3, dtype=F64), "log_weight": torch.zeros(6, dtype=F64)}
+    if kind == "langevin":
+        op, args = torch.ops.torchebm.langevin_chain, ("double_well", x0, a, torch.sqrt(2 * a), [1.0, 1.0],
+                                                       None, None, None, None, None, 3, 1, True, True, 0)
+    elif kind == "mala":
+        op, args = torch.ops.torchebm.mala_chain, ("double_well", x0, a, torch.sqrt(2 * a), [1.0, 1.0],
+                                                   None, None, 3, 1, True, True, 0)
+    else:
+        op, args = torch.ops.torchebm.hmc_chain, ("double_well", x0, 10 * a, 2, None, [1.0, 1.0], None,
+                                                  None, 3, 1, True, True, 0)
+    torch.library.opcheck(op, args, tempering)
+
+
+def test_tempered_op_under_torch_compile():
+    """The in-place log_weight survives torch.compile (functionalised): the compiled call gives
+    the eager states and weights bit for bit."""
+    x0 = torch.randn(6, 3, dtype=F64, generator=_gen(13))
+    a = torch.full((5,), 0.01, dtype=F64)
+    beta = torch.linspace(0, 1, 6, dtype=F64)
+
+    def run(x, log_w):
+        return ops.langevin_chain("double_well", x, a, torch.sqrt(2 * a), [1.0, 1.0], seed=3,
+                                  beta=beta, log_weight=log_w)[0]
+
+    eager_w, compiled_w = torch.zeros(6, dtype=F64), torch.zeros(6, dtype=F64)
+    eager = run(x0, eager_w)
+    compiled = torch.compile(run, fullgraph=True)(x0, compiled_w)
+    assert torch.equal(eager, compiled) and torch.equal(eager_w, compiled_w)
+    assert bool(eager_w.ne(0).all())
+
+
+def test_fake_kernels():
     meta = torch.empty(4, 3, device="meta")
     a = torch.full((5,), 0.01, dtype=F64)
     out = ops.hmc_chain("double_well", meta, a, 2, None, [1.0, 1.0],
@@ -260,12 +298,6 @@ def test_fake_kernels_and_opcheck():
     assert out[0].shape == (4, 3)
     with pytest.raises(RuntimeError, match=r"beta must have n_steps \+ 1 = 6 entries"):
         ops.mala_chain("double_well", meta, a, a, [1.0, 1.0], beta=torch.zeros(5, dtype=F64))
-    x0 = torch.randn(6, 3, dtype=F64)
-    beta = torch.linspace(0, 1, 6, dtype=F64)
-    mean, prec = torch.zeros(3, dtype=F64), torch.eye(3, dtype=F64)
-    torch.library.opcheck(
-        torch.ops.torchebm.mala_chain,
-        ("double_well", x0, a, torch.sqrt(2 * a), [1.0, 1.0], None, None, 3, 1, True, True, 0),
-        {"beta": beta, "base_mean": mean, "base_precision": prec,
-         "log_weight": torch.zeros(6, dtype=F64)},
-    )
+    with pytest.raises(RuntimeError, match="log_weight must be a float64 tensor"):
+        ops.langevin_chain("double_well", meta, a, a, [1.0, 1.0], beta=torch.zeros(6, dtype=F64),
+                           log_weight=torch.empty(4, device="meta"))
