@@ -457,12 +457,6 @@ class Adaptive:
                 f"(or reset_adaptation())")
         return step.expand(b).to(x.dtype).contiguous()
 
-    def _chain_blocker(self, x: Tensor, model: Any) -> Optional[str]:
-        """Why the whole-chain op cannot run the adapted sampler, or None."""
-        if self.adaptation is None:
-            return None
-        return None
-
     def _leapfrog_schedule(self, n_steps: int) -> Optional[Tensor]:
         """The next ``n_steps`` transitions' ``L`` after a ChEES warm-up as a chain op's
         ``leapfrog_steps`` (int64 ``[n_steps]`` on the CPU; advancing the jitter as ``n_steps``

@@ -49,7 +49,7 @@ from torchebm.core.argument_checks import count, flag, real_number
 from torchebm.core.base_module import DeviceLike
 from torchebm.core.base_sampler import BaseSampler, generator_rand
 from torchebm.kernels import dispatch, ops, reference
-from torchebm.samplers.mcmc_sampler import _CHAIN_SCHEDULES, MCMCSampler, kernel_model
+from torchebm.samplers.mcmc_sampler import MCMCSampler, kernel_model
 from torchebm.samplers.tempered_model import TemperedModel
 
 SCHEDULES = ("deo", "seo")
