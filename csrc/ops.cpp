@@ -125,7 +125,7 @@ TORCH_LIBRARY(torchebm, m) {
       "mlp_hmc_chain(Tensor x0, Tensor[] weights, Tensor[] biases, int[] activations, "
       "float[] act_params, float out_scale, float out_offset, Tensor step_size, int n_leapfrog, "
       "Tensor? inv_mass, int seed, int thin, bool record_trajectory, bool record_energy, "
-      "int first_step=0) -> (Tensor, Tensor, Tensor, Tensor)");
+      "int first_step=0, Tensor? leapfrog_steps=None) -> (Tensor, Tensor, Tensor, Tensor)");
 
   // ---- replica exchange (parallel tempering; torchebm/replica_swap.h) ---------------------
   // x [K, B, *event], energy [K, B] (untempered), betas [K]: pairs (k, k+1) with k % 2 == parity

@@ -178,3 +178,19 @@ def test_per_chain_schedules_match_the_cpu_kernels(kind, dtype):
     view = run(OPS, x0.to(DEV), a[0].expand(n, B), DEV)
     copy = run(OPS, x0.to(DEV), a[0].expand(n, B).contiguous(), DEV)
     assert all(torch.equal(u, v) for u, v in zip(view, copy))
+
+
+def test_hmc_leapfrog_count_per_transition_matches_the_cpu_kernel():
+    """mlp_hmc_chain's leapfrog_steps (transition t takes leapfrog_steps[t] leapfrog steps),
+    given on the device, with per-chain step sizes: the CPU kernel's results to rounding."""
+    dtype = torch.float64
+    net = network([2, 12, 1], [7, 0], dtype, seed=5, scale=6.0)
+    x0 = torch.randn(70, 2, dtype=dtype)
+    eps = 0.05 + 0.2 * torch.rand(5, 70, generator=torch.Generator().manual_seed(6), dtype=dtype)
+    steps = torch.tensor([1, 4, 2, 5, 3])
+    got = OPS.mlp_hmc_chain(x0.to(DEV), *on_dev(net), 1.0, 0.0, eps.to(DEV), 2, None, 8, 1, True,
+                            True, 0, steps.to(DEV))
+    want = CPU.mlp_hmc_chain(x0, *net, 1.0, 0.0, eps, 2, None, 8, 1, True, True, 0, steps)
+    assert 0.0 < float(want[3].mean()) < 1.0
+    for u, v in zip(got, want):
+        torch.testing.assert_close(u.cpu(), v, **tol(dtype))

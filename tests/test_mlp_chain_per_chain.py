@@ -64,7 +64,8 @@ def _run(kind, x0, net, first, second=None, *, op_of=None, **kw):
         return op(x0, **net, a=first, b=second, clamp_min=-4.0, clamp_max=4.0, grad_clip=30.0, **kw)
     if kind == "mala":
         return op(x0, **net, a=first, b=second, **kw)
-    return op(x0, **net, step_size=first, n_leapfrog=3,
+    n_leapfrog = kw.pop("n_leapfrog_", 3)
+    return op(x0, **net, step_size=first, n_leapfrog=n_leapfrog,
               inv_mass=torch.tensor([0.5, 2.0], dtype=x0.dtype), **kw)
 
 
@@ -212,6 +213,53 @@ def test_per_chain_schedules_pass_opcheck(kind):
     assert [tuple(o.shape) for o in out][:3] == [(5, 2), (5, 2, 2), (4,)]
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_hmc_leapfrog_count_per_transition(dtype):
+    """mlp_hmc_chain's leapfrog_steps [n_steps]: transition t takes leapfrog_steps[t] leapfrog
+    steps (n_leapfrog ignored). Transition t equals a one-step call with n_leapfrog =
+    leapfrog_steps[t] and first_step = t bit for bit; the whole call equals the reference loop
+    to rounding, and blocks of transitions equal one call."""
+    net = _network(dtype)
+    x0 = torch.randn(B, 2, generator=_gen(30), dtype=dtype)
+    eps, _ = _schedules("hmc", 6, _gen(31))
+    steps = torch.tensor([1, 4, 2, 2, 5, 3])
+    kw = dict(record_energy=True, thin=1)
+    out = _run("hmc", x0, net, eps, leapfrog_steps=steps, **kw)
+    assert 0.2 < float(out[3].mean()) < 0.98
+    x = x0
+    for t in range(6):
+        x = _run("hmc", x, net, eps[t : t + 1], leapfrog_steps=None, first_step=t,
+                 n_leapfrog_=int(steps[t]), **kw)[0]
+        assert torch.equal(x, out[1][:, t]), f"transition {t}"
+    want = _run("hmc", x0, net, eps, op_of="reference", leapfrog_steps=steps, **kw)
+    if dtype == F64:
+        for got, ref in zip(out, want):
+            torch.testing.assert_close(got, ref, rtol=1e-9, atol=1e-9)
+    blocks = [_run("hmc", x0, net, eps[:2], leapfrog_steps=steps[:2], **kw)]
+    blocks.append(_run("hmc", blocks[0][0], net, eps[2:], leapfrog_steps=steps[2:], first_step=2,
+                       **kw))
+    assert torch.equal(blocks[1][0], out[0])
+    assert torch.equal(torch.cat([b[3] for b in blocks]), out[3])
+
+
+def test_leapfrog_steps_are_checked():
+    net = _network(F64)
+    x0 = torch.randn(4, 2, dtype=F64)
+    eps = torch.full((3,), 0.1, dtype=F64)
+    with pytest.raises(RuntimeError, match=r"mlp_hmc_chain: leapfrog_steps\[1\] must be in \[1, 2\^31 - 1\]"):
+        mlpk.mlp_hmc_chain(x0, **net, step_size=eps, n_leapfrog=2,
+                           leapfrog_steps=torch.tensor([2, 0, 1]))
+    with pytest.raises(RuntimeError, match=r"mlp_hmc_chain: leapfrog_steps must be a per-step tensor"):
+        mlpk.mlp_hmc_chain(x0, **net, step_size=eps, n_leapfrog=2,
+                           leapfrog_steps=torch.tensor([2, 1]))
+    with pytest.raises(RuntimeError, match=r"mlp_hmc_chain: leapfrog_steps must be an int64 tensor"):
+        mlpk.mlp_hmc_chain(x0, **net, step_size=eps, n_leapfrog=2,
+                           leapfrog_steps=torch.tensor([2, 1, 1], dtype=torch.int32))
+    args = (x0, net["weights"], net["biases"], net["activations"], net["act_params"], 1.0, 0.0,
+            eps, 2, None, 3, 1, True, True, 0, torch.tensor([2, 1, 3]))
+    torch.library.opcheck(torch.ops.torchebm.mlp_hmc_chain, args)
+
+
 # ---- the samplers --------------------------------------------------------------------------
 
 
@@ -291,3 +339,25 @@ def test_per_chain_adapted_mlp_chain_path_is_exact(cls, kw, require_path):
     result = stats.kstest(sample, cdf)
     threshold = stats.kstwo.ppf(1 - KS_ALPHA, sample.size)
     assert result.statistic < threshold, f"KS D = {result.statistic:.5f}, threshold {threshold:.5f}"
+
+
+def test_chees_adapted_mlp_sampler_runs_its_chain_op(require_path, monkeypatch):
+    """After a ChEES warm-up (jittered trajectory lengths) an MLP energy runs mlp_hmc_chain with
+    one leapfrog count per transition: the same chains as the per-step fused path to rounding
+    (the jitter advanced alike on both paths)."""
+    require_path(HamiltonianMonteCarlo, "fused", F64)
+    s = HamiltonianMonteCarlo(SoftplusEnergy(), step_size=0.1, n_leapfrog_steps=3, dtype=F64)
+    x = s.warmup(n_samples=64, dim=1, n_steps=30, generator=_gen(40), adapt="chees")
+    # A trajectory length of 5 step sizes, so that the jittered counts vary between transitions.
+    state = s.state_dict()
+    state["adaptation.step_size"] = torch.tensor(0.3, dtype=F64)
+    state["adaptation.trajectory_length"] = torch.tensor(1.5, dtype=F64)
+    s.load_state_dict(state)
+    chain = s.sample(x=x, n_steps=12, return_trajectory=True, generator=_gen(41))
+    assert s.last_path == "chain" and s.last_route.op == "mlp_hmc_chain"
+    s.load_state_dict(state)  # the jitter's position before the chain run
+    monkeypatch.setattr(mcmc_sampler.mlp, "recognise_mlp", lambda model, x: (None, "mlp: off"))
+    fused = s.sample(x=x, n_steps=12, return_trajectory=True, generator=_gen(41))
+    assert s.last_path == "fused"
+    close = (chain - fused).abs().amax(dim=(1, 2)) <= 1e-8
+    assert close.double().mean() >= 0.95

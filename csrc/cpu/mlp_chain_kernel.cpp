@@ -184,6 +184,7 @@ template <class T>
 struct ChainJob {
   const Net<T>* net = nullptr;
   int64_t B = 0, d = 0, n_steps = 0, thin = 1, kept = 0, n_leapfrog = 0;
+  const int64_t* leapfrog_steps = nullptr;  // HMC: [n_steps] (transition t's L), or null
   T* x = nullptr;                  // [B, d]: x0 on entry, the final states on exit
   T* trajectory = nullptr;         // [B, kept, d] or null
   double* energy_sum = nullptr;    // [tiles, n_steps] or null
@@ -472,15 +473,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mlp_hmc_chain(
     c10::IntArrayRef activations, c10::ArrayRef<double> act_params, double out_scale,
     double out_offset, const at::Tensor& step_size, int64_t n_leapfrog,
     const std::optional<at::Tensor>& inv_mass, int64_t seed, int64_t thin,
-    bool record_trajectory, bool record_energy, int64_t first_step) {
+    bool record_trajectory, bool record_energy, int64_t first_step,
+    const std::optional<at::Tensor>& leapfrog_steps) {
   constexpr const char* op = "mlp_hmc_chain";
   const mlp_checks::Chain checked =
       mlp_checks::hmc_chain(x0, weights, biases, activations, act_params, out_scale, out_offset,
-                            step_size, n_leapfrog, inv_mass, thin);
+                            step_size, n_leapfrog, inv_mass, thin, leapfrog_steps);
   const mlp_checks::Network& shape = checked.net;
   const int64_t n_steps = checked.n_steps;
   checks::first_step(first_step, n_steps, op);
   const Schedule eps = schedule_values(step_size);
+  const at::Tensor steps = leapfrog_steps ? leapfrog_steps->contiguous() : at::Tensor();
   const std::vector<double> im = mlp_checks::inv_mass_values(inv_mass, x0, op);
   ChainResult result;
   AT_DISPATCH_FLOATING_TYPES(x0.scalar_type(), op, [&] {
@@ -498,6 +501,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mlp_hmc_chain(
     job.net = &net;
     set_schedules(job, eps, nullptr);
     job.n_leapfrog = n_leapfrog;
+    job.leapfrog_steps = leapfrog_steps ? steps.const_data_ptr<int64_t>() : nullptr;
     job.inv_mass = m.empty() ? nullptr : m.data();
     job.inv_mass_sqrt = m.empty() ? nullptr : m_sqrt.data();
     job.seed = seed;

@@ -501,7 +501,8 @@ void kick_drift_tile(T* y, T* p, const T* x, const T* g, const T* inv_mass, int6
   }
 }
 
-// Transition t as hmc_chain's (docs/kernels.md): L gradients per transition, plus one at the start.
+// Transition t as hmc_chain's (docs/kernels.md): L gradients per transition, plus one at the
+// start; L = leapfrog_steps[t] when given, else n_leapfrog.
 template <class T, bool PerChain>
 void hmc_tiles(const ChainJob<T>& job, int64_t k0, int64_t k1) {
   constexpr int64_t R = kTile<T>;
@@ -530,8 +531,9 @@ void hmc_tiles(const ChainJob<T>& job, int64_t k0, int64_t k1) {
       kinetic_tile(s.sum_f, p, m, d, s.terms);
       for (int64_t c = 0; c < R; ++c) s.log_r[c] = e[c] + s.sum_f[c];  // H0
       kick_drift_tile(y, p, x, g, m, d, half, h);
-      for (int64_t l = 1; l <= job.n_leapfrog; ++l) {
-        const bool last = l == job.n_leapfrog;
+      const int64_t n_leapfrog = job.leapfrog_steps ? job.leapfrog_steps[t] : job.n_leapfrog;
+      for (int64_t l = 1; l <= n_leapfrog; ++l) {
+        const bool last = l == n_leapfrog;
         energy_grad_tile(*job.net, s, y, gy, last ? ey : nullptr);
         if (!last) kick_drift_tile(y, p, y, gy, m, d, h, h);
       }

@@ -214,11 +214,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mlp_hmc_chain_op(
     c10::IntArrayRef activations, c10::ArrayRef<double> act_params, double out_scale,
     double out_offset, const at::Tensor& step_size, int64_t n_leapfrog,
     const std::optional<at::Tensor>& inv_mass, int64_t seed, int64_t thin,
-    bool record_trajectory, bool record_energy, int64_t first_step) {
+    bool record_trajectory, bool record_energy, int64_t first_step,
+    const std::optional<at::Tensor>& leapfrog_steps) {
   constexpr const char* op = "mlp_hmc_chain";
   const mlp_checks::Chain checked =
       mlp_checks::hmc_chain(x0, weights, biases, activations, act_params, out_scale, out_offset,
-                            step_size, n_leapfrog, inv_mass, thin);
+                            step_size, n_leapfrog, inv_mass, thin, leapfrog_steps);
   const mlp_checks::Network& shape = checked.net;
   const int64_t n_steps = checked.n_steps;
   check_state(x0, op, "x0");
@@ -233,6 +234,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mlp_hmc_chain_op(
   prepare(call, Sampler::kHmc, x0, n_steps, seed, thin, record_trajectory, record_energy, true,
           first_step, op);
   call.args.n_leapfrog = static_cast<int>(n_leapfrog);
+  if (leapfrog_steps) {
+    call.keep.push_back(on_device(*leapfrog_steps, x0.device(), at::kLong));
+    call.args.leapfrog_steps = call.keep.back().const_data_ptr<int64_t>();
+  }
   if (inv_mass) {
     mass = on_device(inv_mass->expand({d}), x0.device(), x0.scalar_type());
     call.args.inv_mass = mass.const_data_ptr();

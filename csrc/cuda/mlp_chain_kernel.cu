@@ -334,6 +334,7 @@ struct KernelArgs {
   Schedule b;
   LangevinCoeffs clamp;
   int n_leapfrog;
+  const int64_t* leapfrog_steps;  // HMC: transition s's L, or null (n_leapfrog)
   PhiloxKey key;
   bool record_energy;
   int64_t first_step;  // step s draws the noise of step first_step + s
@@ -443,7 +444,9 @@ __global__ void __launch_bounds__(kThreads)
         // The leapfrog: a half kick, then drift / full kick pairs, then a final half kick.
         const C* from = t.x;
         const C* grad = t.g;
-        for (int l = 1; l <= args.n_leapfrog; ++l) {
+        const int n_leapfrog =
+            args.leapfrog_steps != nullptr ? int(args.leapfrog_steps[s]) : args.n_leapfrog;
+        for (int l = 1; l <= n_leapfrog; ++l) {
           for (int i = threadIdx.x; i < d * kChains; i += kThreads) {
             C h = h0, kick_size = l == 1 ? half0 : h0;
             if constexpr (PerChain) {
@@ -456,7 +459,7 @@ __global__ void __launch_bounds__(kThreads)
                                          : drift(from[i], pn, inv_mass[i / kChains], h);
           }
           __syncthreads();
-          energy_grad_tile(net, t, t.y, t.gy, l == args.n_leapfrog ? t.ey : nullptr);
+          energy_grad_tile(net, t, t.y, t.gy, l == n_leapfrog ? t.ey : nullptr);
           from = t.y;
           grad = t.gy;
         }
@@ -595,8 +598,9 @@ cudaError_t run_chain(const void* x0, const MlpNet& net, const MlpChainArgs& a,
   if (a.batch == 0) return cudaSuccess;
   const MlpPlan plan = plan_for(A, net, a.dtype, a.batch, l, per_chain(a));
   if (!plan.fits) return cudaErrorInvalidValue;
-  KernelArgs k{net, a.batch, a.n_steps, a.thin, a.a, a.b, a.clamp, a.n_leapfrog,
-               PhiloxKey(a.seed), a.record_energy, a.first_step};
+  KernelArgs k{net,          a.batch,          a.n_steps,         a.thin,
+               a.a,          a.b,              a.clamp,           a.n_leapfrog,
+               a.leapfrog_steps, PhiloxKey(a.seed), a.record_energy, a.first_step};
   const bool means = a.record_energy || A != Algo::kLangevin;
   double* partial = means ? out.partial : nullptr;
   const bool f64 = a.dtype == Dtype::kFloat64;
@@ -623,7 +627,8 @@ cudaError_t mlp_energy_grad(const void* x, const MlpNet& net, Dtype dtype, int64
   if (batch == 0) return cudaSuccess;
   const MlpPlan plan = plan_for(Algo::kEnergyGrad, net, dtype, batch, l, false);
   if (!plan.fits) return cudaErrorInvalidValue;
-  KernelArgs k{net, batch, 0, 1, Schedule{}, Schedule{}, LangevinCoeffs{}, 0, PhiloxKey(0), false};
+  KernelArgs k{net, batch, 0, 1, Schedule{}, Schedule{}, LangevinCoeffs{}, 0, nullptr,
+               PhiloxKey(0), false};
   return dtype == Dtype::kFloat64
              ? launch_kernel<double, Algo::kEnergyGrad>(plan, k, x, grad, nullptr, nullptr, workspace,
                                                  nullptr, energy, l)

@@ -82,6 +82,7 @@ struct MlpChainArgs {
   Schedule b;            // Langevin/MALA b; unused by HMC
   LangevinCoeffs clamp;  // Langevin: clamp bounds and gradient clip
   int n_leapfrog;        // HMC
+  const int64_t* leapfrog_steps;  // HMC: null (n_leapfrog every step) or [n_steps] on the device
   const void* inv_mass;  // HMC: null (unit mass) or [d] on the device, compute type
   uint64_t seed;
   int64_t first_step;  // step t draws the noise of step first_step + t

@@ -171,7 +171,7 @@ inline Chain hmc_chain(const at::Tensor& x0, at::TensorList weights, at::TensorL
                        c10::IntArrayRef activations, c10::ArrayRef<double> act_params,
                        double out_scale, double out_offset, const at::Tensor& step_size,
                        int64_t n_leapfrog, const std::optional<at::Tensor>& inv_mass,
-                       int64_t thin) {
+                       int64_t thin, const std::optional<at::Tensor>& leapfrog_steps) {
   constexpr const char* op = "mlp_hmc_chain";
   Chain c{network(x0, "x0", weights, biases, activations, act_params, out_scale, out_offset, op),
           chain_steps(step_size, "step_size", thin, op)};
@@ -179,6 +179,7 @@ inline Chain hmc_chain(const at::Tensor& x0, at::TensorList weights, at::TensorL
               ": n_leapfrog must be in [1, 2^31 - 1], got ", n_leapfrog);
   inv_mass_shape(inv_mass, x0, op);
   checks::schedule(step_size, c.n_steps, x0, op, "step_size", checks::Values::kPositive);
+  if (leapfrog_steps) checks::step_counts(*leapfrog_steps, c.n_steps, x0, op, "leapfrog_steps");
   return c;
 }
 

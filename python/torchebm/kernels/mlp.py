@@ -896,13 +896,16 @@ def mlp_hmc_chain(
     record_trajectory: bool = False,
     record_energy: bool = False,
     first_step: int = 0,
+    leapfrog_steps: Optional[torch.Tensor] = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``len(step_size)`` HMC transitions of ``n_leapfrog`` leapfrog steps in one call,
     transition t as ``hmc_chain``'s (momentum from stream 0, acceptance uniforms from stream 1
     at ``(seed, first_step + t)``; L gradients per transition, plus one at the start).
     ``step_size``: ``[n_steps]`` or per-chain ``[n_steps, B]`` (chain ``i``'s leapfrog steps
     have size ``step_size[t, i]``), as in :func:`mlp_langevin_chain`. ``inv_mass``: None, 0-d
-    or ``[d]``.
+    or ``[d]``. ``leapfrog_steps`` (int64 ``[n_steps]``, shared by the chains, each in
+    ``[1, 2^31 - 1]``), when given, replaces ``n_leapfrog``: transition t takes
+    ``leapfrog_steps[t]`` leapfrog steps (jittered trajectories, as ``ops.hmc_chain``).
 
     Returns ``(x, trajectory, energy_mean, acceptance_rate [n_steps])``."""
     w, bs, acts, p = _net(weights, biases, activations, act_params)
@@ -913,7 +916,7 @@ def mlp_hmc_chain(
     return torch.ops.torchebm.mlp_hmc_chain(
         x0, w, bs, acts, p, float(out_scale), float(out_offset), step_size,
         int(n_leapfrog), inv_mass, seed64(seed), int(thin), bool(record_trajectory),
-        bool(record_energy), int(first_step),
+        bool(record_energy), int(first_step), leapfrog_steps,
     )
 
 
@@ -921,8 +924,10 @@ if _LOADED:
 
     @torch.library.register_fake("torchebm::mlp_hmc_chain")
     def _(x0, weights, biases, activations, act_params, out_scale, out_offset, step_size,
-          n_leapfrog, inv_mass, seed, thin, record_trajectory, record_energy, first_step=0):
-        _check_chain_devices("mlp_hmc_chain", x0, weights, biases, inv_mass, step_size=step_size)
+          n_leapfrog, inv_mass, seed, thin, record_trajectory, record_energy, first_step=0,
+          leapfrog_steps=None):
+        _check_chain_devices("mlp_hmc_chain", x0, weights, biases, inv_mass, step_size=step_size,
+                             leapfrog_steps=leapfrog_steps)
         check_first_step("mlp_hmc_chain", first_step, step_size.shape[0])
         return chain_outputs_fake(x0, step_size.shape[0], thin, record_trajectory, record_energy, True)
 
@@ -1036,6 +1041,7 @@ def mlp_mala_chain_reference(
 def mlp_hmc_chain_reference(
     x0, weights, biases, activations, act_params, out_scale, out_offset, step_size, n_leapfrog,
     inv_mass=None, seed=0, thin=1, record_trajectory=False, record_energy=False,
+    leapfrog_steps=None,
 ):
     """Reference of :func:`mlp_hmc_chain` (the loop of docs/kernels.md's hmc_chain)."""
     net = (weights, biases, activations, act_params, out_scale, out_offset)
@@ -1047,6 +1053,8 @@ def mlp_hmc_chain_reference(
     energies = [] if record_energy else None
     acc = []
     for t, (h, half) in enumerate(zip(eps, halves)):
+        if leapfrog_steps is not None:
+            n_leapfrog = int(leapfrog_steps[t])
         p = _normal(x.shape, seed, t, x.dtype, x.device)
         if m is not None:
             p = p / torch.sqrt(m)
