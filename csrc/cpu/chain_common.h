@@ -279,6 +279,9 @@ struct TemperedBlock {
   }
 };
 
+// Element-steps (chains x dimensions x steps) below which a thread is not worth waking.
+constexpr int64_t kMinThreadWork = int64_t{1} << 15;
+
 // Runs a chain kernel on out.x: splits the chains into blocks (chain_blocks), calls
 // run(model, range) on each thread with the concrete model (a Tempered one, with the thread's
 // buffers, when `temper` is given) and that thread's blocks, so the thread allocates its buffers
@@ -302,8 +305,13 @@ void run_chain(ChainOutputs& out, Energy energy, c10::ArrayRef<double> params,
   all.sums = &sums;
   std::optional<GaussianStorage<T>> base;
   if (temper && temper->base_mean) base.emplace(*temper->base_mean, *temper->base_precision, d);
+  // Blocks per thread: at least kMinThreadWork element-steps each, so that a small chain (a
+  // few chains, or a few steps) runs in the calling thread instead of waking the pool for
+  // microseconds of work (the results do not depend on the split: see chain_blocks).
+  const int64_t block_work = std::max<int64_t>(1, blocks.rows * d * std::max<int64_t>(out.n_steps, 1));
+  const int64_t grain = std::max<int64_t>(1, kMinThreadWork / block_work);
   with_model<T>(energy, params, mean, precision, d, [&](const auto& m) {
-    at::parallel_for(0, blocks.count, 1, [&](int64_t k0, int64_t k1) {
+    at::parallel_for(0, blocks.count, grain, [&](int64_t k0, int64_t k1) {
       ChainBlockRange<T> mine = all;
       mine.k0 = k0;
       mine.k1 = k1;
