@@ -702,8 +702,6 @@ def main(argv=None) -> int:
             for impl in ALL_IMPLS:
                 if impl not in args.impls:
                     continue
-                if args.device.startswith("cuda") and impl in W.CPU_ONLY_IMPLS:
-                    continue
                 if impl in workload.na:
                     results[impl] = {"status": "n/a", "reason": workload.na[impl]}
                     continue

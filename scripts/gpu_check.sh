@@ -205,39 +205,6 @@ bench() { # bench IMPLS WORKLOAD...: bench/run.py on those workloads, results in
   if grep -qE '^\[.*\] error:' "$WORK/$CURRENT.log" && [ "$STEP_RC" = 0 ]; then STEP_RC=1; fi
 }
 
-worker() { # worker WORKLOAD IMPL: one cell that bench/run.py does not run on a GPU, by its worker
-  # (the compiled ones with a fresh inductor cache, as bench/run.py gives them: a cold compile)
-  local result=$WORK/$CURRENT/$1__$2.json
-  [ "$MODE" = plan ] || mkdir -p "$WORK/$CURRENT"
-  x env TORCHINDUCTOR_CACHE_DIR="$WORK/$CURRENT/inductor__$1__$2" "$PY" -m bench.workloads \
-    --workload "$1" --impl "$2" --device "$DEV" --result "$result" "${WORKER_SIZE[@]}"
-  [ "$MODE" = plan ] && return 0
-  # The worker exits 0 whatever happened: its status is in the result.
-  local status
-  status=$(grep -oE '^ "status": "[a-z/]+"' "$result" 2> /dev/null | cut -d'"' -f4)
-  if [ "$status" != ok ]; then
-    STEP_NOTE="${STEP_NOTE}$1/$2 ${status:-wrote no result}; "
-    [ "$STEP_RC" != 0 ] || STEP_RC=1
-  fi
-}
-
-# "A vs B" from two result files: median seconds of each and their ratio (B's median / A's).
-ratio_note() { # ratio_note LABEL FILE_A IMPL_A FILE_B IMPL_B TARGET
-  [ "$MODE" = plan ] && return 0
-  "$PY" - "$@" << 'EOF' 2> /dev/null
-import json, statistics, sys
-label, fa, ia, fb, ib, target = sys.argv[1:]
-def median_s(path, impl):
-    data = json.load(open(path))
-    if "workloads" in data:  # bench/run.py's results.json
-        data = next(wl["results"][impl] for wl in data["workloads"].values() if impl in wl["results"])
-    return statistics.median(data["times_s"]) if data.get("status") == "ok" else None
-a, b = median_s(fa, ia), median_s(fb, ib)
-if a and b:
-    print(f"{label}: {ia} {a * 1e3:.2f} ms, {ib} {b * 1e3:.2f} ms = {b / a:.2f}x" + (f" (target >= {target}x)" if target != "-" else ""))
-EOF
-}
-
 # ---- the steps ---------------------------------------------------------------------------------
 step_environment() {
   x bash -c 'for t in nvidia-smi nvcc ncu nsys compute-sanitizer; do printf "%-18s %s\n" "$t" "$(command -v "$t" || echo -)"; done'
@@ -343,14 +310,7 @@ distributed() { # distributed NAME [ARGS]: the example, a few training steps on 
 step_ddp() { distributed ddp; }
 step_fsdp2() { distributed fsdp2 --fsdp; }
 
-step_bench_mlp() {
-  bench fused,fused-cudagraph mlp_langevin gpu_mlp_cuda_graph
-  # bench/run.py runs the hand-written loops on the CPU only: the >= 10x target is on the GPU.
-  worker mlp_langevin hand_eager
-  local r
-  r=$(ratio_note "mlp_langevin" "$WORK/$CURRENT/results.json" fused "$WORK/$CURRENT/mlp_langevin__hand_eager.json" hand_eager 10)
-  STEP_NOTE="${r:+$r; }$STEP_NOTE"
-}
+step_bench_mlp() { bench fused,fused-cudagraph,hand_eager mlp_langevin gpu_mlp_cuda_graph; }
 
 step_bench_gaussian() { bench fused,reference gaussian_langevin gaussian_hmc gaussian_mala; }
 step_bench_overhead() { bench fused,fused-op sample_overhead; }
@@ -364,14 +324,7 @@ step_profile() {
   [ "$MODE" = plan ] || STEP_NOTE=$(last_line "^overhead:")
 }
 
-step_bench_compiled() {
-  worker mlp_langevin compiled
-  worker mlp_langevin hand_compiled
-  local eager=$WORK/bench_mlp/mlp_langevin__hand_eager.json r1 r2
-  r1=$(ratio_note "compiled" "$WORK/$CURRENT/mlp_langevin__compiled.json" compiled "$eager" hand_eager -)
-  r2=$(ratio_note "compiled" "$WORK/$CURRENT/mlp_langevin__compiled.json" compiled "$WORK/$CURRENT/mlp_langevin__hand_compiled.json" hand_compiled -)
-  STEP_NOTE="$r1${r2:+; $r2}"
-}
+step_bench_compiled() { bench compiled,hand_compiled,hand_eager mlp_langevin; }
 
 step_bench_pt() { bench fused,reference pt_doublewell; }
 step_bench_ais() { bench fused,reference ais_doublewell; }
@@ -416,12 +369,10 @@ step_nsys() { profiler_step nsys profile --stats=true --force-overwrite=true -o 
 # ---- setup -------------------------------------------------------------------------------------
 DEV=cuda
 BENCH_SIZE=()
-WORKER_SIZE=(--repeats 5 --warmup 1)
 BENCH_089=() T089="" T089_OK="" TRITON089=""
 if [ "$MODE" = dry ]; then
   DEV=cpu
   BENCH_SIZE=(--quick --repeats 1 --warmup 0 --no-plot)
-  WORKER_SIZE=(--quick --repeats 1 --warmup 0)
 fi
 
 if [ "$MODE" = plan ]; then

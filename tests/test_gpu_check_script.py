@@ -63,13 +63,13 @@ def test_the_plan_lists_every_step_in_order_with_its_command():
         "tests_interrupt": ["pytest", "-m cuda tests/test_chain_interrupt.py"],
         "ddp": ["torch.distributed.run", "examples/train_distributed.py --device cuda"],
         "fsdp2": ["torch.distributed.run", "--fsdp"],
-        "bench_mlp": ["bench/run.py --device cuda", "--only mlp_langevin,gpu_mlp_cuda_graph",
-                      "--workload mlp_langevin --impl hand_eager --device cuda"],
+        "bench_mlp": ["bench/run.py --device cuda", "--impls fused,fused-cudagraph,hand_eager",
+                      "--only mlp_langevin,gpu_mlp_cuda_graph"],
         "bench_gaussian": ["--only gaussian_langevin,gaussian_hmc,gaussian_mala"],
         "bench_overhead": ["--only sample_overhead"],
         "bench_doublewell": ["--only gpu_doublewell_chain,doublewell_langevin"],
         "profile": ["scripts/gpu_profile.py --out"],
-        "bench_compiled": ["--impl compiled --device cuda", "--impl hand_compiled --device cuda"],
+        "bench_compiled": ["--impls compiled,hand_compiled,hand_eager", "--only mlp_langevin"],
         "bench_pt": ["--only pt_doublewell"],
         "bench_ais": ["--only ais_doublewell"],
         "bench_rest": ["bench/run.py --device cuda"],
@@ -157,7 +157,6 @@ def test_the_dry_run_runs_every_step_without_a_gpu(tmp_path):
     assert rows["tests_cuda"][2].startswith(tuple("0123456789")) and "collected" in rows["tests_cuda"][2]
     for step in ("bench_mlp", "bench_gaussian", "bench_doublewell", "bench_pt", "bench_ais"):
         assert "cells ok:" in rows[step][2] and (work / step / "results.json").exists(), step
-    assert (work / "bench_mlp" / "mlp_langevin__hand_eager.json").exists()
     assert json.loads((work / "profile.json").read_text())["quick"] is True
     names = set(tarfile.open(out / "gpu_check.tar.gz").getnames())
     assert {f"./{s}.log" for s in STEPS} <= names
