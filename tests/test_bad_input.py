@@ -87,7 +87,7 @@ def test_clamp_not_a_pair():
 
 
 def test_zero_leapfrog_steps():
-    with pytest.raises(ValueError, match=r"n_leapfrog_steps must be >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"n_leapfrog_steps must be positive \(>= 1\), got 0"):
         HamiltonianMonteCarlo(gaussian(), n_leapfrog_steps=0)
 
 
@@ -173,17 +173,17 @@ def test_integral_float_counts_are_accepted_alike(sampler):
 
 
 def test_zero_thin(sampler):
-    with pytest.raises(ValueError, match=r"thin must be >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"thin must be positive \(>= 1\), got 0"):
         sampler.sample(dim=2, n_steps=5, thin=0)
 
 
 def test_negative_thin(sampler):
-    with pytest.raises(ValueError, match=r"thin must be >= 1, got -2"):
+    with pytest.raises(ValueError, match=r"thin must be positive \(>= 1\), got -2"):
         sampler.sample(dim=2, n_steps=5, thin=-2)
 
 
 def test_zero_n_samples(sampler):
-    with pytest.raises(ValueError, match=r"n_samples must be >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"n_samples must be positive \(>= 1\), got 0"):
         sampler.sample(dim=2, n_samples=0, n_steps=1)
 
 

@@ -142,6 +142,23 @@ def test_samplers_refuse_the_wrong_integrator_or_a_subclass():
         HamiltonianMonteCarlo(model, integrator=Custom())
 
 
+@pytest.mark.parametrize("cls, integrator", [
+    (LangevinDynamics, EulerMaruyamaIntegrator), (MetropolisAdjustedLangevin, EulerMaruyamaIntegrator),
+    (HamiltonianMonteCarlo, LeapfrogIntegrator),
+])
+def test_an_integrator_built_for_another_dtype_or_device_is_refused(cls, integrator):
+    """As in TorchEBM 0.8.9, an integrator object must match the sampler's device/dtype; one
+    left unset on either side matches anything (the state's dtype and device are used)."""
+    model = GaussianModel(torch.zeros(2), torch.eye(2))
+    with pytest.raises(ValueError, match=r"device/dtype.*dtype torch.float64 against the sampler's torch.float32"):
+        cls(model, step_size=0.1, dtype=torch.float32, integrator=integrator(dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"device/dtype.*device meta against the sampler's cpu"):
+        cls(model, step_size=0.1, device="cpu", integrator=integrator(device="meta"))
+    cls(model, step_size=0.1, dtype=torch.float64, integrator=integrator())
+    cls(model, step_size=0.1, integrator=integrator(dtype=torch.float64, device="cpu"))
+    cls(model, step_size=0.1, dtype=torch.float64, device="cpu", integrator=integrator(dtype=torch.float64, device="cpu"))
+
+
 # ----------------------------------------------------------------------------- datasets
 DATASETS = [GaussianMixtureDataset, EightGaussiansDataset, TwoMoonsDataset, SwissRollDataset, CircleDataset,
             CheckerboardDataset, PinwheelDataset]

@@ -270,7 +270,7 @@ def test_cfg_dropout_needs_a_null_condition():
     "kwargs, match",
     [
         ({"k_steps": -1}, "k_steps must be >= 0"),
-        ({"persistent": True, "buffer_size": 0}, "buffer_size must be >= 1"),
+        ({"persistent": True, "buffer_size": 0}, r"buffer_size must be positive \(>= 1\)"),
         ({"new_sample_ratio": 1.5}, r"new_sample_ratio must be in \[0, 1\]"),
         ({"init_steps": -5}, "init_steps must be >= 0"),
         ({"energy_reg_weight": -1.0}, "energy_reg_weight must be non-negative"),

@@ -64,7 +64,9 @@ def count(owner: str, name: str, value: object, *, minimum: int, maximum: Option
         raise TypeError(f"{owner}: {name} must be an int, got {value!r} ({type(value).__name__})")
     value = int(value)
     if value < minimum:
-        raise ValueError(f"{owner}: {name} must be >= {minimum}, got {value}")
+        # "positive" as TorchEBM 0.8.9 words it, which scripts may match on.
+        rule = "positive (>= 1)" if minimum == 1 else f">= {minimum}"
+        raise ValueError(f"{owner}: {name} must be {rule}, got {value}")
     if maximum is not None and value > maximum:
         raise ValueError(f"{owner}: {name} must be <= {maximum}, got {value}")
     return value

@@ -46,7 +46,17 @@ def _times(x: Tensor, t: Optional[Tensor]) -> Tensor:
     return torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(x.shape[0])
 
 
-class LeapfrogIntegrator(TorchEBMModule):
+class _SamplerIntegrator(TorchEBMModule):
+    """An integrator whose update the samplers run in their own fused form. It keeps the
+    ``device`` and ``dtype`` it was built with (None where not given) as ``requested``, so that
+    a sampler given one can refuse a contradicting ``device``/``dtype`` of its own."""
+
+    def __init__(self, device: DeviceLike = None, dtype: Optional[torch.dtype] = None):
+        super().__init__(device=device, dtype=dtype)
+        self.requested = (device, dtype)
+
+
+class LeapfrogIntegrator(_SamplerIntegrator):
     r"""Leapfrog (Stormer-Verlet) integrator of Hamiltonian dynamics with
     :math:`H(x, p) = U(x) + \tfrac12 p^\top M^{-1} p` and force :math:`f = -\nabla U`:
 
@@ -65,8 +75,6 @@ class LeapfrogIntegrator(TorchEBMModule):
 
     separable = True
 
-    def __init__(self, device: DeviceLike = None, dtype: Optional[torch.dtype] = None):
-        super().__init__(device=device, dtype=dtype)
 
     def _inverse_mass(self, mass: Optional[Number], x: Tensor) -> Optional[Tensor]:
         """:math:`M^{-1}` as a 0-d or ``[dim]`` tensor in ``x``'s dtype, or None (unit mass)."""
@@ -145,7 +153,7 @@ class LeapfrogIntegrator(TorchEBMModule):
         return f"{type(self).__name__}()"
 
 
-class EulerMaruyamaIntegrator(TorchEBMModule):
+class EulerMaruyamaIntegrator(_SamplerIntegrator):
     r"""Euler-Maruyama integrator of the Ito SDE :math:`dx = f(x, t)\,dt + \sqrt{2D}\,dW_t`:
 
     .. math::
@@ -161,8 +169,6 @@ class EulerMaruyamaIntegrator(TorchEBMModule):
             dtype and device.
     """
 
-    def __init__(self, device: DeviceLike = None, dtype: Optional[torch.dtype] = None):
-        super().__init__(device=device, dtype=dtype)
 
     def step(
         self,

@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator, Optional
 import torch
 from torch import nn
 
-from torchebm.core.argument_checks import count, event_shape, flag, scheduled_value
+from torchebm.core.argument_checks import check_dtype, count, event_shape, flag, scheduled_value
 from torchebm.core.base_module import DeviceLike, warn_once
 from torchebm.core.base_sampler import BaseSampler, _in_dtype, norm_layers_in_eval
 from torchebm.diagnostics.sampler_diagnostics import Diagnostics, batch_moments
@@ -227,6 +227,7 @@ class MCMCSampler(BaseSampler):
             progress=progress,
         )
         self.integrator = _check_integrator(type(self).__name__, integrator, self.algorithm)
+        _check_integrator_matches(type(self).__name__, self.integrator, device, self._dtype_arg)
 
     def _schedule(
         self, name: str, value: Any, *, positive: bool = True, scheduled_minimum: str = "positive"
@@ -807,6 +808,21 @@ def _check_integrator(owner: str, integrator: Any, algorithm: Algorithm) -> Any:
         f"the only integrator implemented (a subclass of it would not be run; of TorchEBM 0.8.9's "
         f"{family} family only {cls}), got {integrator!r}"
     )
+
+
+def _check_integrator_matches(owner: str, integrator: Any, device: DeviceLike, dtype: Optional[torch.dtype]) -> None:
+    """An integrator object built with a ``device``/``dtype`` must agree with the sampler's
+    own explicit ones (TorchEBM 0.8.9's rule); either left unset agrees with anything."""
+    want_device, want_dtype = getattr(integrator, "requested", (None, None))
+    clash = []
+    if want_dtype is not None and dtype is not None and check_dtype(want_dtype) != dtype:
+        clash.append(f"dtype {want_dtype} against the sampler's {dtype}")
+    if want_device is not None and device is not None:
+        a, b = torch.device(want_device), torch.device(device)
+        if a.type != b.type or (a.index is not None and b.index is not None and a.index != b.index):
+            clash.append(f"device {a} against the sampler's {b}")
+    if clash:
+        raise ValueError(f"{owner}: the integrator's device/dtype must match the sampler's: " + "; ".join(clash))
 
 
 # The TorchEBM 0.8.9 base class of each integrator family, for the error above.
