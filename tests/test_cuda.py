@@ -666,6 +666,126 @@ def test_per_chain_schedules_match_the_cpu(name, d, sampler):
             torch.testing.assert_close(got.cpu(), want, rtol=1e-9, atol=1e-9)
 
 
+# ---- the dense Gaussian's group kernels (csrc/cuda/gaussian_chain.cuh) ----------------------------
+# 8 <= d <= 128 runs G = 8, 16 or 32 lanes per chain; 7 and 129 are the row kernels next to the
+# thresholds. B = 37 is no multiple of a block's chains, so the last block has groups past the
+# batch (they compute on chain 0's values and must write nothing).
+GROUP_DIMS = (2, 7, 8, 9, 16, 17, 32, 33, 100, 128, 129)
+GROUP_B = 37
+
+
+def group_tol(dtype):
+    """Elements equal to the CPU kernels to rounding: float64 to 1e-12 relative; float32 with the
+    tolerance of the per-step ops' CUDA-vs-CPU comparisons (32 eps; the gradient's sum has the
+    CPU's order, so only nvcc's fused multiply-adds differ)."""
+    if dtype == F64:
+        return dict(rtol=1e-12, atol=1e-12)
+    eps = torch.finfo(dtype).eps
+    return dict(rtol=32 * eps, atol=32 * eps)
+
+
+def dense_gaussian(d, dtype, seed=0):
+    """A correlated Gaussian in d dimensions: mean in [-0.5, 0.5], precision A A^T / d + I / 2."""
+    g = torch.Generator().manual_seed(100 + d + seed)
+    a = torch.randn(d, d, generator=g, dtype=F64)
+    mean = torch.linspace(-0.5, 0.5, d, dtype=F64) + 0.1 * seed
+    return mean.to(dtype), (a @ a.T / d + 0.5 * torch.eye(d, dtype=F64)).to(dtype)
+
+
+def dense_chain(ops, sampler, x0, sched, dev, *, thin=2, first_step=3, beta=None, base=None,
+                log_weight=None, leapfrog_steps=None, inv_mass=None):
+    """One Gaussian chain op on ``dev`` with schedule ``sched`` (a, with b = sqrt(2 a); HMC: step
+    sizes) and every output recorded."""
+    d, dtype = x0.shape[1], x0.dtype
+    mean, prec = (t.to(dev) for t in dense_gaussian(d, dtype))
+    bm, bp = (None, None) if base is None else (t.to(dev) for t in base)
+    tail = (first_step, beta, bm, bp, log_weight)
+    x0 = x0.to(dev)
+    if sampler == "langevin":
+        return ops.langevin_chain("gaussian", x0, sched, torch.sqrt(2 * sched), [], mean, prec,
+                                  -6.0, 6.0, 40.0, SEED, thin, True, True, *tail)
+    if sampler == "mala":
+        return ops.mala_chain("gaussian", x0, sched, torch.sqrt(2 * sched), [], mean, prec, SEED,
+                              thin, True, True, *tail)
+    m = None if inv_mass is None else inv_mass.to(dev)
+    return ops.hmc_chain("gaussian", x0, sched, 3, m, [], mean, prec, SEED, thin, True, True,
+                         first_step, leapfrog_steps, *tail[1:])
+
+
+def dense_schedule(sampler, n, B):
+    """Per-chain schedules [n_steps, B] (every chain its own values, varying over the steps)."""
+    g = torch.Generator().manual_seed(7)
+    scale = 0.02 if sampler == "hmc" else 2e-3
+    return scale * (0.5 + torch.rand(n, B, generator=g, dtype=F64))
+
+
+def assert_all_close(got, want, dtype):
+    for k, (u, v) in enumerate(zip(got, want)):
+        torch.testing.assert_close(u.cpu(), v, **group_tol(dtype), msg=lambda m: f"output {k}: {m}")
+
+
+@parity
+@pytest.mark.parametrize("d", GROUP_DIMS)
+@pytest.mark.parametrize("sampler", ["langevin", "mala", "hmc"])
+@pytest.mark.parametrize("dtype", [F32, F64])
+def test_dense_gaussian_chains_match_the_cpu(d, sampler, dtype):
+    """Final states, trajectories (thin 2), energy means and acceptance rates equal the CPU
+    kernels' with per-chain schedules, first_step 3 and, for HMC, a diagonal mass and
+    per-transition leapfrog counts."""
+    n = 6
+    x0 = (randn(GROUP_B, d, dtype=F64, seed=d) * 0.7).to(dtype).cpu()
+    sched = dense_schedule(sampler, n, GROUP_B)
+    hmc = {}
+    if sampler == "hmc":
+        hmc = dict(leapfrog_steps=torch.tensor([2, 1, 4, 3, 1, 2]),
+                   inv_mass=torch.linspace(0.6, 1.4, d, dtype=F64).to(dtype))
+    want = dense_chain(CPU_OPS, sampler, x0, sched, torch.device("cpu"), **hmc)
+    got = dense_chain(OPS, sampler, x0, sched, DEV, **hmc)
+    assert_all_close(got, want, dtype)
+    if sampler != "langevin":
+        assert float(want[3].mean()) > 0.3  # acceptances are in play, not all rejections
+
+
+@parity
+@pytest.mark.parametrize("d", [8, 33, 100])
+@pytest.mark.parametrize("sampler", ["langevin", "mala", "hmc"])
+@pytest.mark.parametrize("base", [True, False])
+def test_tempered_dense_gaussian_chains_match_the_cpu(d, sampler, base):
+    """Tempering on the group kernels, with the AIS log weights: a shared path with repeated
+    positions, a per-chain beta constant over the steps (stride 0: no chain retargets after
+    step 0), and a per-chain path where odd chains move at every step while even chains hold
+    still at some steps (blocks where some chains are evaluated again and others not)."""
+    n, B = 6, GROUP_B
+    x0 = randn(B, d, dtype=F64, seed=d) * 0.7
+    sched = dense_schedule(sampler, n, B)
+    base_model = dense_gaussian(d, F64, seed=1) if base else None
+    path = torch.tensor([0.0, 0.2, 0.2, 0.5, 0.7, 0.7, 1.0], dtype=F64)
+    odd = torch.linspace(0.1, 1.0, n + 1, dtype=F64)[:, None].expand(n + 1, B)
+    mixed = torch.where(torch.arange(B)[None, :] % 2 == 1, odd, path[:, None])
+    for beta in (path, torch.linspace(0.3, 1.0, B, dtype=F64).expand(n + 1, B), mixed.contiguous()):
+        runs = []
+        for ops, dev in ((CPU_OPS, torch.device("cpu")), (OPS, DEV)):
+            log_w = torch.zeros(B, dtype=F64, device=dev)
+            out = dense_chain(ops, sampler, x0.cpu(), sched, dev, beta=beta.to(dev)
+                              if beta.stride(0) != 0 else beta, base=base_model, log_weight=log_w)
+            runs.append((*out, log_w))
+        assert_all_close(runs[1], runs[0], F64)
+
+
+@pytest.mark.parametrize("d", [9, 33])
+@pytest.mark.parametrize("sampler", ["langevin", "mala", "hmc"])
+def test_dense_gaussian_chain_blocks_equal_one_call(d, sampler):
+    """Two calls of 3 steps (the second from first_step 3) equal one call of 6, bit for bit."""
+    x0 = randn(GROUP_B, d, dtype=F64, seed=2) * 0.7
+    sched = dense_schedule(sampler, 6, GROUP_B).to(DEV)
+    one = dense_chain(OPS, sampler, x0, sched, DEV, thin=1, first_step=0)
+    first = dense_chain(OPS, sampler, x0, sched[:3], DEV, thin=1, first_step=0)
+    second = dense_chain(OPS, sampler, first[0], sched[3:], DEV, thin=1, first_step=3)
+    assert torch.equal(one[0], second[0])
+    assert torch.equal(one[1], torch.cat([first[1], second[1]], 1))
+    assert torch.equal(one[2], torch.cat([first[2], second[2]]))
+
+
 @gpu_only
 @pytest.mark.parametrize("kind", ["mala", "hmc"])
 def test_per_chain_adapted_samplers_run_the_cuda_kernels(kind):

@@ -1,6 +1,7 @@
 // Launch geometry of the whole-chain kernels, which the caller needs before the call to size
 // the per-step partial sums and the per-chain workspace (launchers.h: ChainPlan).
 #include "chain_common.cuh"
+#include "gaussian_chain.cuh"
 
 namespace torchebm::cuda {
 
@@ -17,6 +18,10 @@ ChainPlan chain_plan(Sampler sampler, int energy_id, const ChainArgs& args, Laun
     work = (B * d + kGroup<float> - 1) / kGroup<float>;  // ... or one per Philox group
     if (args.dtype == Dtype::kFloat64) work = (B * d + kGroup<double> - 1) / kGroup<double>;
   }
+  // The dense Gaussian's group kernels (gaussian_chain.cuh): G lanes per chain, rows in
+  // registers (no workspace).
+  const int lanes = elem_kernel ? 0 : gaussian_chain::lanes_for(energy_id, d);
+  if (lanes > 0) return ChainPlan{gaussian_chain::blocks_for(B, lanes, launch), 0};
   const int threads = chain::chain_threads(work, launch);
   ChainPlan plan{static_cast<int>((work + threads - 1) / threads), 0};
   if (plan.partial_blocks < 1) plan.partial_blocks = 1;

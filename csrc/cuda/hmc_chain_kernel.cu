@@ -9,6 +9,7 @@
 // are transition t's target's, (e, g) evaluated again when a chain's target moves (giving its
 // log-weight increment).
 #include "chain_common.cuh"
+#include "gaussian_chain.cuh"
 
 namespace torchebm::cuda {
 namespace {
@@ -91,6 +92,94 @@ __global__ void __launch_bounds__(chain::kMaxThreads)
   }
 }
 
+// The dense Gaussian's HMC chains, G lanes per chain (gaussian_chain.cuh): the row kernel's
+// steps with the chain's coordinates spread over its lanes; every lane of a group forms the
+// same Hamiltonians and so takes the same decision. The leapfrog count is the same for every
+// chain, so the barriers stay uniform.
+template <class C, int G>
+__global__ void __launch_bounds__(chain::kMaxThreads)
+    hmc_chain_gaussian_kernel(const C* __restrict__ x0, C* __restrict__ x_out,
+                              C* __restrict__ trajectory, double* __restrict__ partial,
+                              Schedule step_size, const C* __restrict__ inv_mass, int n_leapfrog,
+                              const int64_t* __restrict__ leapfrog_steps, ModelArgs margs,
+                              int64_t batch, int64_t d, int64_t n_steps, int64_t thin,
+                              PhiloxKey key, uint32_t step0, bool record_energy,
+                              TemperArgs temper) {
+  constexpr int R = gaussian_chain::kRegs<G>;
+  const auto L = gaussian_chain::group_of<C, G, R>(d);
+  const int64_t c = gaussian_chain::chain_index<G>();
+  const bool active = c < batch;
+  const int64_t cs = active ? c : 0;  // the chain whose values the lane reads
+  const auto model = L.model(margs.mean, margs.precision);
+  const bool has_base = temper.on && temper.base_mean != nullptr;
+  const auto base = L.model(has_base ? temper.base_mean : margs.mean,
+                            has_base ? temper.base_precision : margs.precision);
+  chain::Temper<C> tq{temper, cs, nullptr};
+  chain::Temper<C>* tp = temper.on ? &tq : nullptr;
+  const int64_t n_keep = n_steps / thin;
+  C m[R];  // inverse mass entries (1: unit mass)
+#pragma unroll
+  for (int r = 0; r < R; ++r) m[r] = inv_mass != nullptr && L.has(r) ? inv_mass[L.col(r)] : C(1);
+  C x[R], g[R], xn[R], gn[R], p[R], k[R];
+  L.load(x0 + cs * d, x);
+  C e = C(0);
+  if (tp == nullptr) e = L.gaussian(model, x, g, true);
+  for (int64_t t = 0; t < n_steps; ++t) {
+    const C eps = C(chain::schedule_at(step_size, t, cs)), half = C(0.5) * eps;
+    const int n_leap = leapfrog_steps == nullptr ? n_leapfrog : static_cast<int>(leapfrog_steps[t]);
+    if (tp != nullptr && gaussian_chain::block_any(tp->retarget(t))) {
+      // a chain whose target did not move gets its (e, g) again, bit for bit
+      e = L.target(model, base, has_base, tp, x, g, true);
+      if (active && L.lane == 0) tp->add_log_weight(t);
+    }
+    chain::NormalCursor<C> z(key, step0 + static_cast<uint32_t>(t));
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const C xi = L.has(r) ? z.at(static_cast<uint64_t>(cs * d + L.col(r))) : C(0);
+      p[r] = inv_mass == nullptr ? xi : xi / sqrt_ieee(m[r]);
+      xn[r] = x[r];
+      gn[r] = g[r];
+      k[r] = kinetic_term(p[r], m[r]);
+    }
+    const C h0 = e + C(0.5) * L.sum(k);
+    C en = e;
+    for (int l = 0; l < n_leap; ++l) {
+      const C kick_size = l == 0 ? half : eps;
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        p[r] = kick(p[r], gn[r], kick_size);
+        xn[r] = inv_mass == nullptr ? drift_unit_mass(xn[r], p[r], eps)
+                                    : drift(xn[r], p[r], m[r], eps);
+      }
+      en = L.target(model, base, has_base, tp, xn, gn, true);
+    }
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      p[r] = kick(p[r], gn[r], half);
+      k[r] = kinetic_term(p[r], m[r]);
+    }
+    const C h1 = en + C(0.5) * L.sum(k);
+    const C u = chain::chain_uniform<C>(key, step0 + static_cast<uint32_t>(t), cs);
+    const bool accepted = metropolis_accept(u, h0 - h1);
+    if (accepted) {
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        x[r] = xn[r];
+        g[r] = gn[r];
+      }
+      e = en;
+    }
+    if (active && trajectory != nullptr) {
+      const int64_t kept = chain::kept_index(t, thin);
+      if (kept >= 0) L.store(trajectory + (c * n_keep + kept) * d, x);
+    }
+    const bool counts = active && L.lane == 0;  // one lane per chain adds to the means
+    chain::block_partial(counts && record_energy ? double(e) : 0.0,
+                         counts && accepted ? 1.0 : 0.0, partial, t);
+  }
+  if (active) L.store(x_out + c * d, x);
+}
+
 template <class C, class M>
 cudaError_t run(const void* x0, const EnergyArgs& energy, const ChainArgs& args,
                 const ChainOutputs& out, Launch launch) {
@@ -103,7 +192,18 @@ cudaError_t run(const void* x0, const EnergyArgs& energy, const ChainArgs& args,
   const C* mass = static_cast<const C*>(args.inv_mass);
   C *xo = static_cast<C*>(out.x), *traj = static_cast<C*>(out.trajectory),
     *work = static_cast<C*>(out.workspace);
-  const cudaError_t unsupported = chain::launch_rows<M>(d, [&](auto kd) {
+  const int lanes = gaussian_chain::lanes_for(energy.id, d);
+  if (lanes > 0) {
+    const int group_threads = gaussian_chain::threads_for(B, lanes, launch);
+    gaussian_chain::with_lanes(lanes, [&](auto lanes_tag) {
+      constexpr int G = decltype(lanes_tag)::value;
+      hmc_chain_gaussian_kernel<C, G><<<plan.partial_blocks, group_threads, 0, launch.stream>>>(
+          xp, xo, traj, out.partial, args.a, mass, args.n_leapfrog, args.leapfrog_steps, margs, B,
+          d, args.n_steps, args.thin, key, static_cast<uint32_t>(args.first_step),
+          args.record_energy, args.temper);
+    });
+  }
+  const cudaError_t unsupported = lanes > 0 ? cudaSuccess : chain::launch_rows<M>(d, [&](auto kd) {
     constexpr int kD = decltype(kd)::value;
     hmc_chain_kernel<C, M, kD><<<plan.partial_blocks, threads, 0, launch.stream>>>(
         xp, xo, traj, out.partial, work, args.a, mass, args.n_leapfrog, args.leapfrog_steps, margs, B, d, args.n_steps,

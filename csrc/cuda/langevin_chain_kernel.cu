@@ -9,6 +9,7 @@
 // that of its target at x_t, evaluated again when the chain's target moved (giving its
 // log-weight increment), and the energy recorded after step t is step t's target's.
 #include "chain_common.cuh"
+#include "gaussian_chain.cuh"
 
 namespace torchebm::cuda {
 namespace {
@@ -141,6 +142,57 @@ __global__ void __launch_bounds__(chain::kMaxThreads)
   }
 }
 
+// The dense Gaussian's Langevin chains, G lanes per chain (gaussian_chain.cuh): the row
+// kernel's steps with the chain's coordinates spread over its lanes.
+template <class C, int G>
+__global__ void __launch_bounds__(chain::kMaxThreads)
+    langevin_chain_gaussian_kernel(const C* __restrict__ x0, C* __restrict__ x_out,
+                                   C* __restrict__ trajectory, double* __restrict__ partial,
+                                   Schedule a, Schedule b, LangevinCoef<C> coef, ModelArgs margs,
+                                   int64_t batch, int64_t d, int64_t n_steps, int64_t thin,
+                                   PhiloxKey key, uint32_t step0, bool record_energy,
+                                   TemperArgs temper) {
+  constexpr int R = gaussian_chain::kRegs<G>;
+  const auto L = gaussian_chain::group_of<C, G, R>(d);
+  const int64_t c = gaussian_chain::chain_index<G>();
+  const bool active = c < batch;
+  const int64_t cs = active ? c : 0;  // the chain whose values the lane reads
+  const auto model = L.model(margs.mean, margs.precision);
+  const bool has_base = temper.on && temper.base_mean != nullptr;
+  const auto base = L.model(has_base ? temper.base_mean : margs.mean,
+                            has_base ? temper.base_precision : margs.precision);
+  chain::Temper<C> tq{temper, cs, nullptr};
+  chain::Temper<C>* tp = temper.on ? &tq : nullptr;
+  const int64_t n_keep = n_steps / thin;
+  C x[R], g[R];
+  L.load(x0 + cs * d, x);
+  C e = C(0);
+  if (tp == nullptr) e = L.gaussian(model, x, g, record_energy);
+  for (int64_t t = 0; t < n_steps; ++t) {
+    coef.a = C(chain::schedule_at(a, t, cs));
+    coef.b = C(chain::schedule_at(b, t, cs));
+    if (tp != nullptr && gaussian_chain::block_any(tp->retarget(t))) {
+      // a chain whose target did not move gets its (e, g) again, bit for bit
+      L.target(model, base, has_base, tp, x, g, true);
+      if (active && L.lane == 0) tp->add_log_weight(t);
+    }
+    chain::NormalCursor<C> z(key, step0 + static_cast<uint32_t>(t));
+#pragma unroll
+    for (int r = 0; r < gaussian_chain::kRegs<G>; ++r)
+      if (L.has(r))
+        x[r] = langevin_point(x[r], g[r], z.at(static_cast<uint64_t>(cs * d + L.col(r))), coef);
+    e = L.target(model, base, has_base, tp, x, g, record_energy);
+    if (active && trajectory != nullptr) {
+      const int64_t kept = chain::kept_index(t, thin);
+      if (kept >= 0) L.store(trajectory + (c * n_keep + kept) * d, x);
+    }
+    if (record_energy) {
+      chain::block_partial(active && L.lane == 0 ? double(e) : 0.0, 0.0, partial, t);
+    }
+  }
+  if (active) L.store(x_out + c * d, x);
+}
+
 template <class C, class M>
 cudaError_t run(const void* x0, const EnergyArgs& energy, const ChainArgs& args,
                 const ChainOutputs& out, Launch launch) {
@@ -170,7 +222,16 @@ cudaError_t run(const void* x0, const EnergyArgs& energy, const ChainArgs& args,
       }
     }
   }
-  if (!elem_kernel) {
+  const int lanes = gaussian_chain::lanes_for(energy.id, d);
+  if (!elem_kernel && lanes > 0) {
+    const int threads = gaussian_chain::threads_for(B, lanes, launch);
+    gaussian_chain::with_lanes(lanes, [&](auto lanes_tag) {
+      constexpr int G = decltype(lanes_tag)::value;
+      langevin_chain_gaussian_kernel<C, G><<<plan.partial_blocks, threads, 0, launch.stream>>>(
+          xp, xo, traj, out.partial, args.a, args.b, coef, margs, B, d, args.n_steps, args.thin,
+          key, static_cast<uint32_t>(args.first_step), args.record_energy, args.temper);
+    });
+  } else if (!elem_kernel) {
     const int threads = chain::chain_threads(B, launch);
     C* work = static_cast<C*>(out.workspace);
     const cudaError_t unsupported = chain::launch_rows<M>(d, [&](auto kd) {
