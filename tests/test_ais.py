@@ -147,6 +147,41 @@ def test_both_routes_agree_in_distribution(kernel, one_thread, monkeypatch):
     assert abs(a.log_z - b.log_z) < Z_BOUND * joint, (a.log_z, b.log_z, joint)
 
 
+@pytest.mark.parametrize("kernel", ["mala", "hmc"])
+def test_a_long_anneal_runs_in_blocks_equal_to_one_call(kernel, monkeypatch):
+    """The chain route runs a long anneal in blocks (so that Ctrl-C stops it between them):
+    blocks of a few steps give the one-call log weights and samples bit for bit."""
+    from torchebm.kernels import ops
+    from torchebm.samplers import mcmc_sampler
+
+    target, *_ = gaussian_target()
+    base = GaussianModel(torch.zeros(2), torch.eye(2), dtype=F64)
+    make = (lambda: MALA(target, step_size=0.1, dtype=F64)) if kernel == "mala" else \
+        (lambda: HamiltonianMonteCarlo(target, step_size=0.1, n_leapfrog_steps=3, dtype=F64))
+
+    def run(block_work):
+        calls = []
+        with monkeypatch.context() as m:
+            op_name = make().algorithm.chain_op
+            real = getattr(ops, op_name)
+            m.setattr(ops, op_name, lambda *a, **k: calls.append(k["first_step"]) or real(*a, **k))
+            if block_work is not None:
+                m.setattr(mcmc_sampler, "_FIRST_BLOCK_WORK", block_work)
+            ais = AnnealedImportanceSampler(make(), n_temps=12, base=base, n_steps_per_temp=2)
+            result = ais.estimate(16, generator=torch.Generator().manual_seed(5))
+        assert ais.last_route.path == "chain"
+        return result, calls
+
+    one, one_calls = run(None)
+    # 3 steps per block: a gradient costs 16 chains x (d = 2 + the Gaussian's 2 + 4 elements)
+    # (mcmc_sampler._first_chain_block), an HMC step 3 gradients.
+    blocks, block_calls = run(16 * (2 + 6) * (3 if kernel == "hmc" else 1) * 3)
+    # 11 temperatures between 0 and 1, 2 steps each: 22 steps in blocks of 3.
+    assert one_calls == [0] and block_calls == list(range(0, 22, 3))
+    assert torch.equal(one.log_weights, blocks.log_weights)
+    assert torch.equal(one.samples, blocks.samples)
+
+
 def test_chain_route_reason_is_visible():
     target, *_ = gaussian_target()
     base = GaussianModel(torch.zeros(2), torch.eye(2), dtype=F64)

@@ -58,7 +58,7 @@ from torchebm.core.analytic_models import GaussianModel
 from torchebm.core.argument_checks import count
 from torchebm.core.base_sampler import BaseSampler, generator_randn
 from torchebm.kernels import dispatch, ops
-from torchebm.samplers.mcmc_sampler import _CHAIN_SCHEDULES, MCMCSampler, kernel_model
+from torchebm.samplers.mcmc_sampler import _CHAIN_SCHEDULES, MCMCSampler, _first_chain_block, kernel_model
 from torchebm.samplers.tempered_model import TemperedModel
 
 
@@ -280,11 +280,25 @@ class AnnealedImportanceSampler(nn.Module):
         log_w = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
         if inner:
             op = getattr(ops, sampler.algorithm.chain_op)
-            out = op(energy=model.name, x0=x, params=model.params, mean=model.mean,
-                     precision=model.precision, seed=sampler._draw_seed(generator), beta=beta,
-                     base_mean=base.mean.to(x), base_precision=base.precision.to(x),
-                     log_weight=log_w, **{**arguments, **tiled})
-            x.copy_(out[0])
+            fixed = {k: v for k, v in arguments.items() if k not in _CHAIN_SCHEDULES}
+            model_args = {"energy": model.name, "params": model.params, "mean": model.mean,
+                          "precision": model.precision}
+            seed, n_steps = sampler._draw_seed(generator), len(beta) - 1
+            # Blocks of steps as MCMCSampler._run_chain's first block (under a second each), so
+            # that Ctrl-C stops a long anneal between them; step t of a block [t0, t1) draws
+            # the noise of step t0 + t and adds its increments to the same log_w, so the blocks
+            # give one call's result bit for bit (tests/test_tempered_chain.py).
+            length = _first_chain_block(x, model_args, fixed)
+            state = x
+            for start in range(0, n_steps, length):
+                stop = min(start + length, n_steps)
+                state = op(x0=state, seed=seed, beta=beta[start : stop + 1], first_step=start,
+                           base_mean=base.mean.to(x), base_precision=base.precision.to(x),
+                           log_weight=log_w, **model_args, **fixed,
+                           **{k: v[start:stop] for k, v in tiled.items()})[0]
+                if state.is_cuda:
+                    torch.cuda.synchronize(state.device)
+            x.copy_(state)
         xin = sampler._model_input(x)
         gap = path.inner(xin).double() - base(xin).double()  # E - E0 at the final state
         log_w -= (betas[-1] - betas[-2]) * gap
