@@ -30,7 +30,8 @@ step-size-dependent neighbour of :math:`f_t` invariant, which biases :math:`\wid
 (``last_route``, a :class:`~torchebm.kernels.dispatch.Route`):
 
 * ``"chain"``: a built-in analytic model (``kernel_spec()``) on a built-in sampler's kernel
-  path runs the whole anneal as one call of the sampler's tempered chain op (``beta`` the
+  path runs the whole anneal as one call of the sampler's tempered chain op (a long anneal in
+  blocks of steps, as :meth:`MCMCSampler._run_chain` runs a chain; ``beta`` the
   path with each :math:`\beta_t` repeated ``n_steps_per_temp`` times, the base as
   ``base_mean``/``base_precision``), the weights accumulated in float64 inside the kernel
   (``log_weight``; docs/kernels.md); only the last increment, at the final state, is added
