@@ -178,7 +178,7 @@ __global__ void __launch_bounds__(chain::kMaxThreads)
     }
     chain::NormalCursor<C> z(key, step0 + static_cast<uint32_t>(t));
 #pragma unroll
-    for (int r = 0; r < gaussian_chain::kRegs<G>; ++r)
+    for (int r = 0; r < R; ++r)
       if (L.has(r))
         x[r] = langevin_point(x[r], g[r], z.at(static_cast<uint64_t>(cs * d + L.col(r))), coef);
     e = L.target(model, base, has_base, tp, x, g, record_energy);
