@@ -617,8 +617,8 @@ def gemm_rate(device: str, n: int = PEAK_GEMM_SIZE, repeats: int = 7) -> float:
 def compute_bound(run: Callable, state, device: str) -> dict:
     """Work of one timed run ``run(state)`` counted by ``torch.utils.flop_counter`` (matmuls
     and convolutions, forward and backward: a multiply-add is 2 operations) and the machine's
-    GEMM rate, for the compute bound of a workload: no implementation doing the same
-    operations at float32 can run faster than ``flops / gemm_flops_per_s``."""
+    GEMM rate, for the compute bound of a workload: ``flops / gemm_flops_per_s`` is the time
+    of the same operations at the rate of the best-tuned float32 kernel."""
     from torch.utils.flop_counter import FlopCounterMode
 
     class Totals:
