@@ -76,7 +76,7 @@ def tol(dtype):
 )
 def test_energy_grad_matches_the_cpu_kernel(widths, acts, out, dtype):
     net = network(widths, acts, dtype, seed=len(acts))
-    x = torch.randn(70, widths[0], dtype=dtype)  # two full tiles of 32 chains and a partial one
+    x = torch.randn(70, widths[0], generator=torch.Generator().manual_seed(1), dtype=dtype)  # two full tiles of 32 chains and a partial one
     e, g = OPS.mlp_energy_grad(x.to(DEV), *on_dev(net), *out)
     e_cpu, g_cpu = CPU.mlp_energy_grad(x, *net, *out)
     torch.testing.assert_close(e.cpu(), e_cpu, **tol(dtype))
@@ -86,7 +86,7 @@ def test_energy_grad_matches_the_cpu_kernel(widths, acts, out, dtype):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_langevin_chain_matches_the_cpu_kernel(dtype):
     net = network([2, 16, 16, 1], [3, 3, 0], dtype, seed=1)
-    x0 = torch.randn(100, 2, dtype=dtype)
+    x0 = torch.randn(100, 2, generator=torch.Generator().manual_seed(2), dtype=dtype)
     n = 8
     a = torch.full((n,), 0.01, dtype=torch.float64)
     b = torch.linspace(0.2, 0.1, n, dtype=torch.float64)
@@ -100,7 +100,7 @@ def test_langevin_chain_matches_the_cpu_kernel(dtype):
 def test_mala_and_hmc_chains_match_the_cpu_kernels():
     dtype = torch.float64
     net = network([2, 12, 1], [7, 0], dtype, seed=2, scale=6.0)  # steep: some rejections
-    x0 = torch.randn(90, 2, dtype=dtype)
+    x0 = torch.randn(90, 2, generator=torch.Generator().manual_seed(3), dtype=dtype)
     n = 6
     a = torch.full((n,), 0.2, dtype=torch.float64)
     got = OPS.mlp_mala_chain(x0.to(DEV), *on_dev(net), 1.0, 0.0, a, torch.sqrt(2 * a), 7, 2, True, True)
@@ -148,8 +148,8 @@ def test_per_chain_schedules_match_the_cpu_kernels(kind, dtype):
     copy's."""
     net = network([2, 12, 1], [7, 0], dtype, seed=3, scale=6.0)  # steep: some rejections
     B, n = 70, 6  # two full tiles of 32 chains and a partial one
-    x0 = torch.randn(B, 2, dtype=dtype)
     g = torch.Generator().manual_seed(4)
+    x0 = torch.randn(B, 2, generator=g, dtype=dtype)  # seeded: the same chains on every run
     a = 0.02 + 0.2 * torch.rand(n, B, generator=g, dtype=torch.float64)
 
     def run(ops, x, first, dev):
@@ -185,7 +185,7 @@ def test_hmc_leapfrog_count_per_transition_matches_the_cpu_kernel():
     given on the device, with per-chain step sizes: the CPU kernel's results to rounding."""
     dtype = torch.float64
     net = network([2, 12, 1], [7, 0], dtype, seed=5, scale=6.0)
-    x0 = torch.randn(70, 2, dtype=dtype)
+    x0 = torch.randn(70, 2, generator=torch.Generator().manual_seed(5), dtype=dtype)
     eps = 0.05 + 0.2 * torch.rand(5, 70, generator=torch.Generator().manual_seed(6), dtype=dtype)
     steps = torch.tensor([1, 4, 2, 5, 3])
     got = OPS.mlp_hmc_chain(x0.to(DEV), *on_dev(net), 1.0, 0.0, eps.to(DEV), 2, None, 8, 1, True,

@@ -186,4 +186,80 @@ __device__ __forceinline__ Group<C, G, R> group_of(int64_t d) {
   return Group<C, G, R>{static_cast<int>(threadIdx.x % G), d, mine, mine + G * R};
 }
 
+// What every lane of a dense-Gaussian chain kernel holds: its group, its chain c (cs: the
+// chain whose values it reads, chain 0 past the batch, where the lane computes but writes
+// nothing), the target and the base (the target again without one) as the lane holds them, and
+// the chain's tempering.
+template <class C, int G>
+struct Lanes {
+  static constexpr int R = kRegs<G>;
+  Group<C, G, R> L;
+  int64_t c, cs;
+  bool active, has_base, tempered;
+  Model<C, R> model, base;
+  chain::Temper<C> tq;
+
+  __device__ __forceinline__ Lanes(int64_t d, int64_t batch, const chain::ModelArgs& margs,
+                                   const TemperArgs& temper)
+      : L(group_of<C, G, R>(d)),
+        c(chain_index<G>()),
+        cs(c < batch ? c : 0),
+        active(c < batch),
+        has_base(temper.on && temper.base_mean != nullptr),
+        tempered(temper.on),
+        model(L.model(margs.mean, margs.precision)),
+        base(L.model(has_base ? temper.base_mean : margs.mean,
+                     has_base ? temper.base_precision : margs.precision)),
+        tq{temper, cs, nullptr} {}
+
+  // The transition's target at x (Group::target), tempered when the chain is.
+  __device__ __forceinline__ C target(const C (&x)[R], C (&g)[R], bool want_energy) {
+    return L.target(model, base, has_base, tempered ? &tq : nullptr, x, g, want_energy);
+  }
+
+  // Normal of the lane's coordinate r from step t's cursor (0 past d).
+  __device__ __forceinline__ C normal(chain::NormalCursor<C>& z, int r) const {
+    return L.has(r) ? z.at(static_cast<uint64_t>(cs * L.d + L.col(r))) : C(0);
+  }
+
+  // Start of step t of a tempered chain: when any chain of the block has a new target, (e, g)
+  // of the target at x (a chain whose target did not move gets its values again, bit for bit)
+  // and the chain's log-weight increment. Every thread calls it.
+  __device__ __forceinline__ void retarget(int64_t t, const C (&x)[R], C (&g)[R], C& e) {
+    if (!tempered || !block_any(tq.retarget(t))) return;
+    e = target(x, g, true);
+    if (active && L.lane == 0) tq.add_log_weight(t);
+  }
+
+  // End of step t: the state into the thinned trajectory (when t is a kept step).
+  __device__ __forceinline__ void keep(C* trajectory, const C (&x)[R], int64_t t, int64_t thin,
+                                       int64_t n_keep) const {
+    if (!active || trajectory == nullptr) return;
+    const int64_t kept = chain::kept_index(t, thin);
+    if (kept >= 0) L.store(trajectory + (c * n_keep + kept) * L.d, x);
+  }
+
+  // The chain's energy (when recorded) and acceptance into the block's step-t sums, from one
+  // lane per chain. Every thread calls it.
+  __device__ __forceinline__ void add_sums(double* partial, C e, bool record_energy, bool accepted,
+                                           int64_t t) const {
+    const bool counts = active && L.lane == 0;
+    chain::block_partial(counts && record_energy ? double(e) : 0.0, counts && accepted ? 1.0 : 0.0,
+                         partial, t);
+  }
+};
+
+// A Metropolis step's outcome: an accepted chain takes the proposal's state, gradient, energy.
+template <class C, int R>
+__device__ __forceinline__ void take_if(bool accepted, C (&x)[R], C (&g)[R], C& e,
+                                        const C (&y)[R], const C (&gy)[R], C ey) {
+  if (!accepted) return;
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    x[r] = y[r];
+    g[r] = gy[r];
+  }
+  e = ey;
+}
+
 }  // namespace torchebm::cuda::gaussian_chain

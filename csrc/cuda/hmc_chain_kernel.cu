@@ -105,43 +105,31 @@ __global__ void __launch_bounds__(chain::kMaxThreads)
                               int64_t batch, int64_t d, int64_t n_steps, int64_t thin,
                               PhiloxKey key, uint32_t step0, bool record_energy,
                               TemperArgs temper) {
-  constexpr int R = gaussian_chain::kRegs<G>;
-  const auto L = gaussian_chain::group_of<C, G, R>(d);
-  const int64_t c = gaussian_chain::chain_index<G>();
-  const bool active = c < batch;
-  const int64_t cs = active ? c : 0;  // the chain whose values the lane reads
-  const auto model = L.model(margs.mean, margs.precision);
-  const bool has_base = temper.on && temper.base_mean != nullptr;
-  const auto base = L.model(has_base ? temper.base_mean : margs.mean,
-                            has_base ? temper.base_precision : margs.precision);
-  chain::Temper<C> tq{temper, cs, nullptr};
-  chain::Temper<C>* tp = temper.on ? &tq : nullptr;
+  gaussian_chain::Lanes<C, G> k(d, batch, margs, temper);
+  constexpr int R = gaussian_chain::Lanes<C, G>::R;
   const int64_t n_keep = n_steps / thin;
   C m[R];  // inverse mass entries (1: unit mass)
 #pragma unroll
-  for (int r = 0; r < R; ++r) m[r] = inv_mass != nullptr && L.has(r) ? inv_mass[L.col(r)] : C(1);
-  C x[R], g[R], xn[R], gn[R], p[R], k[R];
-  L.load(x0 + cs * d, x);
+  for (int r = 0; r < R; ++r)
+    m[r] = inv_mass != nullptr && k.L.has(r) ? inv_mass[k.L.col(r)] : C(1);
+  C x[R], g[R], xn[R], gn[R], p[R], kin[R];
+  k.L.load(x0 + k.cs * d, x);
   C e = C(0);
-  if (tp == nullptr) e = L.gaussian(model, x, g, true);
+  if (!k.tempered) e = k.target(x, g, true);
   for (int64_t t = 0; t < n_steps; ++t) {
-    const C eps = C(chain::schedule_at(step_size, t, cs)), half = C(0.5) * eps;
+    const C eps = C(chain::schedule_at(step_size, t, k.cs)), half = C(0.5) * eps;
     const int n_leap = leapfrog_steps == nullptr ? n_leapfrog : static_cast<int>(leapfrog_steps[t]);
-    if (tp != nullptr && gaussian_chain::block_any(tp->retarget(t))) {
-      // a chain whose target did not move gets its (e, g) again, bit for bit
-      e = L.target(model, base, has_base, tp, x, g, true);
-      if (active && L.lane == 0) tp->add_log_weight(t);
-    }
+    k.retarget(t, x, g, e);
     chain::NormalCursor<C> z(key, step0 + static_cast<uint32_t>(t));
 #pragma unroll
     for (int r = 0; r < R; ++r) {
-      const C xi = L.has(r) ? z.at(static_cast<uint64_t>(cs * d + L.col(r))) : C(0);
+      const C xi = k.normal(z, r);
       p[r] = inv_mass == nullptr ? xi : xi / sqrt_ieee(m[r]);
       xn[r] = x[r];
       gn[r] = g[r];
-      k[r] = kinetic_term(p[r], m[r]);
+      kin[r] = kinetic_term(p[r], m[r]);
     }
-    const C h0 = e + C(0.5) * L.sum(k);
+    const C h0 = e + C(0.5) * k.L.sum(kin);
     C en = e;
     for (int l = 0; l < n_leap; ++l) {
       const C kick_size = l == 0 ? half : eps;
@@ -151,33 +139,21 @@ __global__ void __launch_bounds__(chain::kMaxThreads)
         xn[r] = inv_mass == nullptr ? drift_unit_mass(xn[r], p[r], eps)
                                     : drift(xn[r], p[r], m[r], eps);
       }
-      en = L.target(model, base, has_base, tp, xn, gn, true);
+      en = k.target(xn, gn, true);
     }
 #pragma unroll
     for (int r = 0; r < R; ++r) {
       p[r] = kick(p[r], gn[r], half);
-      k[r] = kinetic_term(p[r], m[r]);
+      kin[r] = kinetic_term(p[r], m[r]);
     }
-    const C h1 = en + C(0.5) * L.sum(k);
-    const C u = chain::chain_uniform<C>(key, step0 + static_cast<uint32_t>(t), cs);
+    const C h1 = en + C(0.5) * k.L.sum(kin);
+    const C u = chain::chain_uniform<C>(key, step0 + static_cast<uint32_t>(t), k.cs);
     const bool accepted = metropolis_accept(u, h0 - h1);
-    if (accepted) {
-#pragma unroll
-      for (int r = 0; r < R; ++r) {
-        x[r] = xn[r];
-        g[r] = gn[r];
-      }
-      e = en;
-    }
-    if (active && trajectory != nullptr) {
-      const int64_t kept = chain::kept_index(t, thin);
-      if (kept >= 0) L.store(trajectory + (c * n_keep + kept) * d, x);
-    }
-    const bool counts = active && L.lane == 0;  // one lane per chain adds to the means
-    chain::block_partial(counts && record_energy ? double(e) : 0.0,
-                         counts && accepted ? 1.0 : 0.0, partial, t);
+    gaussian_chain::take_if(accepted, x, g, e, xn, gn, en);
+    k.keep(trajectory, x, t, thin, n_keep);
+    k.add_sums(partial, e, record_energy, accepted, t);
   }
-  if (active) L.store(x_out + c * d, x);
+  if (k.active) k.L.store(x_out + k.c * d, x);
 }
 
 template <class C, class M>

@@ -152,45 +152,26 @@ __global__ void __launch_bounds__(chain::kMaxThreads)
                                    int64_t batch, int64_t d, int64_t n_steps, int64_t thin,
                                    PhiloxKey key, uint32_t step0, bool record_energy,
                                    TemperArgs temper) {
-  constexpr int R = gaussian_chain::kRegs<G>;
-  const auto L = gaussian_chain::group_of<C, G, R>(d);
-  const int64_t c = gaussian_chain::chain_index<G>();
-  const bool active = c < batch;
-  const int64_t cs = active ? c : 0;  // the chain whose values the lane reads
-  const auto model = L.model(margs.mean, margs.precision);
-  const bool has_base = temper.on && temper.base_mean != nullptr;
-  const auto base = L.model(has_base ? temper.base_mean : margs.mean,
-                            has_base ? temper.base_precision : margs.precision);
-  chain::Temper<C> tq{temper, cs, nullptr};
-  chain::Temper<C>* tp = temper.on ? &tq : nullptr;
+  gaussian_chain::Lanes<C, G> k(d, batch, margs, temper);
+  constexpr int R = gaussian_chain::Lanes<C, G>::R;
   const int64_t n_keep = n_steps / thin;
   C x[R], g[R];
-  L.load(x0 + cs * d, x);
+  k.L.load(x0 + k.cs * d, x);
   C e = C(0);
-  if (tp == nullptr) e = L.gaussian(model, x, g, record_energy);
+  if (!k.tempered) e = k.target(x, g, record_energy);
   for (int64_t t = 0; t < n_steps; ++t) {
-    coef.a = C(chain::schedule_at(a, t, cs));
-    coef.b = C(chain::schedule_at(b, t, cs));
-    if (tp != nullptr && gaussian_chain::block_any(tp->retarget(t))) {
-      // a chain whose target did not move gets its (e, g) again, bit for bit
-      L.target(model, base, has_base, tp, x, g, true);
-      if (active && L.lane == 0) tp->add_log_weight(t);
-    }
+    coef.a = C(chain::schedule_at(a, t, k.cs));
+    coef.b = C(chain::schedule_at(b, t, k.cs));
+    k.retarget(t, x, g, e);
     chain::NormalCursor<C> z(key, step0 + static_cast<uint32_t>(t));
 #pragma unroll
     for (int r = 0; r < R; ++r)
-      if (L.has(r))
-        x[r] = langevin_point(x[r], g[r], z.at(static_cast<uint64_t>(cs * d + L.col(r))), coef);
-    e = L.target(model, base, has_base, tp, x, g, record_energy);
-    if (active && trajectory != nullptr) {
-      const int64_t kept = chain::kept_index(t, thin);
-      if (kept >= 0) L.store(trajectory + (c * n_keep + kept) * d, x);
-    }
-    if (record_energy) {
-      chain::block_partial(active && L.lane == 0 ? double(e) : 0.0, 0.0, partial, t);
-    }
+      if (k.L.has(r)) x[r] = langevin_point(x[r], g[r], k.normal(z, r), coef);
+    e = k.target(x, g, record_energy);
+    k.keep(trajectory, x, t, thin, n_keep);
+    if (record_energy) k.add_sums(partial, e, true, false, t);
   }
-  if (active) L.store(x_out + c * d, x);
+  if (k.active) k.L.store(x_out + k.c * d, x);
 }
 
 template <class C, class M>

@@ -84,65 +84,38 @@ __global__ void __launch_bounds__(chain::kMaxThreads)
                                Schedule a, Schedule b, ModelArgs margs, int64_t batch, int64_t d,
                                int64_t n_steps, int64_t thin, PhiloxKey key, uint32_t step0,
                                bool record_energy, TemperArgs temper) {
-  constexpr int R = gaussian_chain::kRegs<G>;
-  const auto L = gaussian_chain::group_of<C, G, R>(d);
-  const int64_t c = gaussian_chain::chain_index<G>();
-  const bool active = c < batch;
-  const int64_t cs = active ? c : 0;  // the chain whose values the lane reads
-  const auto model = L.model(margs.mean, margs.precision);
-  const bool has_base = temper.on && temper.base_mean != nullptr;
-  const auto base = L.model(has_base ? temper.base_mean : margs.mean,
-                            has_base ? temper.base_precision : margs.precision);
-  chain::Temper<C> tq{temper, cs, nullptr};
-  chain::Temper<C>* tp = temper.on ? &tq : nullptr;
+  gaussian_chain::Lanes<C, G> k(d, batch, margs, temper);
+  constexpr int R = gaussian_chain::Lanes<C, G>::R;
   const C inf = C(INFINITY);
   const int64_t n_keep = n_steps / thin;
   C x[R], g[R], y[R], gy[R];
-  L.load(x0 + cs * d, x);
+  k.L.load(x0 + k.cs * d, x);
   C e = C(0);
-  if (tp == nullptr) e = L.gaussian(model, x, g, true);
+  if (!k.tempered) e = k.target(x, g, true);
   for (int64_t t = 0; t < n_steps; ++t) {
-    const C at = C(chain::schedule_at(a, t, cs)), bt = C(chain::schedule_at(b, t, cs));
-    if (tp != nullptr && gaussian_chain::block_any(tp->retarget(t))) {
-      // a chain whose target did not move gets its (e, g) again, bit for bit
-      e = L.target(model, base, has_base, tp, x, g, true);
-      if (active && L.lane == 0) tp->add_log_weight(t);
-    }
+    const C at = C(chain::schedule_at(a, t, k.cs)), bt = C(chain::schedule_at(b, t, k.cs));
+    k.retarget(t, x, g, e);
     // The proposal is langevin_update without clamp or clip.
     const LangevinCoef<C> prop{at, bt, -inf, inf, C(0), false};
     chain::NormalCursor<C> z(key, step0 + static_cast<uint32_t>(t));
     C fwd[R], bwd[R];
 #pragma unroll
     for (int r = 0; r < R; ++r)
-      y[r] = L.has(r) ? langevin_point(x[r], g[r], z.at(static_cast<uint64_t>(cs * d + L.col(r))),
-                                       prop)
-                      : C(0);
-    const C ey = L.target(model, base, has_base, tp, y, gy, true);
+      y[r] = k.L.has(r) ? langevin_point(x[r], g[r], k.normal(z, r), prop) : C(0);
+    const C ey = k.target(y, gy, true);
 #pragma unroll
     for (int r = 0; r < R; ++r) {
       fwd[r] = mala_forward_term(x[r], y[r], g[r], at);
       bwd[r] = mala_backward_term(x[r], y[r], gy[r], at);
     }
-    const C log_r = mala_log_ratio_from_sums(L.sum(fwd), L.sum(bwd), e, ey, bt);
-    const C u = chain::chain_uniform<C>(key, step0 + static_cast<uint32_t>(t), cs);
+    const C log_r = mala_log_ratio_from_sums(k.L.sum(fwd), k.L.sum(bwd), e, ey, bt);
+    const C u = chain::chain_uniform<C>(key, step0 + static_cast<uint32_t>(t), k.cs);
     const bool accepted = metropolis_accept(u, log_r);
-    if (accepted) {
-#pragma unroll
-      for (int r = 0; r < R; ++r) {
-        x[r] = y[r];
-        g[r] = gy[r];
-      }
-      e = ey;
-    }
-    if (active && trajectory != nullptr) {
-      const int64_t kept = chain::kept_index(t, thin);
-      if (kept >= 0) L.store(trajectory + (c * n_keep + kept) * d, x);
-    }
-    const bool counts = active && L.lane == 0;  // one lane per chain adds to the means
-    chain::block_partial(counts && record_energy ? double(e) : 0.0,
-                         counts && accepted ? 1.0 : 0.0, partial, t);
+    gaussian_chain::take_if(accepted, x, g, e, y, gy, ey);
+    k.keep(trajectory, x, t, thin, n_keep);
+    k.add_sums(partial, e, record_energy, accepted, t);
   }
-  if (active) L.store(x_out + c * d, x);
+  if (k.active) k.L.store(x_out + k.c * d, x);
 }
 
 template <class C, class M>
