@@ -13,7 +13,7 @@ Where no harness JSON of a run was kept, the picture is drawn from the table tha
 ``fused/ref``), and the page showing it says so. By default:
 
 - ``bench/results/cpu_neural_2026-11-30.json``: the CPU neural-energy run of 2026-11-30
-  (commit 03d246b) reported in ``docs/benchmarks.md``;
+  (commit 16c1279) reported in ``docs/benchmarks.md``;
 - the table of the CPU analytic-model run of 2026-11-22 (commit c0833df) in
   ``docs/benchmarks.md``, whose JSON was not kept.
 """
