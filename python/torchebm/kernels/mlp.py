@@ -604,7 +604,7 @@ def _precheck(model: nn.Module, x: torch.Tensor) -> Optional[str]:
             return f"module {name or type(m).__name__} has backward hooks"
         if (
             type(m).__module__.startswith("torch.nn")
-            and not list(m.children())
+            and not m._modules  # a leaf (no child modules)
             and not isinstance(m, (nn.Sequential, nn.ModuleList, nn.ModuleDict))
         ):
             if not isinstance(m, _ALLOWED_LEAVES) or type(m).__module__.startswith(
@@ -614,15 +614,16 @@ def _precheck(model: nn.Module, x: torch.Tensor) -> Optional[str]:
                 return f"model contains {type(m).__name__}{where}, not a Linear/activation chain"
         if getattr(m, "parametrizations", None):
             return f"module {name or type(m).__name__} has parametrised weights"
+    params = list(model.parameters())
     dtensor = getattr(sys.modules.get("torch.distributed.tensor"), "DTensor", None)
-    if dtensor is not None and any(isinstance(p, dtensor) for p in model.parameters()):
+    if dtensor is not None and any(isinstance(p, dtensor) for p in params):
         return "parameters are sharded DTensors (FSDP2 or tensor parallel), gathered per forward"
-    dtypes = {p.dtype for p in model.parameters()}
+    dtypes = {p.dtype for p in params}
     if len(dtypes) > 1:
         return f"parameters have mixed dtypes {sorted(str(d) for d in dtypes)}"
     if dtypes and next(iter(dtypes)) != x.dtype:
         return f"parameters are {next(iter(dtypes))} but x is {x.dtype}"
-    devices = {p.device for p in model.parameters()}
+    devices = {p.device for p in params}
     if devices and devices != {x.device}:
         return f"parameters are on {sorted(str(d) for d in devices)} but x is on {x.device}"
     return None
