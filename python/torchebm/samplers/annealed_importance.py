@@ -59,7 +59,12 @@ from torchebm.core.analytic_models import GaussianModel
 from torchebm.core.argument_checks import count
 from torchebm.core.base_sampler import BaseSampler, generator_randn
 from torchebm.kernels import dispatch, ops
-from torchebm.samplers.mcmc_sampler import _CHAIN_SCHEDULES, MCMCSampler, _first_chain_block, kernel_model
+from torchebm.samplers.mcmc_sampler import (
+    _CHAIN_SCHEDULES,
+    _first_chain_block,
+    kernel_model,
+    tempered_chain_blocker,
+)
 from torchebm.samplers.tempered_model import TemperedModel
 
 
@@ -248,20 +253,7 @@ class AnnealedImportanceSampler(nn.Module):
 
     def _chain_blocker(self, x: torch.Tensor) -> Optional[str]:
         """Why the anneal cannot run as one tempered chain op call, or None."""
-        sampler = self.sampler
-        name = type(sampler).__name__
-        if not isinstance(sampler, MCMCSampler) or sampler.algorithm.chain_op is None:
-            return f"{name} has no whole-chain op"
-        if sampler.backend == "reference":
-            return f"{name} has backend='reference'"
-        if getattr(sampler, "adaptation", None) is not None:
-            return f"{name} is adapted (warmup()); its adapted settings run per sample() call"
-        if x.dim() != 2:
-            return f"the chain ops take states [N, d], got {tuple(x.shape)}"
-        model, why_not = kernel_model(self.model, x)
-        if model is None:
-            return why_not
-        return dispatch.kernels_blocker((sampler.algorithm.chain_op,), x.device, x.dtype)
+        return tempered_chain_blocker([self.sampler], self.model, x)
 
     def _anneal_in_kernel(self, path: TemperedModel, x: torch.Tensor, betas: list[float],
                           generator: Optional[torch.Generator]) -> torch.Tensor:

@@ -121,6 +121,26 @@ def kernel_model(model: nn.Module, x: torch.Tensor) -> tuple[Optional[KernelMode
     return KernelModel(name, params, mean, precision), None
 
 
+def tempered_chain_blocker(samplers: list, model: nn.Module, x: torch.Tensor) -> Optional[str]:
+    """Why ``samplers`` (one sampler, or its copies, one per temperature) cannot run tempered
+    steps of ``model`` on states ``x [N, d]`` as calls of their tempered chain op (``beta``;
+    annealed importance sampling, parallel tempering), or None."""
+    first = samplers[0]
+    name = type(first).__name__
+    if not isinstance(first, MCMCSampler) or first.algorithm.chain_op is None:
+        return f"{name} has no whole-chain op"
+    if first.backend == "reference":
+        return f"{name} has backend='reference'"
+    if any(getattr(s, "adaptation", None) is not None for s in samplers):
+        return f"{name} is adapted (warmup()); its adapted settings run per sample() call"
+    if x.dim() != 2:
+        return f"the chain ops take states [N, d], got {tuple(x.shape)}"
+    spec, why_not = kernel_model(model, x)
+    if spec is None:
+        return why_not
+    return dispatch.kernels_blocker((first.algorithm.chain_op,), x.device, x.dtype)
+
+
 def chain_model(model: nn.Module, x: torch.Tensor, algorithm: Algorithm) -> tuple[Optional[ChainModel], Optional[str]]:
     """How a whole-chain op of ``algorithm`` can evaluate ``model`` on states like ``x``: as a
     built-in analytic model (its ``kernel_spec()``), else as an MLP energy recognised from its

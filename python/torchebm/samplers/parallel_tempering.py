@@ -49,7 +49,7 @@ from torchebm.core.argument_checks import count, flag, real_number
 from torchebm.core.base_module import DeviceLike
 from torchebm.core.base_sampler import BaseSampler, generator_rand
 from torchebm.kernels import dispatch, ops, reference
-from torchebm.samplers.mcmc_sampler import MCMCSampler, kernel_model
+from torchebm.samplers.mcmc_sampler import kernel_model, tempered_chain_blocker
 from torchebm.samplers.tempered_model import TemperedModel
 
 SCHEDULES = ("deo", "seo")
@@ -321,22 +321,9 @@ class ParallelTempering(BaseSampler):
     def _chain_blocker(self, state: torch.Tensor, mk: dict) -> Optional[str]:
         """Why a round's steps cannot run as one chain-op call over every temperature
         (``state`` ``[K, B, *event]``), or None."""
-        first = self.samplers[0]
-        name = type(first).__name__
-        if not isinstance(first, MCMCSampler) or first.algorithm.chain_op is None:
-            return f"{name} has no whole-chain op"
-        if first.backend == "reference":
-            return f"{name} has backend='reference'"
         if mk:
             return "model_kwargs/y given (the kernels evaluate x-only closed forms)"
-        if any(getattr(c, "adaptation", None) is not None for c in self.samplers):
-            return f"{name} is adapted (warmup()); its adapted settings run per sample() call"
-        if state.dim() != 3:
-            return f"the chain ops take states [B, d], got temperatures of {tuple(state.shape[1:])}"
-        model, why_not = kernel_model(self.model, state[0])
-        if model is None:
-            return why_not
-        return dispatch.kernels_blocker((first.algorithm.chain_op,), state.device, state.dtype)
+        return tempered_chain_blocker(self.samplers, self.model, state[0])
 
     def _round_in_one_call(self, state: torch.Tensor, seg: int, reset: bool,
                            return_trajectory: bool, generator: Optional[torch.Generator]):
