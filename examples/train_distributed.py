@@ -238,6 +238,9 @@ def main(argv=None) -> None:
     if args.dump is not None:
         torch.save({"params": full_parameters(model), "replay_buffer": loss_fn.replay_buffer.cpu()},
                    f"{args.dump}.rank{rank}.pt")
+    # Every rank done before any tears down: a gloo peer closing its sockets while another rank
+    # still has them open can abort that rank at exit.
+    dist.barrier()
     dist.destroy_process_group()
 
 
