@@ -45,7 +45,14 @@ from torchebm.datasets import eight_gaussians
 from torchebm.losses import PersistentContrastiveDivergence
 from torchebm.samplers import LangevinDynamics
 from torchebm.utils import load_checkpoint, save_checkpoint
-from torchebm.utils.distributed import all_gather_cat, get_rank, get_world_size, rank_generator, unsharded
+from torchebm.utils.distributed import (
+    all_gather_cat,
+    exit_without_finalizing,
+    get_rank,
+    get_world_size,
+    rank_generator,
+    unsharded,
+)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -238,11 +245,10 @@ def main(argv=None) -> None:
     if args.dump is not None:
         torch.save({"params": full_parameters(model), "replay_buffer": loss_fn.replay_buffer.cpu()},
                    f"{args.dump}.rank{rank}.pt")
-    # Every rank done before any tears down: a gloo peer closing its sockets while another rank
-    # still has them open can abort that rank at exit.
-    dist.barrier()
+    dist.barrier()  # every rank done with every collective before any tears down
     dist.destroy_process_group()
 
 
 if __name__ == "__main__":
     main()
+    exit_without_finalizing()  # under DDP, gloo's threads outlive the group: see its docstring

@@ -232,6 +232,7 @@ def _worker_main(scenario: str, out: Path) -> None:
         {"ddp": _scenario_ddp, "fsdp": _scenario_fsdp, "fail": _scenario_fail}[scenario](out)
     finally:
         dist.destroy_process_group()
+    tdist.exit_without_finalizing()
 
 
 # ----------------------------------------------------------------------------- launching
@@ -433,6 +434,20 @@ def test_buffer_mixing_redeals_every_chain_once(ddp_ranks):
     assert rows("buffer_before_mixing") == rows("buffer_after_mixing")
     for saved in ddp_ranks:
         assert not torch.equal(saved["buffer_before_mixing"], saved["buffer_after_mixing"])
+
+
+def test_exit_without_finalizing_flushes_and_skips_finalization():
+    script = (
+        "import atexit, sys\n"
+        "from torchebm.utils.distributed import exit_without_finalizing\n"
+        "atexit.register(lambda: print('atexit ran'))\n"
+        "print('out', end='')\n"
+        "print('err', end='', file=sys.stderr)\n"
+        "exit_without_finalizing(3)\n"
+        "print('not reached')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout, done.stderr) == (3, "out", "err")
 
 
 def test_a_failing_rank_ends_the_job_with_its_error(tmp_path):

@@ -23,8 +23,10 @@ seeded with :math:`k_r`.)
 
 from __future__ import annotations
 
+import os
+import sys
 from contextlib import contextmanager
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, NoReturn, Optional
 
 import torch
 import torch.distributed as dist
@@ -34,6 +36,7 @@ __all__ = [
     "all_gather_cat",
     "broadcast_object",
     "broadcast_tensor",
+    "exit_without_finalizing",
     "get_rank",
     "get_world_size",
     "is_distributed",
@@ -184,3 +187,22 @@ def unsharded(module: nn.Module, recurse: bool = True) -> Iterator[nn.Module]:
         for sub in module.modules() if recurse else (module,):
             if hasattr(sub, "set_reshard_after_forward"):
                 sub.reshard()
+
+
+def exit_without_finalizing(code: int = 0) -> NoReturn:
+    """End this process with exit status ``code`` after flushing stdout and stderr, without
+    the interpreter's finalization (``os._exit``): ``atexit`` handlers and object finalizers
+    do not run.
+
+    For the last line of a script run under ``torchrun`` with the gloo backend, after
+    :func:`torch.distributed.destroy_process_group`. Once a ``DistributedDataParallel``
+    wrapper has been built, its process group outlives ``destroy_process_group`` (torch 2.13
+    keeps references to it), so the group's worker threads are never joined. A worker still
+    releasing a finished collective's tensors when the interpreter finalizes asks for the GIL;
+    a finalizing interpreter ends that thread instead, and the process aborts after its work
+    is done ("terminate called without an active exception", exit status -6), which fails the
+    whole ``torchrun`` job. Leaving without finalizing has no such race.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
