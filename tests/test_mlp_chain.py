@@ -9,6 +9,8 @@ import os
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 import torch.nn.functional as F
 from torch import nn
 
@@ -268,6 +270,31 @@ def test_changed_python_constant_is_noticed():
     assert recognised(model, x).out_scale == pytest.approx(0.5)
     model.temperature = 4.0
     assert recognised(model, x).out_scale == pytest.approx(0.25)
+
+
+_probe_values = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.floats(-2.0, 2.0),
+    st.sampled_from([0.0, 1e6, -1e6, math.inf, -math.inf, math.nan]),
+)
+
+
+@given(
+    st.lists(
+        st.tuples(_probe_values, _probe_values, st.floats(-3e-4, 3e-4), st.booleans()),
+        min_size=1,
+        max_size=4,
+    ),
+    st.sampled_from([1e-4, 1e-9]),
+)
+def test_probe_comparison_is_allclose(pairs, tol):
+    # got: an unrelated value, or want nudged by an amount around the tolerance.
+    want = [w for w, _, _, _ in pairs]
+    got = [w * (1 + nudge) + nudge if nudged else g for w, g, nudge, nudged in pairs]
+    scale = max([1.0] + [abs(w) for w in want if math.isfinite(w)])
+    w, g = torch.tensor(want, dtype=torch.float64), torch.tensor(got, dtype=torch.float64)
+    close = torch.allclose(w, g, rtol=tol, atol=tol * scale, equal_nan=True)
+    assert (mlpk._mismatch(want, got, tol) is None) == close
 
 
 # ---- gradients against autograd --------------------------------------------------------------

@@ -584,24 +584,29 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model
 
 
-def _precheck(model: nn.Module, x: torch.Tensor) -> Optional[str]:
-    """Reasons found without tracing (cheap, checked at every call)."""
+def _inspect(model: nn.Module, x: torch.Tensor) -> tuple[Optional[str], Optional[tuple]]:
+    """``(reason, key)`` from one walk over the modules, at every call: the reason found without
+    tracing that the kernels cannot take ``model`` (else None), and the key its trace is cached
+    under (None when refused): the model's type and ``forward``, every module's training flag,
+    the identities, shapes, dtypes and devices of the parameters and buffers, and x's ``d``,
+    dtype and device."""
     if not isinstance(model, nn.Module):
-        return f"the model is a {type(model).__name__}, not an nn.Module"
+        return f"the model is a {type(model).__name__}, not an nn.Module", None
     if x.dim() != 2:
-        return f"x has shape {list(x.shape)}; the MLP kernels take states [B, d]"
+        return f"x has shape {list(x.shape)}; the MLP kernels take states [B, d]", None
     if x.dtype not in (torch.float32, torch.float64):
-        return f"x is {x.dtype}; the MLP kernels take float32 or float64"
+        return f"x is {x.dtype}; the MLP kernels take float32 or float64", None
     if getattr(model, "use_mixed_precision", False):
-        return "mixed precision (autocast) is on"
+        return "mixed precision (autocast) is on", None
     from torchebm.core.base_model import BaseModel
 
     grad_fn = getattr(type(model), "gradient", None)
     if grad_fn is not None and grad_fn is not BaseModel.gradient:
-        return f"{type(model).__name__} overrides gradient() (not autograd of forward)"
+        return f"{type(model).__name__} overrides gradient() (not autograd of forward)", None
+    training, params, buffers = [], [], []
     for name, m in model.named_modules():
         if m._backward_hooks or m._backward_pre_hooks:
-            return f"module {name or type(m).__name__} has backward hooks"
+            return f"module {name or type(m).__name__} has backward hooks", None
         if (
             type(m).__module__.startswith("torch.nn")
             and not m._modules  # a leaf (no child modules)
@@ -611,22 +616,34 @@ def _precheck(model: nn.Module, x: torch.Tensor) -> Optional[str]:
                 "torch.nn.utils.parametriz"
             ):
                 where = f" ({name})" if name else ""
-                return f"model contains {type(m).__name__}{where}, not a Linear/activation chain"
+                return f"model contains {type(m).__name__}{where}, not a Linear/activation chain", None
         if getattr(m, "parametrizations", None):
-            return f"module {name or type(m).__name__} has parametrised weights"
-    params = list(model.parameters())
+            return f"module {name or type(m).__name__} has parametrised weights", None
+        training.append(m.training)
+        params += [p for p in m._parameters.values() if p is not None]
+        buffers += [b for b in m._buffers.values() if b is not None]
     dtensor = getattr(sys.modules.get("torch.distributed.tensor"), "DTensor", None)
     if dtensor is not None and any(isinstance(p, dtensor) for p in params):
-        return "parameters are sharded DTensors (FSDP2 or tensor parallel), gathered per forward"
+        return "parameters are sharded DTensors (FSDP2 or tensor parallel), gathered per forward", None
     dtypes = {p.dtype for p in params}
     if len(dtypes) > 1:
-        return f"parameters have mixed dtypes {sorted(str(d) for d in dtypes)}"
+        return f"parameters have mixed dtypes {sorted(str(d) for d in dtypes)}", None
     if dtypes and next(iter(dtypes)) != x.dtype:
-        return f"parameters are {next(iter(dtypes))} but x is {x.dtype}"
+        return f"parameters are {next(iter(dtypes))} but x is {x.dtype}", None
     devices = {p.device for p in params}
     if devices and devices != {x.device}:
-        return f"parameters are on {sorted(str(d) for d in devices)} but x is on {x.device}"
-    return None
+        return f"parameters are on {sorted(str(d) for d in devices)} but x is on {x.device}", None
+    key = (
+        type(model),
+        model.__dict__.get("forward"),
+        tuple(training),
+        tuple((id(p), p.shape, p.dtype, p.device) for p in params),
+        tuple((id(b), b.shape, b.dtype) for b in buffers),
+        x.shape[1],
+        x.dtype,
+        x.device,
+    )
+    return None, key
 
 
 def _trace(model: nn.Module, x: torch.Tensor) -> MLPSpec:
@@ -662,19 +679,6 @@ _cache: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary
 _CACHE_PER_MODEL = 4
 
 
-def _cache_key(model: nn.Module, x: torch.Tensor) -> tuple:
-    return (
-        type(model),
-        model.__dict__.get("forward"),
-        tuple(m.training for m in model.modules()),
-        tuple((id(p), tuple(p.shape), p.dtype, p.device) for p in model.parameters()),
-        tuple((id(b), tuple(b.shape), b.dtype) for b in model.buffers()),
-        x.shape[1],
-        x.dtype,
-        x.device,
-    )
-
-
 def _probe_mismatch(model: nn.Module, spec: MLPSpec, x: torch.Tensor) -> Optional[str]:
     """Checks the spec against forward() on a few of the states (a constant baked into the
     trace may have changed since)."""
@@ -686,13 +690,26 @@ def _probe_mismatch(model: nn.Module, spec: MLPSpec, x: torch.Tensor) -> Optiona
         got = spec.energy(probe)
     if want.numel() != got.numel():
         return f"forward returned shape {list(want.shape)} on {probe.shape[0]} states"
-    want = want.reshape(got.shape)
     tol = 1e-9 if x.dtype == torch.float64 else 1e-4
-    scale = max(1.0, float(want.abs().max().nan_to_num(0.0, 0.0, 0.0)))
-    if not torch.allclose(want, got, rtol=tol, atol=tol * scale, equal_nan=True):
-        diff = float((want - got).abs().max())
-        return f"the recognised chain differs from forward() by {diff:.3g} on the states"
+    error = _mismatch(want.reshape(-1).tolist(), got.reshape(-1).tolist(), tol)
+    if error is not None:
+        return f"the recognised chain differs from forward() by {error:.3g} on the states"
     return None
+
+
+def _mismatch(want: list[float], got: list[float], tol: float) -> Optional[float]:
+    """The largest error among pairs that are not close, else None; close as in
+    ``torch.allclose(want, got, rtol=tol, atol=tol * scale, equal_nan=True)`` with
+    ``scale = max(1, largest finite |want|)``: equal (infinities included), both NaN, or a
+    finite ``|w - g| <= tol * scale + tol * |g|``. The probe's few numbers are compared on
+    the host: allclose's kernels would cost more than the probe's forward."""
+    scale = max([1.0] + [abs(w) for w in want if math.isfinite(w)])
+    errors = [
+        abs(w - g) for w, g in zip(want, got)
+        if not (w == g or (math.isnan(w) and math.isnan(g)))
+        and not (math.isfinite(w - g) and abs(w - g) <= tol * scale + tol * abs(g))
+    ]
+    return max(errors) if errors else None
 
 
 def recognise_mlp(model: nn.Module, x: torch.Tensor) -> tuple[Optional[MLPSpec], Optional[str]]:
@@ -707,10 +724,9 @@ def recognise_mlp(model: nn.Module, x: torch.Tensor) -> tuple[Optional[MLPSpec],
     ``model_kwargs`` (conditioning) are not supported: callers refuse them first.
     """
     model = _unwrap(model)
-    reason = _precheck(model, x)
+    reason, key = _inspect(model, x)
     if reason is not None:
         return None, f"mlp: {reason}"
-    key = _cache_key(model, x)
     entries = _cache.setdefault(model, {})
     if key in entries:
         spec, reason = entries.pop(key)
