@@ -1030,25 +1030,42 @@ OVERHEAD_LEAPFROG = 5  # HMC's leapfrog steps in sample_overhead's HMC figure
 
 
 def sample_overhead(impl, size, repeats, warmup, device):
-    """The fixed cost of one call: ``n_steps`` (1) Langevin step of ``n_chains`` (16)
-    double-well chains (d = 2, step 0.01, noise scale 1), so that the call's own work is
-    negligible. A timed run makes ``n_calls`` calls on the same state (``work`` counts calls).
+    """The fixed cost of one call: ``n_steps`` (1) Langevin step of ``n_chains`` (16) chains
+    (d = 2, step 0.01, noise scale 1) of ``size["model"]``: the double well, or ``"mlp"``
+    (mlp_langevin's 2-64-64-1 SELU network, which our sampler recognises and runs on the MLP
+    chain kernel), so that the call's own work is small. A timed run makes ``n_calls`` calls
+    on the same state (``work`` counts calls).
 
     ``fused``: our ``sample()``; ``torchebm089``: 0.8.9's; ``fused-op``: our whole-chain op
-    called directly, schedules prepared once (the floor under our sampler);
-    ``torchebm089-triton``: 0.8.9's Triton chain function (CUDA). ``info``: microseconds per
+    called directly, schedules and network arguments prepared once (the floor under our
+    sampler); ``torchebm089-triton``: 0.8.9's Triton chain function (CUDA, double well);
+    ``hand_eager`` (MLP): one step of the hand-written loop. ``info``: microseconds per
     call (``us_per_call``) and, for the samplers, those of MALA (ours) and HMC
     (``OVERHEAD_LEAPFROG`` leapfrog steps) on the same chains, timed the same way."""
-    (DoubleWellModel,) = _import_api("DoubleWellModel", module="torchebm.core")
     x0 = _initial_state(size["n_chains"], size["dim"], device).contiguous()
     n_steps, n_calls = size["n_steps"], size["n_calls"]
     counter = iter(range(10**12))
-    model = DoubleWellModel().to(device)
+    a = torch.full((n_steps,), LANGEVIN_STEP, dtype=torch.float64, device=device)
+    b = torch.full((n_steps,), math.sqrt(2.0 * LANGEVIN_STEP), dtype=torch.float64, device=device)
+    if size.get("model") == "mlp":
+        model = _net_model("mlp", impl, device)
+    else:
+        (DoubleWellModel,) = _import_api("DoubleWellModel", module="torchebm.core")
+        model = DoubleWellModel().to(device)
     if impl == "torchebm089-triton":
         if not device.startswith("cuda"):
             raise Unavailable("0.8.9's Triton chain function runs on CUDA only")
         chain = _triton_089("doublewell_langevin_chain")
         call = lambda x: chain(x, n_steps, LANGEVIN_STEP, 1.0, 2.0, 1.0, seed=next(counter))  # noqa: E731
+        calls = {"langevin": call}
+    elif impl == "fused-op" and size.get("model") == "mlp":
+        from torchebm.kernels import mlp
+
+        spec, why = mlp.recognise_mlp(model, x0)
+        if spec is None:
+            raise Unavailable(f"no MLP chain kernel for the network: {why}")
+        net = spec.op_args()
+        call = lambda x: mlp.mlp_langevin_chain(x, a=a, b=b, seed=next(counter), **net)  # noqa: E731
         calls = {"langevin": call}
     elif impl == "fused-op":
         from torchebm.kernels import ops
@@ -1057,10 +1074,11 @@ def sample_overhead(impl, size, repeats, warmup, device):
         spec, why = kernel_model(model, x0)
         if spec is None:
             raise Unavailable(f"no chain kernel for DoubleWellModel: {why}")
-        a = torch.full((n_steps,), LANGEVIN_STEP, dtype=torch.float64, device=device)
-        b = torch.full((n_steps,), math.sqrt(2.0 * LANGEVIN_STEP), dtype=torch.float64, device=device)
         call = lambda x: ops.langevin_chain(spec.name, x, a, b, spec.params, seed=next(counter))  # noqa: E731
         calls = {"langevin": call}
+    elif impl == "hand_eager":
+        chain = hand_langevin_chain(model, LANGEVIN_STEP, math.sqrt(2.0 * LANGEVIN_STEP), compiled=False)
+        calls = {"langevin": lambda x: chain(x, n_steps)}
     else:
         names = ("LangevinDynamics", "HamiltonianMonteCarlo") + (("MALA",) if impl in OURS else ())
         classes = dict(zip(names, _samplers_api(*names)))
@@ -1086,7 +1104,7 @@ def sample_overhead(impl, size, repeats, warmup, device):
         times[kind] = _time_runs(lambda: x0.clone(), run_calls(call), repeats, warmup, device)
         key = "us_per_call" if kind == "langevin" else f"{kind}_us_per_call"
         info[key] = round(statistics.median(times[kind]) / n_calls * 1e6, 2)
-    if impl not in ("fused-op", "torchebm089-triton"):
+    if impl not in ("fused-op", "torchebm089-triton", "hand_eager"):
         info.update(sampler_path(samplers["langevin"].sampler))
     return {"times_s": times["langevin"], "work": n_calls, "info": info}
 
@@ -1295,6 +1313,17 @@ WORKLOADS = {
             full={"n_chains": 16, "dim": 2, "n_steps": 1, "n_calls": 1000},
             quick={"n_chains": 16, "dim": 2, "n_steps": 1, "n_calls": 20},
             impls=("fused", "fused-op", "torchebm089", "torchebm089-triton"),
+            targets={},
+            unit="iterations",
+        ),
+        Workload(
+            "mlp_sample_overhead",
+            sample_overhead,
+            "host cost of one sample() call on an MLP energy: 1 Langevin step of 16 chains of "
+            "mlp_langevin's 2-64-64-1 network, work = calls",
+            full={"n_chains": 16, "dim": 2, "n_steps": 1, "n_calls": 1000, "model": "mlp"},
+            quick={"n_chains": 16, "dim": 2, "n_steps": 1, "n_calls": 20, "model": "mlp"},
+            impls=("fused", "fused-op", "torchebm089", "hand_eager"),
             targets={},
             unit="iterations",
         ),
