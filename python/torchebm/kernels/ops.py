@@ -379,9 +379,17 @@ def check_first_step(op: str, first_step: int, n_steps: int) -> None:
         )
 
 
-def _tempering_tensors(beta, base_mean, base_precision, log_weight) -> dict:
-    return {"beta": beta, "base_mean": base_mean, "base_precision": base_precision,
-            "log_weight": log_weight}
+def _check_chain_fake(op: str, x0, schedules: dict, others: dict, first_step: int, beta,
+                      base_mean, base_precision, log_weight) -> None:
+    """The checks of the analytic chain ops' fake kernels: every tensor on ``x0``'s device (the
+    ``schedules`` and ``beta`` may stay on the CPU), and ``first_step`` and the tempering
+    against ``n_steps``, the length of the first schedule."""
+    n_steps = next(iter(schedules.values())).shape[0]
+    tempering = {"beta": beta, "base_mean": base_mean, "base_precision": base_precision,
+                 "log_weight": log_weight}
+    check_same_device(op, {"x0": x0, **schedules, **others, **tempering}, host_ok=(*schedules, "beta"))
+    check_first_step(op, first_step, n_steps)
+    check_tempering_fake(op, n_steps, beta, base_mean, log_weight)
 
 
 def check_tempering_fake(op: str, n_steps: int, beta, base_mean, log_weight) -> None:
@@ -467,13 +475,8 @@ def langevin_chain(
 def _langevin_chain_fake(energy, x0, a, b, params, mean, precision, clamp_min, clamp_max,
                          grad_clip, seed, thin, record_trajectory, record_energy, first_step=0,
                          beta=None, base_mean=None, base_precision=None, log_weight=None):
-    check_same_device(
-        "langevin_chain", {"x0": x0, "a": a, "b": b, "mean": mean, "precision": precision,
-                           **_tempering_tensors(beta, base_mean, base_precision, log_weight)},
-        host_ok=("a", "b", "beta"),
-    )
-    check_first_step("langevin_chain", first_step, a.shape[0])
-    check_tempering_fake("langevin_chain", a.shape[0], beta, base_mean, log_weight)
+    _check_chain_fake("langevin_chain", x0, {"a": a, "b": b}, {"mean": mean, "precision": precision},
+                      first_step, beta, base_mean, base_precision, log_weight)
     return chain_outputs_fake(x0, a.shape[0], thin, record_trajectory, record_energy, False)
 
 
@@ -527,13 +530,8 @@ def mala_chain(
 def _mala_chain_fake(energy, x0, a, b, params, mean, precision, seed, thin, record_trajectory,
                      record_energy, first_step=0, beta=None, base_mean=None, base_precision=None,
                      log_weight=None):
-    check_same_device(
-        "mala_chain", {"x0": x0, "a": a, "b": b, "mean": mean, "precision": precision,
-                       **_tempering_tensors(beta, base_mean, base_precision, log_weight)},
-        host_ok=("a", "b", "beta"),
-    )
-    check_first_step("mala_chain", first_step, a.shape[0])
-    check_tempering_fake("mala_chain", a.shape[0], beta, base_mean, log_weight)
+    _check_chain_fake("mala_chain", x0, {"a": a, "b": b}, {"mean": mean, "precision": precision},
+                      first_step, beta, base_mean, base_precision, log_weight)
     return chain_outputs_fake(x0, a.shape[0], thin, record_trajectory, record_energy, True)
 
 
@@ -595,15 +593,9 @@ def hmc_chain(
 def _hmc_chain_fake(energy, x0, step_size, n_leapfrog, inv_mass, params, mean, precision, seed,
                     thin, record_trajectory, record_energy, first_step=0, leapfrog_steps=None,
                     beta=None, base_mean=None, base_precision=None, log_weight=None):
-    check_same_device(
-        "hmc_chain",
-        {"x0": x0, "step_size": step_size, "inv_mass": inv_mass, "mean": mean,
-         "precision": precision, "leapfrog_steps": leapfrog_steps,
-         **_tempering_tensors(beta, base_mean, base_precision, log_weight)},
-        host_ok=("step_size", "leapfrog_steps", "beta"),
-    )
-    check_first_step("hmc_chain", first_step, step_size.shape[0])
-    check_tempering_fake("hmc_chain", step_size.shape[0], beta, base_mean, log_weight)
+    _check_chain_fake("hmc_chain", x0, {"step_size": step_size, "leapfrog_steps": leapfrog_steps},
+                      {"inv_mass": inv_mass, "mean": mean, "precision": precision}, first_step, beta,
+                      base_mean, base_precision, log_weight)
     if leapfrog_steps is not None and (
         leapfrog_steps.shape != (step_size.shape[0],) or leapfrog_steps.dtype != torch.int64
     ):
