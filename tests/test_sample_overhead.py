@@ -17,7 +17,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from torchebm import kernels
-from torchebm.core import ConstantScheduler, DoubleWellModel, LinearScheduler
+from torchebm.core import MLP, ConstantScheduler, DoubleWellModel, EnergyModel, LinearScheduler
 from torchebm.kernels import ops
 from torchebm.samplers import HamiltonianMonteCarlo, LangevinDynamics, MetropolisAdjustedLangevin
 from torchebm.samplers import schedule_cache
@@ -92,6 +92,23 @@ def test_a_repeated_call_runs_only_the_seed_the_check_and_the_chain_op(kind, sch
         ["aten::randn", "aten::randint", "aten::_local_scalar_dense", op]
     ), drawn.names
     assert set(given.host_reads) == {torch.device("cpu")}
+
+
+def test_a_repeated_call_on_a_known_mlp_does_not_run_the_network():
+    # EnergyModel(MLP): code recognise_mlp knows, so a repeated call skips the probe of
+    # forward() (kernels/forward_fingerprint.py): no linear layer runs outside the chain op.
+    sampler = LangevinDynamics(EnergyModel(MLP(2, [16, 16])), step_size=0.01)
+    x = torch.randn(16, 2)
+    sampler.sample(x, n_steps=3)
+    with _AtenOps() as given:
+        sampler.sample(x, n_steps=3)
+    assert sampler.last_route.op == "mlp_langevin_chain"
+    # detach() of x and of the 3 weights and 3 biases handed to the op, the finiteness
+    # check, the seed and the op.
+    assert Counter(given.names) == Counter(
+        ["aten::detach"] * 7 + ["aten::sum", "aten::_local_scalar_dense", "aten::randint",
+                                "aten::_local_scalar_dense", "torchebm::mlp_langevin_chain"]
+    ), given.names
 
 
 @pytest.mark.parametrize("kind", SAMPLERS)

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from torchebm.kernels import reference
+from torchebm.kernels.forward_fingerprint import fingerprint
 from torchebm.kernels.loader import load_ops
 from torchebm.kernels.ops import (
     chain_outputs_fake,
@@ -718,22 +719,29 @@ def recognise_mlp(model: nn.Module, x: torch.Tensor) -> tuple[Optional[MLPSpec],
     Returns ``(spec, None)`` or ``(None, reason)``, reason a sentence starting ``"mlp: "``.
     ``forward`` is traced with ``torch.export`` (batch dimension dynamic) once per (model,
     type, training flags, parameter and buffer identities and shapes, d, dtype, device); the
-    trace, or the refusal, is cached. On every call the spec is checked against
-    ``forward`` on up to 4 of the states (retraced once if they differ), so changed Python
-    constants are noticed. The spec reads the parameters' current values at each op call.
-    ``model_kwargs`` (conditioning) are not supported: callers refuse them first.
+    trace, or the refusal, is cached. A trace bakes in the Python values ``forward`` read, so
+    the spec is checked against ``forward`` on up to 4 of the states (the probe; retraced once
+    if they differ) after a trace and at every later call, except one where the model's
+    fingerprint (:mod:`torchebm.kernels.forward_fingerprint`: every value its code can read,
+    for models whose code is known) equals the one of the last probe that passed. The spec
+    reads the parameters' current values at each op call. ``model_kwargs`` (conditioning) are
+    not supported: callers refuse them first.
     """
     model = _unwrap(model)
     reason, key = _inspect(model, x)
     if reason is not None:
         return None, f"mlp: {reason}"
     entries = _cache.setdefault(model, {})
+    fprint = fingerprint(model, x.device.type)
     if key in entries:
-        spec, reason = entries.pop(key)
-        entries[key] = (spec, reason)
+        spec, reason, probed = entries.pop(key)
+        entries[key] = (spec, reason, probed)
         if spec is None:
             return None, reason
+        if fprint is not None and fprint == probed:
+            return spec, None
         if _probe_mismatch(model, spec, x) is None:
+            entries[key] = (spec, None, fprint)
             return spec, None
         entries.pop(key)
     try:
@@ -744,7 +752,8 @@ def recognise_mlp(model: nn.Module, x: torch.Tensor) -> tuple[Optional[MLPSpec],
         mismatch = _probe_mismatch(model, spec, x)
         if mismatch is not None:
             spec, reason = None, f"mlp: {mismatch}"
-    entries[key] = (spec, reason)
+    # (spec, reason, the fingerprint of the last probe that passed, or None)
+    entries[key] = (spec, reason, fprint if spec is not None else None)
     while len(entries) > _CACHE_PER_MODEL:
         entries.pop(next(iter(entries)))
     return spec, reason
