@@ -132,7 +132,7 @@ def test_code_it_cannot_see_into_is_probed_every_call(model_class, probes):
     assert recognised(model, x).out_scale == pytest.approx(0.5)
 
 
-def test_no_fingerprint_under_a_hook_autocast_or_an_unknown_attribute():
+def test_no_fingerprint_under_a_hook_autocast_an_unknown_attribute_or_call():
     model = EnergyModel(MLP(2, [8]))
     assert fingerprint(model, "cpu") is not None
     handle = model.network.register_forward_hook(lambda m, i, out: 2 * out)
@@ -147,6 +147,12 @@ def test_no_fingerprint_under_a_hook_autocast_or_an_unknown_attribute():
         assert fingerprint(model, "cpu") is None
     model.network.widths = [2, 8, 1]  # a list: its contents could change unseen
     assert fingerprint(model, "cpu") is None
+
+    class Called(Tempered):
+        def __call__(self, x):
+            return 2 * super().__call__(x)
+
+    assert fingerprint(Tempered(), "cpu") is not None and fingerprint(Called(), "cpu") is None
 
 
 def test_a_hook_added_after_the_probe_is_honoured():

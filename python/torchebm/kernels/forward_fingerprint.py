@@ -23,9 +23,10 @@ fingerprint and every call probes):
   buffer by identity, a plain value by value; a method or property of a class that is not
   torch's or this package's makes the module unknown.
 
-Also in the fingerprint: each module's identity, class and ``forward`` function, so that a
-replaced submodule or a patched class is seen. There is none while a forward hook is set (on a
-module or globally) or autocast is on. Not seen: torch's own functions replaced between calls.
+Also in the fingerprint: each module's identity, class and ``forward`` function (with its
+code and defaults), so that a replaced submodule or a patched class is seen. There is none
+while a forward hook is set (on a module or globally), a class overrides ``__call__`` or
+autocast is on. Not seen: torch's own functions replaced between calls.
 """
 
 from __future__ import annotations
@@ -146,9 +147,9 @@ def fingerprint(model: nn.Module, device_type: str) -> Optional[tuple]:
     trusted = trusted_classes()
     parts: list = []
     for m in model.modules():
-        if m._forward_hooks or m._forward_pre_hooks:
-            return None
         cls = type(m)
+        if m._forward_hooks or m._forward_pre_hooks or cls.__call__ is not nn.Module.__call__:
+            return None
         fn = cls.forward
         if cls in trusted:
             values = []
@@ -176,5 +177,5 @@ def fingerprint(model: nn.Module, device_type: str) -> Optional[tuple]:
             if value is _MISSING:
                 return None
             values.append((name, value))
-        parts.append((id(m), cls, fn, fn.__code__, fn.__defaults__, tuple(values)))
+        parts.append((id(m), cls, fn, fn.__code__, fn.__defaults__, fn.__kwdefaults__, tuple(values)))
     return tuple(parts)
