@@ -109,7 +109,7 @@ add_step ddp 60 20 "examples/train_distributed.py under torchrun, NCCL, one rank
 add_step fsdp2 60 20 "the same with FSDP2 (--fsdp)"
 add_step bench_mlp 120 30 "harness: MLP Langevin chain and CUDA graphs; the hand-written eager loop (>= 10x)"
 add_step bench_gaussian 120 30 "harness: dense-Gaussian Langevin, HMC, MALA chains"
-add_step bench_overhead 60 20 "harness: sample_overhead (host cost of a sample() call)"
+add_step bench_overhead 60 20 "harness: sample_overhead, mlp_sample_overhead (host cost of a sample() call)"
 add_step bench_doublewell 120 30 "harness: double-well chain against 0.8.9 and its Triton chain, update bandwidth, normals"
 add_step profile 120 30 "scripts/gpu_profile.py: dense-Gaussian chain kernels, call overhead, double well, MLP"
 add_step bench_compiled 150 45 "backend='compiled' (inductor, CUDA graphs) and the hand-written compiled loop, MLP"
@@ -313,7 +313,7 @@ step_fsdp2() { distributed fsdp2 --fsdp; }
 step_bench_mlp() { bench fused,fused-cudagraph,hand_eager mlp_langevin gpu_mlp_cuda_graph; }
 
 step_bench_gaussian() { bench fused,reference gaussian_langevin gaussian_hmc gaussian_mala; }
-step_bench_overhead() { bench fused,fused-op sample_overhead; }
+step_bench_overhead() { bench fused,fused-op,hand_eager sample_overhead mlp_sample_overhead; }
 step_bench_doublewell() { bench fused,fused-op,reference gpu_doublewell_chain doublewell_langevin gpu_langevin_bandwidth normal_generation; }
 
 step_profile() {

@@ -66,7 +66,7 @@ def test_the_plan_lists_every_step_in_order_with_its_command():
         "bench_mlp": ["bench/run.py --device cuda", "--impls fused,fused-cudagraph,hand_eager",
                       "--only mlp_langevin,gpu_mlp_cuda_graph"],
         "bench_gaussian": ["--only gaussian_langevin,gaussian_hmc,gaussian_mala"],
-        "bench_overhead": ["--only sample_overhead"],
+        "bench_overhead": ["--impls fused,fused-op,hand_eager", "--only sample_overhead,mlp_sample_overhead"],
         "bench_doublewell": ["--only gpu_doublewell_chain,doublewell_langevin"],
         "profile": ["scripts/gpu_profile.py --out"],
         "bench_compiled": ["--impls compiled,hand_compiled,hand_eager", "--only mlp_langevin"],
