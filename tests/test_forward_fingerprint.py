@@ -147,6 +147,9 @@ def test_no_fingerprint_under_a_hook_autocast_an_unknown_attribute_or_call():
         assert fingerprint(model, "cpu") is None
     model.network.widths = [2, 8, 1]  # a list: its contents could change unseen
     assert fingerprint(model, "cpu") is None
+    tempered = Tempered()
+    tempered.temperature = torch.tensor(2.0)  # a plain tensor: changed in place unseen
+    assert fingerprint(tempered, "cpu") is None
 
     class Called(Tempered):
         def __call__(self, x):

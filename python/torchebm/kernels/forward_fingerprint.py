@@ -116,24 +116,23 @@ def _global_value(fn: Any, name: str) -> Any:
 
 def _attribute_value(m: nn.Module, name: str) -> Any:
     """What ``m.<name>`` gives, fingerprinted; None when ``m`` has no such attribute (the name
-    is one of a tensor's or a torch module's); _MISSING when it is code this cannot see into."""
-    for table in (m.__dict__, m._modules, m._parameters, m._buffers):
+    is one of a tensor's or a torch module's); _MISSING when it is something whose effect this
+    cannot see (a plain tensor, a list, a callable, a method of a user class)."""
+    value = m.__dict__.get(name, _MISSING)
+    if value is not _MISSING:
+        return ("value", type(value), value) if type(value) in _PLAIN else _MISSING
+    for table in (m._modules, m._parameters, m._buffers):
         value = table.get(name, _MISSING)
         if value is not _MISSING:
-            break
-    else:
-        for cls in type(m).__mro__:
-            if name in cls.__dict__:
-                value = cls.__dict__[name]
-                if type(value) in _PLAIN:
-                    return ("value", type(value), value)
-                return ("library", id(value)) if _library_class(cls) else _MISSING
-        return None
-    if type(value) in _PLAIN:
-        return ("value", type(value), value)
-    if isinstance(value, (nn.Module, torch.Tensor)):
-        return ("object", id(value))
-    return _MISSING
+            # A submodule has its own fingerprint; the spec reads parameters and buffers live.
+            return ("object", id(value))
+    for cls in type(m).__mro__:
+        if name in cls.__dict__:
+            value = cls.__dict__[name]
+            if type(value) in _PLAIN:
+                return ("value", type(value), value)
+            return ("library", id(value)) if _library_class(cls) else _MISSING
+    return None
 
 
 def fingerprint(model: nn.Module, device_type: str) -> Optional[tuple]:
