@@ -731,13 +731,14 @@ def recognise_mlp(model: nn.Module, x: torch.Tensor) -> tuple[Optional[MLPSpec],
     reason, key = _inspect(model, x)
     if reason is not None:
         return None, f"mlp: {reason}"
+    # entries[key]: (spec, reason, the fingerprint of the last probe that passed, or None)
     entries = _cache.setdefault(model, {})
-    fprint = fingerprint(model, x.device.type)
     if key in entries:
         spec, reason, probed = entries.pop(key)
         entries[key] = (spec, reason, probed)
         if spec is None:
             return None, reason
+        fprint = fingerprint(model, x.device.type)
         if fprint is not None and fprint == probed:
             return spec, None
         if _probe_mismatch(model, spec, x) is None:
@@ -748,12 +749,13 @@ def recognise_mlp(model: nn.Module, x: torch.Tensor) -> tuple[Optional[MLPSpec],
         spec, reason = _trace(model, x), None
     except _Refused as exc:
         spec, reason = None, f"mlp: {exc}"
+    fprint = None
     if spec is not None:
+        fprint = fingerprint(model, x.device.type)
         mismatch = _probe_mismatch(model, spec, x)
         if mismatch is not None:
-            spec, reason = None, f"mlp: {mismatch}"
-    # (spec, reason, the fingerprint of the last probe that passed, or None)
-    entries[key] = (spec, reason, fprint if spec is not None else None)
+            spec, reason, fprint = None, f"mlp: {mismatch}", None
+    entries[key] = (spec, reason, fprint)
     while len(entries) > _CACHE_PER_MODEL:
         entries.pop(next(iter(entries)))
     return spec, reason
